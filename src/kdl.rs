@@ -1,0 +1,1 @@
+//! KDL v2 parser (placeholder until the parser lands).

@@ -1,0 +1,1 @@
+//! Secret masking (placeholder until the masker lands).

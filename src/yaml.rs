@@ -1,0 +1,1 @@
+//! YAML subset reader (placeholder until the reader lands).

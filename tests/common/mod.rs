@@ -1,0 +1,3 @@
+//! Shared test support: real git servers on loopback, a real orchestrator,
+//! and a way to run the runner binary with deadlines.
+#![allow(dead_code)]
