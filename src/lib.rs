@@ -8,3 +8,5 @@ pub mod error;
 pub mod kdl;
 pub mod mask;
 pub mod yaml;
+pub mod spool;
+pub mod upload;

@@ -1,3 +1,7 @@
 //! Shared test support: real git servers on loopback, a real orchestrator,
 //! and a way to run the runner binary with deadlines.
 #![allow(dead_code)]
+
+pub mod git;
+pub mod orchestrator;
+pub mod runner;
