@@ -1,0 +1,294 @@
+//! Checkout: brings the workdir to the exact requested commit with the
+//! system `git` (shallow fetch of the object id, full fetch where the server
+//! cannot serve that), initialises submodules, and verifies HEAD.
+//!
+//! git never prompts, runs with a time limit, is retried on transient network
+//! errors, and gets nothing from the job context it could take as an option:
+//! the commit is validated hex, the URL cannot start with `-` and is stored as
+//! a remote, and credentials travel in the environment, never in arguments.
+
+use crate::context::{strip_credentials, Context};
+use crate::error::{Error, Result};
+use crate::exec::{self, End, Limits};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Settings for running git, from the environment.
+pub struct GitOptions {
+    pub retries: u32,
+    pub timeout: Duration,
+}
+
+impl GitOptions {
+    pub fn from_env() -> Result<GitOptions> {
+        let num = |name: &str, default: u64| -> Result<u64> {
+            match std::env::var(name) {
+                Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+                    Error::input(format!("{name}={v:?} is not a whole number"))
+                }),
+                _ => Ok(default),
+            }
+        };
+        Ok(GitOptions {
+            retries: num("SOLSTICE_GIT_RETRIES", 3)? as u32,
+            timeout: Duration::from_secs(num("SOLSTICE_GIT_TIMEOUT", 600)?),
+        })
+    }
+}
+
+struct Git<'a> {
+    ctx: &'a Context,
+    opts: &'a GitOptions,
+    dir: &'a Path,
+}
+
+/// What a failed git command said, classified for retrying.
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl Git<'_> {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(self.dir).args(args);
+        cmd.env("GIT_TERMINAL_PROMPT", "0")
+            // Only transports that fetch; ext:: in a submodule URL would run commands.
+            .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE");
+        if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
+            cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
+        }
+        if let Some((user, pass)) = &self.ctx.repo.credentials {
+            // Scoped to the repository's origin so submodules on other hosts
+            // never receive these credentials.
+            let header = format!("Authorization: Basic {}", base64(format!("{user}:{pass}").as_bytes()));
+            let n: usize = std::env::var("GIT_CONFIG_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            cmd.env("GIT_CONFIG_COUNT", (n + 1).to_string())
+                .env(format!("GIT_CONFIG_KEY_{n}"), format!("http.{}.extraHeader", self.ctx.repo.origin))
+                .env(format!("GIT_CONFIG_VALUE_{n}"), header);
+        }
+        cmd
+    }
+
+    /// Runs git once; on failure returns its stderr, credentials removed.
+    fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
+        log::debug!("git {}", args.join(" "));
+        let limits = Limits { deadline: Some(Instant::now() + self.opts.timeout), grace: Duration::from_secs(5) };
+        let out = exec::run_collected(&mut self.command(args), limits).map_err(|e| Failure {
+            message: format!("cannot run git: {e} (is git installed and on PATH?)"),
+            transient: false,
+        })?;
+        match out.end {
+            End::Exited(0) => Ok(out.stdout),
+            End::TimedOut => Err(Failure {
+                message: format!("timed out after {} s (SOLSTICE_GIT_TIMEOUT)", self.opts.timeout.as_secs()),
+                transient: true,
+            }),
+            End::Cancelled(sig) => Err(Failure { message: format!("cancelled by signal {sig}"), transient: false }),
+            end => {
+                let text = strip_credentials(String::from_utf8_lossy(&out.stderr).trim());
+                let transient = is_transient(&text);
+                let message = if text.is_empty() { format!("exited with {}", end.exit_code()) } else { text };
+                Err(Failure { message, transient })
+            }
+        }
+    }
+
+    /// Runs git, retrying transient failures with exponential backoff.
+    fn run(&self, what: &str, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
+        let mut delay = Duration::from_secs(1);
+        let mut attempt = 0;
+        loop {
+            match self.run_once(args) {
+                Ok(out) => return Ok(out),
+                Err(f) if f.transient && attempt < self.opts.retries && exec::cancelled().is_none() => {
+                    attempt += 1;
+                    log::warn!(
+                        "{what} failed ({}); retrying in {} ms (attempt {} of {})",
+                        first_line(&f.message),
+                        delay.as_millis(),
+                        attempt + 1,
+                        self.opts.retries + 1
+                    );
+                    std::thread::sleep(delay + jitter(delay));
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(f) => return Err(f),
+            }
+        }
+    }
+
+    fn fetch_error(&self, what: &str, f: Failure) -> Error {
+        Error::fetch(format!("{what} from {} failed: {}", self.ctx.repo.display, f.message))
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text)
+}
+
+/// Up to a quarter of `d`, so many VMs retrying at once spread out.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let seed = (nanos ^ std::process::id().wrapping_mul(2654435761)) as u64;
+    d / 4 * (seed % 1000) as u32 / 1000
+}
+
+/// Errors worth another try: the network or the server, not the request.
+fn is_transient(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    const PERMANENT: &[&str] =
+        &["not our ref", "couldn't find remote ref", "authentication failed", "not found", "returned error: 4", "does not appear to be a git repository"];
+    const TRANSIENT: &[&str] = &[
+        "could not resolve host",
+        "connection refused",
+        "connection timed out",
+        "connection reset",
+        "timed out",
+        "early eof",
+        "hung up unexpectedly",
+        "rpc failed",
+        "unable to connect",
+        "unable to access",
+        "network is unreachable",
+        "temporary failure",
+        "transfer closed",
+        "returned error: 5",
+        "http 5",
+        "internal server error",
+        "bad gateway",
+        "service unavailable",
+        "gateway time",
+    ];
+    !PERMANENT.iter().any(|p| s.contains(p)) && TRANSIENT.iter().any(|p| s.contains(p))
+}
+
+/// Brings `ctx.workdir` to `ctx.commit`.
+pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
+    let dir = ctx.workdir.as_path();
+    let git = Git { ctx, opts, dir };
+    let reused = prepare_workdir(&git)?;
+    let sha = ctx.commit.as_str();
+    log::info!("fetching {} at {sha}", ctx.repo.display);
+    let started = Instant::now();
+
+    let shallow = git.run("shallow fetch", &["fetch", "--quiet", "--no-tags", "--depth=1", "origin", "--", sha]);
+    if let Err(f) = shallow {
+        if f.transient {
+            return Err(git.fetch_error("fetching the commit", f));
+        }
+        log::info!("the server cannot serve the commit alone ({}); fetching all branches and tags", first_line(&f.message));
+        let mut args = vec!["fetch", "--quiet", "--no-tags"];
+        if dir.join(".git/shallow").exists() {
+            args.push("--unshallow");
+        }
+        args.extend(["origin", "--", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]);
+        git.run("full fetch", &args).map_err(|f| git.fetch_error("fetching", f))?;
+        let object = format!("{sha}^{{commit}}");
+        if git.run_once(&["cat-file", "-e", &object]).is_err() {
+            return Err(Error::fetch(format!(
+                "commit {sha} is not in {} (not on any branch or tag the server offers)",
+                ctx.repo.display
+            )));
+        }
+    }
+    git.run("checkout", &["checkout", "--quiet", "--force", "--detach", sha])
+        .map_err(|f| Error::fetch(format!("checking out {sha} failed: {}", f.message)))?;
+    if reused {
+        git.run("clean", &["clean", "-ffdxq"])
+            .map_err(|f| Error::fetch(format!("cleaning the workdir failed: {}", f.message)))?;
+    }
+    let head = git
+        .run("rev-parse", &["rev-parse", "HEAD"])
+        .map_err(|f| Error::fetch(format!("reading HEAD failed: {}", f.message)))?;
+    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
+    if head != sha {
+        return Err(Error::fetch(format!("HEAD is {head} after checkout, not the requested {sha}")));
+    }
+    if dir.join(".gitmodules").exists() {
+        log::info!("initialising submodules");
+        let shallow = ["submodule", "update", "--init", "--recursive", "--force", "--depth=1"];
+        if let Err(f) = git.run("submodule update", &shallow) {
+            log::info!("shallow submodule update failed ({}); fetching them in full", first_line(&f.message));
+            git.run("submodule update", &shallow[..5])
+                .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
+        }
+    }
+    log::info!("checked out {sha} in {} ms", started.elapsed().as_millis());
+    Ok(())
+}
+
+/// Creates the workdir or checks it is ours to reuse. Returns whether an
+/// earlier checkout of the same repository is being reused.
+fn prepare_workdir(git: &Git) -> Result<bool> {
+    let dir = git.dir;
+    let url = git.ctx.repo.fetch_url.as_str();
+    let shown = dir.display();
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
+        }
+        Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                let origin = git.run_once(&["config", "--get", "remote.origin.url"]).ok();
+                let origin = origin.map(|o| String::from_utf8_lossy(&o).trim().to_string());
+                let ours = dir.join(".git").is_dir() && origin.as_deref() == Some(url);
+                if !ours {
+                    return Err(Error::input(format!(
+                        "workdir {shown} is not empty and is not a checkout of {}; it is left untouched (point SOLSTICE_WORKDIR at an empty or missing directory)",
+                        git.ctx.repo.display
+                    )));
+                }
+                log::info!("reusing the checkout in {shown}");
+                return Ok(true);
+            }
+        }
+    }
+    let init = |args: &[&str]| {
+        git.run_once(args).map_err(|f| Error::internal(format!("preparing {shown} failed: {}", f.message)))
+    };
+    init(&["-c", "init.defaultBranch=solstice", "init", "--quiet"])?;
+    init(&["remote", "add", "origin", "--", url])?;
+    Ok(false)
+}
+
+/// Standard base64 with padding.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity((data.len() + 2) / 3 * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64() {
+        assert_eq!(super::base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(super::base64(b"a"), "YQ==");
+        assert_eq!(super::base64(b"ab"), "YWI=");
+    }
+
+    #[test]
+    fn transient() {
+        assert!(super::is_transient("fatal: unable to connect to 127.0.0.1:\nConnection refused"));
+        assert!(!super::is_transient("fatal: couldn't find remote ref abc"));
+    }
+}

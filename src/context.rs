@@ -1,0 +1,494 @@
+//! The job context: what to fetch, where, and how to report, resolved from
+//! command-line flags, the environment, the job file and defaults (in that
+//! order of precedence), then validated before anything touches the disk or
+//! the network.
+
+use crate::error::{Error, Result};
+use crate::yaml;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_JOB_FILE: &str = "/etc/solstice/job.yaml";
+pub const DEFAULT_WORKDIR: &str = "/root/work";
+
+/// One setting of the job context and every name it goes by.
+pub struct Setting {
+    pub key: &'static str,
+    pub env: &'static str,
+    pub flag: Option<&'static str>,
+    pub default: Option<&'static str>,
+    /// Never printed, not even by `--dry-run`.
+    pub secret: bool,
+}
+
+const fn s(key: &'static str, env: &'static str, flag: Option<&'static str>) -> Setting {
+    Setting { key, env, flag, default: None, secret: false }
+}
+
+/// Every setting the job file may hold. A key not listed here draws a
+/// warning, never an error: the orchestrator may be newer than the runner.
+pub const SETTINGS: &[Setting] = &[
+    s("repo_url", "SOLSTICE_REPO_URL", Some("repo-url")),
+    s("commit_sha", "SOLSTICE_COMMIT_SHA", Some("commit")),
+    Setting { default: Some(DEFAULT_WORKDIR), ..s("workdir", "SOLSTICE_WORKDIR", Some("workdir")) },
+    s("job", "SOLSTICE_JOB", Some("job")),
+    s("timeout", "SOLSTICE_JOB_TIMEOUT", None),
+    s("orchestrator_url", "SOLSTICE_ORCHESTRATOR_URL", None),
+    s("job_id", "SOLSTICE_JOB_ID", None),
+    Setting { secret: true, ..s("token", "SOLSTICE_JOB_TOKEN", None) },
+    s("spool", "SOLSTICE_SPOOL", None),
+    s("secrets_file", "SOLSTICE_SECRETS_FILE", None),
+];
+
+/// Where a resolved value came from, for `--dry-run` and error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Flag(&'static str),
+    Env(&'static str),
+    File { path: String, line: usize, col: usize },
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Source::Flag(name) => write!(f, "flag --{name}"),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::File { path, line, col } => write!(f, "{path}:{line}:{col}"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub text: String,
+    pub source: Source,
+}
+
+/// Values given on the command line, by setting key.
+#[derive(Default)]
+pub struct Flags {
+    pub values: Vec<(&'static str, String)>,
+    pub job_file: Option<String>,
+}
+
+/// The resolved context: every setting's value (if any) and its source.
+pub struct Context {
+    pub job_file: PathBuf,
+    pub job_file_found: bool,
+    values: Vec<Option<Value>>,
+    /// Validated and normalised forms of the required settings.
+    pub repo: Repo,
+    pub commit: String,
+    pub workdir: PathBuf,
+}
+
+impl Context {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        let i = SETTINGS.iter().position(|s| s.key == key)?;
+        self.values.get(i)?.as_ref()
+    }
+
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.get(key).map(|v| v.text.as_str())
+    }
+
+    /// Every setting with its value, secrets hidden: what `--dry-run` prints.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let found = if self.job_file_found { "" } else { " (not found)" };
+        out.push_str(&format!("job_file         = {}{found}\n", self.job_file.display()));
+        for (setting, value) in SETTINGS.iter().zip(&self.values) {
+            let shown = match value {
+                None => "(unset)".to_string(),
+                Some(v) if setting.secret => format!("(set, hidden)    [{}]", v.source),
+                Some(v) if setting.key == "repo_url" => {
+                    format!("{}    [{}]", self.repo.display, v.source)
+                }
+                Some(v) => format!("{}    [{}]", v.text, v.source),
+            };
+            out.push_str(&format!("{:<16} = {shown}\n", setting.key));
+        }
+        out
+    }
+}
+
+/// Resolves the context from `flags`, the process environment and the job file.
+pub fn resolve(flags: &Flags) -> Result<Context> {
+    resolve_with(flags, &|name| std::env::var(name).ok())
+}
+
+/// `resolve` with the environment given as a function, so tests need not
+/// touch the process environment.
+pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Context> {
+    let (job_file, explicit) = match (&flags.job_file, env("SOLSTICE_JOB_FILE")) {
+        (Some(path), _) => (path.clone(), true),
+        (None, Some(path)) if !path.is_empty() => (path, true),
+        _ => (DEFAULT_JOB_FILE.to_string(), false),
+    };
+    let file = read_job_file(&job_file)?;
+    let job_file_found = file.is_some();
+    if !job_file_found && explicit {
+        log::debug!("job file {job_file} not found; using flags and environment only");
+    }
+    let entries = file.unwrap_or_default();
+
+    let mut values = Vec::with_capacity(SETTINGS.len());
+    for setting in SETTINGS {
+        let from_flag = setting.flag.and_then(|flag| {
+            let v = flags.values.iter().find(|(k, _)| *k == setting.key)?;
+            Some(Value { text: v.1.clone(), source: Source::Flag(flag) })
+        });
+        let from_env = || {
+            let text = env(setting.env).filter(|v| !v.is_empty())?;
+            Some(Value { text, source: Source::Env(setting.env) })
+        };
+        let from_file = || {
+            let e = entries.iter().find(|e| e.key == setting.key)?;
+            if e.plain && matches!(e.value.as_str(), "" | "~" | "null" | "Null" | "NULL") {
+                return None;
+            }
+            let source = Source::File { path: job_file.clone(), line: e.line, col: e.value_col };
+            Some(Value { text: e.value.clone(), source })
+        };
+        let from_default = || {
+            setting.default.map(|d| Value { text: d.to_string(), source: Source::Default })
+        };
+        values.push(from_flag.or_else(from_env).or_else(from_file).or_else(from_default));
+    }
+    for e in &entries {
+        if !SETTINGS.iter().any(|s| s.key == e.key) {
+            log::warn!(
+                "{job_file}:{}:{}: unknown key {:?} ignored (this runner is {}; the orchestrator may be newer)",
+                e.line,
+                e.col,
+                e.key,
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+    }
+
+    let find = |key: &str| {
+        let i = SETTINGS.iter().position(|s| s.key == key).unwrap_or(0);
+        values.get(i).and_then(|v| v.as_ref())
+    };
+    let missing = |key: &str| {
+        let setting = SETTINGS.iter().find(|s| s.key == key);
+        let (env_name, flag) = setting.map(|s| (s.env, s.flag.unwrap_or(""))).unwrap_or_default();
+        let file_note = if job_file_found { "" } else { ", which was not found" };
+        Error::input(format!(
+            "no {key} given: set {env_name}, pass --{flag}, or write `{key}: ...` in the job file {job_file}{file_note}"
+        ))
+    };
+    let url = find("repo_url").ok_or_else(|| missing("repo_url"))?;
+    let repo = parse_repo_url(&url.text).map_err(|msg| bad_value(url, "repo_url", &msg))?;
+    let sha = find("commit_sha").ok_or_else(|| missing("commit_sha"))?;
+    let commit = check_commit(&sha.text).map_err(|msg| bad_value(sha, "commit_sha", &msg))?;
+    let wd = find("workdir").ok_or_else(|| missing("workdir"))?;
+    let workdir = check_workdir(&wd.text).map_err(|msg| bad_value(wd, "workdir", &msg))?;
+
+    Ok(Context { job_file: PathBuf::from(job_file), job_file_found, values, repo, commit, workdir })
+}
+
+/// An error about a value, naming where the value came from.
+pub fn bad_value(v: &Value, key: &str, msg: &str) -> Error {
+    match &v.source {
+        Source::File { path, line, col } => Error::at(path, *line, *col, format!("{key}: {msg}")),
+        other => Error::input(format!("{key} (from {other}): {msg}")),
+    }
+}
+
+/// Reads and parses the job file; `None` when it does not exist.
+fn read_job_file(path: &str) -> Result<Option<Vec<yaml::Entry>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => yaml::parse(path, &bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::input(format!("cannot read job file {path}: {e}"))),
+    }
+}
+
+/// A full object id: 40 hex digits (SHA-1) or 64 (SHA-256), lowercased.
+pub fn check_commit(text: &str) -> std::result::Result<String, String> {
+    let ok_len = text.len() == 40 || text.len() == 64;
+    if ok_len && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(text.to_ascii_lowercase());
+    }
+    Err(format!(
+        "{:?} is not a full commit id (40 or 64 hexadecimal digits; branch names and short ids are not accepted, so the job runs exactly the commit it was given)",
+        shorten(text)
+    ))
+}
+
+fn check_workdir(text: &str) -> std::result::Result<PathBuf, String> {
+    if text.chars().any(|c| c.is_control()) {
+        return Err("contains a control character".into());
+    }
+    let path = Path::new(text);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().map_err(|e| format!("cannot resolve a relative path: {e}"))?;
+        cwd.join(path)
+    };
+    // `components` drops the `.` parts, so `--repo-url .` reads as the directory itself.
+    Ok(path.components().collect())
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// How git reaches the repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Ssh,
+    Git,
+    File,
+}
+
+/// A validated repository URL. `fetch_url` has no credentials; they are kept
+/// apart so they never reach a command line, `.git/config` or a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repo {
+    pub transport: Transport,
+    pub fetch_url: String,
+    /// What logs and the job's environment show: `fetch_url` as given.
+    pub display: String,
+    /// `scheme://host[:port]/` for scoping an HTTP authorization header.
+    pub origin: String,
+    /// Decoded user and password from an http(s) URL.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Validates a repository URL: no option look-alikes, no control
+/// characters, and only transports fit for fetching (`ext::` and other
+/// remote-helper transports can run commands, so they are refused).
+pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
+    if url.is_empty() {
+        return Err("is empty".into());
+    }
+    if url.starts_with('-') {
+        return Err(format!(
+            "{:?} starts with '-' and could be taken as an option; refused",
+            shorten(url)
+        ));
+    }
+    if url.chars().any(|c| c.is_control()) {
+        return Err("contains a control character".into());
+    }
+    let scheme_end = url.find("://");
+    let first_colon = url.find(':');
+    if let Some(i) = url.find("::") {
+        if scheme_end.map_or(true, |s| i < s) && !url[..i].contains('/') {
+            return Err(format!(
+                "the transport {:?} runs a remote helper command; only https, http, ssh, git, file, scp-style and local paths are accepted",
+                &url[..i + 2]
+            ));
+        }
+    }
+    if let Some(end) = scheme_end.filter(|&e| !url[..e].contains('/')) {
+        let scheme = url[..end].to_ascii_lowercase();
+        let transport = match scheme.as_str() {
+            "https" | "http" => Transport::Http,
+            "ssh" | "git+ssh" | "ssh+git" => Transport::Ssh,
+            "git" => Transport::Git,
+            "file" => Transport::File,
+            _ => {
+                return Err(format!(
+                    "the transport {scheme:?} is not supported; use https, http, ssh, git, file, scp-style (user@host:path) or a local path"
+                ))
+            }
+        };
+        let rest = &url[end + 3..];
+        let auth_end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..auth_end];
+        let (userinfo, hostport) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+        if transport != Transport::File && hostport.is_empty() {
+            return Err("has no host".into());
+        }
+        if hostport.starts_with('-') {
+            return Err("has a host starting with '-', which ssh could take as an option".into());
+        }
+        let mut credentials = None;
+        let clean_authority = match (userinfo, &transport) {
+            (Some(ui), Transport::Http) => {
+                let (user, pass) = ui.split_once(':').unwrap_or((ui, ""));
+                credentials = Some((percent_decode(user), percent_decode(pass)));
+                hostport.to_string()
+            }
+            (Some(ui), _) => {
+                // An ssh user name is no secret, but a password never belongs in a URL.
+                let user = ui.split(':').next().unwrap_or("");
+                format!("{user}@{hostport}")
+            }
+            (None, _) => hostport.to_string(),
+        };
+        let fetch_url = format!("{}://{}{}", &url[..end], clean_authority, &rest[auth_end..]);
+        let origin = format!("{}://{}/", &url[..end], hostport);
+        return Ok(Repo { transport, display: fetch_url.clone(), fetch_url, origin, credentials });
+    }
+    // scp-style `[user@]host:path`: a colon before any slash.
+    if let Some(colon) = first_colon {
+        if !url[..colon].contains('/') {
+            let host = url[..colon].rsplit('@').next().unwrap_or("");
+            if host.is_empty() || host.starts_with('-') {
+                return Err("has an empty host or one starting with '-'".into());
+            }
+            return Ok(Repo {
+                transport: Transport::Ssh,
+                fetch_url: url.to_string(),
+                display: url.to_string(),
+                origin: String::new(),
+                credentials: None,
+            });
+        }
+    }
+    // A local path, made absolute because git runs inside the workdir.
+    let path = check_workdir(url)?;
+    let text = path.to_string_lossy().into_owned();
+    Ok(Repo {
+        transport: Transport::File,
+        fetch_url: text.clone(),
+        display: text,
+        origin: String::new(),
+        credentials: None,
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Removes credentials from every `scheme://user:pass@` in `text`, for
+/// messages that quote URLs (git's errors do).
+pub fn strip_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"');
+        let authority = &tail[..end.unwrap_or(tail.len())];
+        match authority.rfind('@') {
+            Some(at) => rest = &tail[at + 1..],
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports() {
+        let ok = |u: &str| parse_repo_url(u).map(|r| r.transport);
+        assert_eq!(ok("https://example.org/r.git"), Ok(Transport::Http));
+        assert_eq!(ok("git@example.org:org/r.git"), Ok(Transport::Ssh));
+        assert_eq!(ok("ssh://git@example.org/r"), Ok(Transport::Ssh));
+        assert_eq!(ok("git://127.0.0.1/r"), Ok(Transport::Git));
+        assert_eq!(ok("file:///srv/r.git"), Ok(Transport::File));
+        assert_eq!(ok("/srv/r.git"), Ok(Transport::File));
+        for bad in ["ext::sh -c touch% /tmp/x", "fd::3", "-oProxyCommand=x", "--upload-pack=x"] {
+            assert!(parse_repo_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_repo_url("ftp://x/y").is_err());
+        assert!(parse_repo_url("https://x/\ny").is_err());
+        assert!(parse_repo_url("ssh://-oProxyCommand=x/y").is_err());
+    }
+
+    #[test]
+    fn credentials_are_split_off() {
+        let r = parse_repo_url("https://user:p%40ss@host:8080/r.git").unwrap();
+        assert_eq!(r.fetch_url, "https://host:8080/r.git");
+        assert_eq!(r.origin, "https://host:8080/");
+        assert_eq!(r.credentials, Some(("user".into(), "p@ss".into())));
+        assert_eq!(strip_credentials("fatal: 'https://u:p@h/x' failed"), "fatal: 'https://h/x' failed");
+    }
+
+    #[test]
+    fn commits() {
+        assert!(check_commit(&"a".repeat(40)).is_ok());
+        assert!(check_commit(&"A".repeat(64)).is_ok());
+        assert!(check_commit("main").is_err());
+        assert!(check_commit(&"g".repeat(40)).is_err());
+        assert!(check_commit("--help").is_err());
+    }
+}
+
+/// A duration: whole seconds ("90"), or units "h", "m", "s" in that order
+/// ("90s", "10m", "1h30m").
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not a duration (use seconds, or e.g. \"90s\", \"10m\", \"1h30m\")");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    let mut last_unit = 0;
+    for c in t.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(num.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(d as u64)).ok_or_else(bad)?);
+            continue;
+        }
+        let (rank, mult) = match c {
+            'h' => (1, 3600),
+            'm' => (2, 60),
+            's' => (3, 1),
+            _ => return Err(bad()),
+        };
+        let n = num.take().ok_or_else(bad)?;
+        if rank <= last_unit {
+            return Err(bad());
+        }
+        last_unit = rank;
+        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+    }
+    if num.is_some() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "m", "1x", "30m1h", "1h1h", "10m5", "-1", "1.5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

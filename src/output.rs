@@ -1,0 +1,147 @@
+//! The log pipeline: every line that leaves the runner (the job's stdout and
+//! stderr, the runner's own log lines) is cut into lines, masked, written to
+//! the console and, when a spool is open, appended to it as an event.
+//!
+//! Console stdout and stderr stay plain text, so the serial console reads like
+//! a terminal; the spool carries the structured events the uploader sends.
+
+use crate::mask::{LineSplitter, Masker};
+use crate::spool::{Spool, Stream};
+use std::io::{Read, Write};
+use std::sync::{Mutex, OnceLock};
+
+/// Longest piece of a line kept in memory; longer lines become several events.
+pub const MAX_LINE: usize = 64 * 1024;
+
+struct Pipeline {
+    masker: Masker,
+    spool: Option<Mutex<Spool>>,
+    step: Mutex<Option<String>>,
+}
+
+static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
+
+/// Installs the masker and the spool. Until then the runner's own lines go
+/// to stderr unmasked, which is only safe because nothing secret is logged
+/// before the secrets are known.
+pub fn init(masker: Masker, spool: Option<Spool>) {
+    let _ = PIPELINE.set(Pipeline { masker, spool: spool.map(Mutex::new), step: Mutex::new(None) });
+}
+
+/// Names the step whose output follows (None between steps).
+pub fn set_step(step: Option<&str>) {
+    if let Some(p) = PIPELINE.get() {
+        if let Ok(mut s) = p.step.lock() {
+            *s = step.map(str::to_string);
+        }
+    }
+}
+
+/// Masks `text` with the job's secrets, for messages built outside the pipeline.
+pub fn mask(text: &str) -> String {
+    match PIPELINE.get() {
+        Some(p) => String::from_utf8_lossy(&p.masker.mask(text.as_bytes())).into_owned(),
+        None => text.to_string(),
+    }
+}
+
+/// Writes one of the runner's own log records: `plain` to the spool,
+/// `console` (the coloured form, if any) or `plain` to stderr.
+pub fn runner_line(plain: &str, console: Option<&str>) {
+    let Some(p) = PIPELINE.get() else {
+        let _ = writeln!(std::io::stderr().lock(), "{}", console.unwrap_or(plain));
+        return;
+    };
+    let shown = p.masker.mask(console.unwrap_or(plain).as_bytes()).into_owned();
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(&shown);
+    let _ = err.write_all(b"\n");
+    drop(err);
+    if let Some(spool) = &p.spool {
+        let masked = p.masker.mask(plain.as_bytes());
+        if let (Ok(mut s), Ok(step)) = (spool.lock(), p.step.lock()) {
+            // A multi-line message (an error with its source line) is one
+            // event per line, like any other output.
+            for line in masked.split(|&b| b == b'\n') {
+                s.append(Stream::Runner, step.as_deref(), line);
+            }
+            let _ = s.flush();
+        }
+    }
+}
+
+/// Copies one of the job's output pipes to the console and the spool until
+/// end of file. Each read is handled as one batch: one console write, one
+/// spool write, so a fast job costs a few syscalls per 64 KiB, not per line.
+pub fn capture(mut pipe: impl Read, stream: Stream) {
+    static NO_MASK: OnceLock<Masker> = OnceLock::new();
+    let pipeline = PIPELINE.get();
+    let masker = match pipeline {
+        Some(p) => &p.masker,
+        None => NO_MASK.get_or_init(Masker::new),
+    };
+    let mut splitter = LineSplitter::new(MAX_LINE);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut console = Vec::with_capacity(buf.len() + 16);
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("reading the job's {} failed: {e}", stream_name(stream));
+                0
+            }
+        };
+        console.clear();
+        let flush_error = {
+            let mut spool = pipeline.and_then(|p| p.spool.as_ref()).and_then(|s| s.lock().ok());
+            let step_guard = pipeline.and_then(|p| p.step.lock().ok());
+            let step = step_guard.as_ref().and_then(|s| s.as_deref());
+            let mut emit = |text: &[u8], complete: bool| {
+                console.extend_from_slice(text);
+                if complete {
+                    console.push(b'\n');
+                }
+                if let Some(s) = spool.as_mut() {
+                    s.append(stream, step, text);
+                }
+            };
+            if n == 0 {
+                splitter.finish(masker, &mut emit);
+            } else {
+                splitter.push(&buf[..n], masker, &mut emit);
+            }
+            spool.as_mut().and_then(|s| s.flush().err())
+        };
+        if let Some(e) = flush_error {
+            log::error!("writing the log spool failed: {e}");
+        }
+        write_console(stream, &console);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn write_console(stream: Stream, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    // A closed console must not stop the job or the spool: errors are dropped.
+    let _ = match stream {
+        Stream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes).and_then(|_| out.flush())
+        }
+        _ => std::io::stderr().lock().write_all(bytes),
+    };
+}
+
+fn stream_name(stream: Stream) -> &'static str {
+    match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::Runner => "runner output",
+    }
+}

@@ -1,0 +1,226 @@
+//! The runner's phases, in order: command line, job context, secrets and log
+//! pipeline, checkout, plan, execution, report. Each phase's failure becomes
+//! an `Error` whose kind decides the exit code.
+
+use crate::checkout::{self, GitOptions};
+use crate::context::{self, Context, Flags};
+use crate::error::{Error, Result};
+use crate::exec::{self, End, Limits};
+use crate::mask::Masker;
+use crate::{logger, output, plan};
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const HELP: &str = "\
+solstice-runner: fetch a repository at an exact commit and run its Solstice CI job
+
+USAGE:
+    solstice-runner [OPTIONS]            run the job
+    solstice-runner check [FILE]         validate a workflow (default .solstice/workflow.kdl)
+
+OPTIONS (each overrides its environment variable, which overrides the job file):
+    --repo-url URL      repository to fetch            SOLSTICE_REPO_URL    repo_url
+    --commit SHA        full commit id to check out    SOLSTICE_COMMIT_SHA  commit_sha
+    --workdir DIR       where to check it out          SOLSTICE_WORKDIR     workdir (default /root/work)
+    --job NAME          workflow job to run            SOLSTICE_JOB         job
+    --job-file PATH     job file (default /etc/solstice/job.yaml; SOLSTICE_JOB_FILE)
+    --dry-run           print the resolved context and plan; fetch and run nothing
+    -h, --help          print this help
+    -V, --version       print the version
+
+EXIT CODES:
+    the job's own code; 128+N if it died of signal N; 124 if a timeout killed it;
+    250 internal error, 251 bad input, 252 fetch failed
+";
+
+enum Cmd {
+    Run { flags: Flags, dry_run: bool },
+    Check(Option<String>),
+    Help,
+    Version,
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
+    use lexopt::prelude::*;
+    let usage = |e: lexopt::Error| Error::input(format!("{e} (see --help)"));
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut flags = Flags::default();
+    let mut dry_run = false;
+    let mut check: Option<Option<String>> = None;
+    while let Some(arg) = parser.next().map_err(usage)? {
+        let key = match arg {
+            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('V') | Long("version") => return Ok(Cmd::Version),
+            Long("dry-run") => {
+                dry_run = true;
+                continue;
+            }
+            Long("job-file") => {
+                flags.job_file = Some(string(parser.value().map_err(usage)?)?);
+                continue;
+            }
+            Long("repo-url") => "repo_url",
+            Long("commit") => "commit_sha",
+            Long("workdir") => "workdir",
+            Long("job") => "job",
+            Value(v) if check.is_none() && v == "check" => {
+                check = Some(None);
+                continue;
+            }
+            Value(v) if check == Some(None) => {
+                check = Some(Some(string(v)?));
+                continue;
+            }
+            Value(v) if v == "run" => continue,
+            other => return Err(usage(other.unexpected())),
+        };
+        let value = string(parser.value().map_err(usage)?)?;
+        flags.values.push((key, value));
+    }
+    Ok(match check {
+        Some(file) => Cmd::Check(file),
+        None => Cmd::Run { flags, dry_run },
+    })
+}
+
+fn string(v: OsString) -> Result<String> {
+    v.into_string().map_err(|v| Error::input(format!("argument {v:?} is not valid UTF-8")))
+}
+
+/// Runs the runner and returns its exit code.
+pub fn main() -> i32 {
+    logger::init();
+    let cmd = match parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(cmd) => cmd,
+        Err(e) => return fail(e),
+    };
+    match cmd {
+        Cmd::Help => {
+            print!("{HELP}");
+            0
+        }
+        Cmd::Version => {
+            println!("solstice-runner {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Cmd::Check(file) => match crate::workflow::check(file.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        Cmd::Run { flags, dry_run } => match run(&flags, dry_run) {
+            Ok(code) => code,
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn fail(e: Error) -> i32 {
+    log::error!("{e}");
+    e.exit_code()
+}
+
+fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
+    let ctx = context::resolve(flags)?;
+    let mut masker = Masker::new();
+    if let Some((_, pass)) = &ctx.repo.credentials {
+        add_secret(&mut masker, "the password in repo_url", pass);
+    }
+    if let Some(token) = ctx.text("token") {
+        add_secret(&mut masker, "the job token", token);
+    }
+    output::init(masker, None);
+    let job_timeout = match ctx.get("timeout") {
+        Some(v) => Some(context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?),
+        None => None,
+    };
+    let grace = Duration::from_secs(env_seconds("SOLSTICE_CANCEL_GRACE", 10)?);
+    if dry_run {
+        print!("{}", ctx.describe());
+        println!(
+            "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh",
+            ctx.repo.display,
+            ctx.commit,
+            ctx.workdir.display()
+        );
+        return Ok(0);
+    }
+    exec::install_signal_handlers();
+    let started = Instant::now();
+    let deadline = job_timeout.map(|t| started + t);
+    checkout::checkout(&ctx, &GitOptions::from_env()?)?;
+    if let Some(sig) = exec::cancelled() {
+        log::warn!("cancelled by signal {sig} before the job started");
+        return Ok(128 + sig);
+    }
+    match plan::find(&ctx.workdir)? {
+        plan::Plan::Script(script) => {
+            let end = run_script(&ctx, &script, Limits { deadline, grace })?;
+            Ok(report(end))
+        }
+        plan::Plan::Workflow(path) => crate::workflow::run_file(&ctx, &path, Limits { deadline, grace }),
+    }
+}
+
+fn add_secret(masker: &mut Masker, what: &str, value: &str) {
+    if let Err(reason) = masker.add(value.as_bytes()) {
+        log::warn!("{what} is not masked in the log: {reason}");
+    }
+}
+
+fn env_seconds(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map_err(|_| Error::input(format!("{name}={v:?} is not a whole number of seconds"))),
+        _ => Ok(default),
+    }
+}
+
+/// The environment every job process gets on top of the runner's own.
+pub fn job_command(ctx: &Context, program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(&ctx.workdir)
+        .env("CI", "true")
+        .env("SOLSTICE_WORKSPACE", &ctx.workdir)
+        .env("SOLSTICE_REPO_URL", &ctx.repo.display)
+        .env("SOLSTICE_COMMIT_SHA", &ctx.commit);
+    // The job must not be able to impersonate the runner or fetch privately.
+    for secret in ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"] {
+        cmd.env_remove(secret);
+    }
+    cmd
+}
+
+fn run_script(ctx: &Context, script: &Path, limits: Limits) -> Result<End> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = std::fs::metadata(script).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    log::info!("running {}", plan::JOB_SCRIPT);
+    let via_shell = || {
+        let mut cmd = job_command(ctx, Path::new("/bin/sh"));
+        cmd.arg(script);
+        cmd
+    };
+    let mut cmd = if executable { job_command(ctx, script) } else { via_shell() };
+    match exec::run_streamed(&mut cmd, limits) {
+        // An executable script without a shebang: the kernel refuses it, a shell does not.
+        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => exec::run_streamed(&mut via_shell(), limits),
+        other => other,
+    }
+    .map_err(|e| Error::input(format!("cannot start {}: {e} (check its #! line)", plan::JOB_SCRIPT)))
+}
+
+/// Logs how the job ended and returns the runner's exit code for it.
+fn report(end: End) -> i32 {
+    let code = end.exit_code();
+    match end {
+        End::Exited(0) => log::info!("job succeeded"),
+        End::Exited(c) => log::error!("job failed with exit code {c}"),
+        End::Signaled(sig) => log::error!("job died of signal {sig} (exit code {code})"),
+        End::TimedOut => log::error!("job timed out and was killed (exit code {code})"),
+        End::Cancelled(sig) => log::warn!("job cancelled by signal {sig} (exit code {code})"),
+    }
+    code
+}
