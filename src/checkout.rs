@@ -108,7 +108,7 @@ impl Git<'_> {
                     attempt += 1;
                     log::warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
-                        first_line(&f.message),
+                        last_line(&f.message),
                         delay.as_millis(),
                         attempt + 1,
                         self.opts.retries + 1
@@ -126,7 +126,7 @@ impl Git<'_> {
     }
 }
 
-fn first_line(text: &str) -> &str {
+fn last_line(text: &str) -> &str {
     text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text)
 }
 
@@ -183,7 +183,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         if f.transient {
             return Err(git.fetch_error("fetching the commit", f));
         }
-        log::info!("the server cannot serve the commit alone ({}); fetching all branches and tags", first_line(&f.message));
+        log::info!("the server cannot serve the commit alone ({}); fetching all branches and tags", last_line(&f.message));
         let mut args = vec!["fetch", "--quiet", "--no-tags"];
         if dir.join(".git/shallow").exists() {
             args.push("--unshallow");
@@ -215,7 +215,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         log::info!("initialising submodules");
         let shallow = ["submodule", "update", "--init", "--recursive", "--force", "--depth=1"];
         if let Err(f) = git.run("submodule update", &shallow) {
-            log::info!("shallow submodule update failed ({}); fetching them in full", first_line(&f.message));
+            log::info!("shallow submodule update failed ({}); fetching them in full", last_line(&f.message));
             git.run("submodule update", &shallow[..5])
                 .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
         }

@@ -1,13 +1,599 @@
-//! Workflows (placeholder until `.solstice/workflow.kdl` support lands).
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::exec::Limits;
-use std::path::Path;
+//! Workflows: turns a parsed `.solstice/workflow.kdl` into jobs and steps
+//! (rejecting every unknown word, wrong type and missing piece with its
+//! line:col), selects the job to run, and runs its steps in order with their
+//! environment layers, working directories, conditions and timeouts.
 
-pub fn check(_file: Option<&str>) -> Result<()> {
-    Err(Error::input("workflow support is not built yet"))
+use crate::context::{parse_duration, Context};
+use crate::error::{Error, Result};
+use crate::exec::{self, End, Limits};
+use crate::kdl::{self, Entry, Node, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Success,
+    Failure,
+    Always,
 }
 
-pub fn run_file(_ctx: &Context, path: &Path, _limits: Limits) -> Result<i32> {
-    Err(Error::input(format!("{}: workflows are not supported yet", path.display())))
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub run: String,
+    pub workdir: Option<String>,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+    pub when: When,
+    pub shell: String,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    pub name: String,
+    pub runs_on: Option<String>,
+    pub timeout: Option<Duration>,
+    pub env: Vec<(String, String)>,
+    pub secrets: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Default)]
+pub struct Workflow {
+    pub env: Vec<(String, String)>,
+    pub jobs: Vec<Job>,
+}
+
+pub const DEFAULT_SHELL: &str = "/bin/sh -e";
+
+/// Collects every problem in a file instead of stopping at the first, so
+/// `check` can list them all.
+struct Checker<'a> {
+    path: &'a str,
+    src: &'a str,
+    errors: Vec<Error>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, line: usize, col: usize, msg: String) {
+        self.errors.push(Error::at(self.path, line, col, msg).with_source(self.src));
+    }
+
+    fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
+        match &e.value {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.err(e.line, e.col, format!("{what} must be a string, not a {}", other.type_name()));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, e: &Entry, what: &str) -> Option<Duration> {
+        let parsed = match &e.value {
+            Value::String(s) => parse_duration(s),
+            Value::Number(n) => match n.as_i64() {
+                Some(secs) if secs >= 0 => Ok(Duration::from_secs(secs as u64)),
+                _ => Err("a duration must be a whole, non-negative number of seconds".to_string()),
+            },
+            other => Err(format!("must be a duration such as \"10m\", not a {}", other.type_name())),
+        };
+        parsed.map_err(|m| self.err(e.line, e.col, format!("{what}: {m}"))).ok()
+    }
+
+    /// Refuses properties and arguments a node does not take.
+    fn only(&mut self, node: &Node, props: &[&str], args: usize) {
+        let mut seen_args = 0;
+        for e in &node.entries {
+            match &e.key {
+                Some(k) if !props.contains(&k.as_str()) => {
+                    let allowed = if props.is_empty() { "none".to_string() } else { props.join(", ") };
+                    self.err(e.line, e.col, format!("unknown property `{k}` on `{}` (allowed: {allowed})", node.name));
+                }
+                Some(_) => {}
+                None => {
+                    seen_args += 1;
+                    if seen_args > args {
+                        self.err(e.line, e.col, format!("unexpected argument to `{}`", node.name));
+                    }
+                }
+            }
+        }
+    }
+
+    fn env(&mut self, node: &Node, out: &mut Vec<(String, String)>) {
+        self.only(node, &[], 0);
+        for var in &node.children {
+            if !is_env_name(&var.name) {
+                self.err(var.line, var.col, format!("`{}` is not a valid environment variable name", var.name));
+            }
+            self.only(var, &[], 1);
+            match var.entries.iter().find(|e| e.key.is_none()) {
+                Some(e) => {
+                    if let Some(v) = self.string(e, &format!("the value of {}", var.name)) {
+                        out.retain(|(k, _)| k != &var.name);
+                        out.push((var.name.clone(), v));
+                    }
+                }
+                None => self.err(var.line, var.col, format!("`{}` needs a value: {} \"...\"", var.name, var.name)),
+            }
+        }
+    }
+
+    fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
+        self.only(node, &[], usize::MAX);
+        if !node.children.is_empty() {
+            self.err(node.line, node.col, "`secrets` takes names as arguments, not a block".into());
+        }
+        for e in node.entries.iter().filter(|e| e.key.is_none()) {
+            if let Some(name) = self.string(e, "a secret name") {
+                if !is_env_name(&name) {
+                    self.err(e.line, e.col, format!("{name:?} is not a valid environment variable name"));
+                }
+                out.push(name);
+            }
+        }
+    }
+
+    fn job(&mut self, node: &Node) -> Job {
+        self.only(node, &["runs-on", "timeout"], 1);
+        let name = match node.entries.iter().find(|e| e.key.is_none()) {
+            Some(e) => self.string(e, "a job name").unwrap_or_default(),
+            None => {
+                self.err(node.line, node.col, "a job needs a name: job \"build\" { ... }".into());
+                String::new()
+            }
+        };
+        let mut job = Job { name, runs_on: None, timeout: None, env: Vec::new(), secrets: Vec::new(), steps: Vec::new() };
+        for e in &node.entries {
+            match e.key.as_deref() {
+                Some("runs-on") => job.runs_on = self.string(e, "runs-on"),
+                Some("timeout") => job.timeout = self.duration(e, "timeout"),
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut job.env),
+                "secrets" => self.secrets(child, &mut job.secrets),
+                "step" => {
+                    let n = job.steps.len() + 1;
+                    let step = self.step(child, n);
+                    job.steps.push(step);
+                }
+                other => self.err(
+                    child.line,
+                    child.col,
+                    format!("unknown node `{other}` in job (allowed: env, secrets, step)"),
+                ),
+            }
+        }
+        if job.steps.is_empty() {
+            self.err(node.line, node.col, format!("job {:?} has no steps", job.name));
+        }
+        job
+    }
+
+    fn step(&mut self, node: &Node, n: usize) -> Step {
+        self.only(node, &["run", "workdir", "timeout", "continue-on-error", "if", "shell"], 1);
+        let name = match node.entries.iter().find(|e| e.key.is_none()) {
+            Some(e) => self.string(e, "a step name").unwrap_or_default(),
+            None => format!("step {n}"),
+        };
+        let mut step = Step {
+            name,
+            run: String::new(),
+            workdir: None,
+            timeout: None,
+            continue_on_error: false,
+            when: When::Success,
+            shell: DEFAULT_SHELL.to_string(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+        };
+        let mut runs = 0;
+        for e in &node.entries {
+            match e.key.as_deref() {
+                Some("run") => {
+                    runs += 1;
+                    step.run = self.string(e, "run").unwrap_or_default();
+                }
+                Some("workdir") => {
+                    step.workdir = self.string(e, "workdir");
+                    if let Some(w) = &step.workdir {
+                        if Path::new(w).is_absolute() || escapes(w) {
+                            self.err(e.line, e.col, format!("workdir {w:?} must be a relative path inside the workspace"));
+                        }
+                    }
+                }
+                Some("timeout") => step.timeout = self.duration(e, "timeout"),
+                Some("continue-on-error") => match e.value {
+                    Value::Bool(b) => step.continue_on_error = b,
+                    ref other => self.err(
+                        e.line,
+                        e.col,
+                        format!("continue-on-error must be #true or #false, not a {}", other.type_name()),
+                    ),
+                },
+                Some("if") => match self.string(e, "if").as_deref() {
+                    Some("success") => step.when = When::Success,
+                    Some("failure") => step.when = When::Failure,
+                    Some("always") => step.when = When::Always,
+                    Some(other) => self.err(
+                        e.line,
+                        e.col,
+                        format!("if={other:?} is not a condition: use \"success\", \"failure\" or \"always\""),
+                    ),
+                    None => {}
+                },
+                Some("shell") => {
+                    if let Some(s) = self.string(e, "shell") {
+                        if s.split_whitespace().next().is_none() {
+                            self.err(e.line, e.col, "shell is empty".into());
+                        }
+                        step.shell = s;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut step.env),
+                "secrets" => self.secrets(child, &mut step.secrets),
+                "run" => {
+                    runs += 1;
+                    self.only(child, &[], 1);
+                    match child.entries.iter().find(|e| e.key.is_none()) {
+                        Some(e) => step.run = self.string(e, "run").unwrap_or_default(),
+                        None => self.err(child.line, child.col, "`run` needs the script as a string".into()),
+                    }
+                }
+                other => self.err(
+                    child.line,
+                    child.col,
+                    format!("unknown node `{other}` in step (allowed: env, secrets, run)"),
+                ),
+            }
+        }
+        match runs {
+            0 => self.err(node.line, node.col, format!("step {:?} has no `run`", step.name)),
+            1 => {}
+            _ => self.err(node.line, node.col, format!("step {:?} has more than one `run`", step.name)),
+        }
+        step
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Whether a relative path climbs above its start (`a/../..`), lexically.
+fn escapes(path: &str) -> bool {
+    let mut depth: i64 = 0;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Parses and validates a workflow file's text; every problem is returned.
+pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>> {
+    let doc = kdl::parse(path, src).map_err(|e| vec![e])?;
+    let mut c = Checker { path, src, errors: Vec::new() };
+    let mut wf = Workflow::default();
+    let mut top_steps = Vec::new();
+    for node in &doc.nodes {
+        match node.name.as_str() {
+            "env" => c.env(node, &mut wf.env),
+            "job" => {
+                let job = c.job(node);
+                if wf.jobs.iter().any(|j| j.name == job.name) {
+                    c.err(node.line, node.col, format!("duplicate job name {:?}", job.name));
+                }
+                wf.jobs.push(job);
+            }
+            "step" => top_steps.push(node),
+            other => c.err(node.line, node.col, format!("unknown node `{other}` at the top level (allowed: env, job, step)")),
+        }
+    }
+    if !top_steps.is_empty() {
+        if let Some(job) = wf.jobs.first() {
+            let at = top_steps[0];
+            c.err(at.line, at.col, format!("`step` at the top level next to jobs (like {:?}); put it inside a job", job.name));
+        } else {
+            let mut job = Job {
+                name: "default".to_string(),
+                runs_on: None,
+                timeout: None,
+                env: Vec::new(),
+                secrets: Vec::new(),
+                steps: Vec::new(),
+            };
+            for node in top_steps {
+                let n = job.steps.len() + 1;
+                let step = c.step(node, n);
+                job.steps.push(step);
+            }
+            wf.jobs.push(job);
+        }
+    }
+    if wf.jobs.is_empty() && c.errors.is_empty() {
+        c.err(1, 1, "the workflow has no job: add job \"NAME\" { step { run \"...\" } }".into());
+    }
+    if c.errors.is_empty() {
+        Ok(wf)
+    } else {
+        Err(c.errors)
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let col = String::from_utf8_lossy(&before[before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)..])
+            .chars()
+            .count()
+            + 1;
+        Error::at(&path.display().to_string(), line, col, "invalid UTF-8")
+    })
+}
+
+/// Logs every error and folds them into one input error.
+fn report_errors(path: &Path, errors: Vec<Error>) -> Error {
+    let n = errors.len();
+    for e in errors {
+        log::error!("{e}");
+    }
+    Error::input(format!("{}: {n} error{} in the workflow", path.display(), if n == 1 { "" } else { "s" }))
+}
+
+/// `solstice-runner check [FILE]`: validate and print the plan.
+pub fn check(file: Option<&str>) -> Result<()> {
+    let path = PathBuf::from(file.unwrap_or(crate::plan::WORKFLOW));
+    let src = read(&path)?;
+    let wf = parse(&path.display().to_string(), &src).map_err(|errors| report_errors(&path, errors))?;
+    print!("{}", describe(&wf));
+    Ok(())
+}
+
+/// The plan in words: jobs, steps and what each runs.
+pub fn describe(wf: &Workflow) -> String {
+    let mut out = String::new();
+    for (k, v) in &wf.env {
+        out.push_str(&format!("env {k}={v}\n"));
+    }
+    for job in &wf.jobs {
+        out.push_str(&format!("job {:?}", job.name));
+        if let Some(r) = &job.runs_on {
+            out.push_str(&format!(" runs-on={r:?}"));
+        }
+        if let Some(t) = job.timeout {
+            out.push_str(&format!(" timeout={}s", t.as_secs()));
+        }
+        out.push('\n');
+        for (k, v) in &job.env {
+            out.push_str(&format!("  env {k}={v}\n"));
+        }
+        if !job.secrets.is_empty() {
+            out.push_str(&format!("  secrets {}\n", job.secrets.join(" ")));
+        }
+        for (i, s) in job.steps.iter().enumerate() {
+            out.push_str(&format!("  [{}/{}] {:?}", i + 1, job.steps.len(), s.name));
+            if s.when != When::Success {
+                out.push_str(&format!(" if={:?}", format!("{:?}", s.when).to_ascii_lowercase()));
+            }
+            if s.continue_on_error {
+                out.push_str(" continue-on-error");
+            }
+            if let Some(t) = s.timeout {
+                out.push_str(&format!(" timeout={}s", t.as_secs()));
+            }
+            if let Some(w) = &s.workdir {
+                out.push_str(&format!(" workdir={w:?}"));
+            }
+            if s.shell != DEFAULT_SHELL {
+                out.push_str(&format!(" shell={:?}", s.shell));
+            }
+            out.push('\n');
+            for (k, v) in &s.env {
+                out.push_str(&format!("      env {k}={v}\n"));
+            }
+            if !s.secrets.is_empty() {
+                out.push_str(&format!("      secrets {}\n", s.secrets.join(" ")));
+            }
+            for line in s.run.lines() {
+                out.push_str(&format!("      | {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Picks the job to run: the named one, or the only one.
+pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
+    let names = || wf.jobs.iter().map(|j| format!("{:?}", j.name)).collect::<Vec<_>>().join(", ");
+    match (wanted, wf.jobs.as_slice()) {
+        (Some(name), jobs) => jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| Error::input(format!("no job named {name:?} in the workflow; it has {}", names()))),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(Error::input(format!(
+            "the workflow has several jobs ({}); choose one with SOLSTICE_JOB, the job file key `job`, or --job",
+            names()
+        ))),
+    }
+}
+
+/// How one step ended, for the summary and the orchestrator.
+#[derive(Clone, Debug)]
+pub struct StepResult {
+    pub name: String,
+    /// "ok", "failed", "skipped", "timed_out", "cancelled".
+    pub state: &'static str,
+    pub exit_code: Option<i32>,
+    pub duration: Duration,
+}
+
+/// Runs the selected job of the workflow at `path` and returns the exit code.
+pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<i32> {
+    let src = read(path)?;
+    let shown = crate::plan::WORKFLOW;
+    let wf = parse(shown, &src).map_err(|errors| report_errors(Path::new(shown), errors))?;
+    let job = select(&wf, ctx.text("job"))?;
+    let (code, results) = run_job(ctx, &wf, job, limits)?;
+    summary(&results);
+    Ok(code)
+}
+
+/// Runs a job's steps in order; returns the job's exit code and each step's result.
+pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Result<(i32, Vec<StepResult>)> {
+    let started = Instant::now();
+    let deadline = match (limits.deadline, job.timeout.map(|t| started + t)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let scripts = ScriptDir::create()?;
+    let workspace = ctx.workdir.canonicalize().map_err(|e| {
+        Error::internal(format!("cannot resolve the workspace {}: {e}", ctx.workdir.display()))
+    })?;
+    let mut results: Vec<StepResult> = Vec::new();
+    let mut failed_code: Option<i32> = None;
+    // Once the job is out of time or cancelled, nothing more runs.
+    let mut stopped = false;
+    let total = job.steps.len();
+    for (i, step) in job.steps.iter().enumerate() {
+        let run = !stopped
+            && match step.when {
+                When::Success => failed_code.is_none(),
+                When::Failure => failed_code.is_some(),
+                When::Always => true,
+            };
+        if !run {
+            results.push(StepResult { name: step.name.clone(), state: "skipped", exit_code: None, duration: Duration::ZERO });
+            continue;
+        }
+        log::info!("==> [{}/{total}] {}", i + 1, step.name);
+        crate::output::set_step(Some(&step.name));
+        let step_started = Instant::now();
+        let step_deadline = match (deadline, step.timeout.map(|t| step_started + t)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let dir = step_dir(&workspace, step)?;
+        let script = scripts.write(i + 1, &step.run)?;
+        let mut words = step.shell.split_whitespace();
+        let program = words.next().unwrap_or("/bin/sh");
+        let mut cmd = crate::runner::job_command(ctx, Path::new(program));
+        cmd.args(words).arg(&script).current_dir(&dir);
+        for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
+            cmd.env(k, v);
+        }
+        cmd.env("SOLSTICE_JOB", &job.name).env("SOLSTICE_STEP", &step.name);
+        let end = exec::run_streamed(&mut cmd, Limits { deadline: step_deadline, grace: limits.grace })
+            .map_err(|e| Error::input(format!("step {:?}: cannot start shell {program:?}: {e}", step.name)));
+        crate::output::set_step(None);
+        let end = end?;
+        let duration = step_started.elapsed();
+        let (state, code) = match end {
+            End::Exited(0) => ("ok", 0),
+            End::TimedOut => ("timed_out", end.exit_code()),
+            End::Cancelled(_) => ("cancelled", end.exit_code()),
+            _ => ("failed", end.exit_code()),
+        };
+        results.push(StepResult { name: step.name.clone(), state, exit_code: Some(code), duration });
+        if matches!(end, End::Cancelled(_)) || (end == End::TimedOut && deadline.is_some_and(|d| Instant::now() >= d)) {
+            stopped = true;
+        }
+        if code != 0 {
+            if step.continue_on_error && !stopped {
+                log::warn!("step {:?} failed with {code}; continuing (continue-on-error)", step.name);
+            } else {
+                log::error!("step {:?} {} with exit code {code}", step.name, if state == "timed_out" { "timed out" } else { "failed" });
+                failed_code.get_or_insert(code);
+            }
+        }
+    }
+    Ok((failed_code.unwrap_or(0), results))
+}
+
+/// Resolves a step's workdir and refuses one that leaves the workspace
+/// through `..` or a symlink.
+fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
+    let Some(rel) = &step.workdir else { return Ok(workspace.to_path_buf()) };
+    let dir = workspace.join(rel).canonicalize().map_err(|e| {
+        Error::input(format!("step {:?}: workdir {rel:?} cannot be used: {e}", step.name))
+    })?;
+    if !dir.starts_with(workspace) || !dir.is_dir() {
+        return Err(Error::input(format!(
+            "step {:?}: workdir {rel:?} resolves to {}, which is not a directory inside the workspace",
+            step.name,
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Where step scripts are written: a private directory outside the
+/// checkout, so the job's tree stays exactly the commit.
+struct ScriptDir(PathBuf);
+
+impl ScriptDir {
+    fn create() -> Result<ScriptDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("solstice-runner-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(ScriptDir(dir))
+    }
+
+    fn write(&self, n: usize, script: &str) -> Result<PathBuf> {
+        let path = self.0.join(format!("step-{n}.sh"));
+        let mut text = script.to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        std::fs::write(&path, text).map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
+        Ok(path)
+    }
+}
+
+impl Drop for ScriptDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The closing table: every step, its result and its duration.
+pub fn summary(results: &[StepResult]) {
+    log::info!("summary:");
+    for r in results {
+        let result = match (r.state, r.exit_code) {
+            ("failed", Some(c)) => format!("failed {c}"),
+            ("timed_out", _) => "timed out".to_string(),
+            (state, _) => state.to_string(),
+        };
+        log::info!("  {:<12} {:>8.1}s  {}", result, r.duration.as_secs_f64(), r.name);
+    }
 }
