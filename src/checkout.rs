@@ -11,7 +11,6 @@ use crate::context::{strip_credentials, Context};
 use crate::error::{Error, Result};
 use crate::exec::{self, End, Limits};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Settings for running git, from the environment.
@@ -50,9 +49,12 @@ struct Failure {
 }
 
 impl Git<'_> {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("git");
-        cmd.arg("-C").arg(self.dir).args(args);
+    fn command(&self, args: &[&str]) -> exec::Spec {
+        let mut cmd = exec::Spec::new("git");
+        cmd.arg("-C").arg(self.dir);
+        for a in args {
+            cmd.arg(a);
+        }
         cmd.env("GIT_TERMINAL_PROMPT", "0")
             // Only transports that fetch; ext:: in a submodule URL would run commands.
             .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
@@ -77,7 +79,7 @@ impl Git<'_> {
     fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
         log::debug!("git {}", args.join(" "));
         let limits = Limits { deadline: Some(Instant::now() + self.opts.timeout), grace: Duration::from_secs(5) };
-        let out = exec::run_collected(&mut self.command(args), limits).map_err(|e| Failure {
+        let out = exec::run_collected(&self.command(args), limits).map_err(|e| Failure {
             message: format!("cannot run git: {e} (is git installed and on PATH?)"),
             transient: false,
         })?;
@@ -109,7 +111,7 @@ impl Git<'_> {
                     log::warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
                         last_line(&f.message),
-                        delay.as_millis(),
+                        delay.as_millis() as u64,
                         attempt + 1,
                         self.opts.retries + 1
                     );
@@ -220,7 +222,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
                 .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
         }
     }
-    log::info!("checked out {sha} in {} ms", started.elapsed().as_millis());
+    log::info!("checked out {sha} in {} ms", started.elapsed().as_millis() as u64);
     Ok(())
 }
 

@@ -1,15 +1,18 @@
-//! Execution: starts a process in its own process group, feeds its output to
-//! the log pipeline (or collects it), and supervises it: job timeout,
-//! cancellation by SIGTERM/SIGINT with a grace period, and the killing of
-//! whatever the process left behind, so nothing of the job outlives the runner.
+//! Execution: starts a process in its own process group and supervises it in
+//! one poll loop: its output pipes, the job and step timeouts, cancellation by
+//! SIGTERM/SIGINT with a grace period, and the killing of whatever it left
+//! behind, so nothing of the job outlives the runner.
+//!
+//! Processes are started with fork and execve rather than std::process: the
+//! runner needs process groups, signal resets and a poll loop anyway, and
+//! std's Command (with its environment map) cost about 30 KB of the binary
+//! that every VM downloads.
 
-use crate::output;
-use crate::spool::Stream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a job's leftover background processes may keep its output pipes
@@ -18,25 +21,59 @@ const DRAIN: Duration = Duration::from_millis(500);
 
 /// The signal that asked the runner to stop (0 while none did).
 static CANCEL: AtomicI32 = AtomicI32::new(0);
+/// The write end of the self-pipe that wakes the poll loop on a signal.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+static WAKE_READ_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    CANCEL.store(sig, Ordering::SeqCst);
+    if sig != libc::SIGCHLD {
+        CANCEL.store(sig, Ordering::SeqCst);
+    }
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; a full pipe already wakes the loop.
+        unsafe { libc::write(fd, [0u8].as_ptr().cast(), 1) };
+    }
 }
 
-/// Routes SIGTERM and SIGINT into a cancellation request that the
-/// supervisor turns into TERM, grace, KILL for the job's process group.
-pub fn install_signal_handlers() {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe; sigaction is given a zeroed, filled-in struct.
-        unsafe {
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A pipe whose ends are close-on-exec, so no job inherits a stray one.
+fn pipe() -> io::Result<(libc::c_int, libc::c_int)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
+}
+
+/// Routes SIGTERM and SIGINT into a cancellation request, and SIGCHLD into a
+/// wake-up of the poll loop. Called once, early.
+pub fn install_signal_handlers() -> io::Result<()> {
+    if WAKE_FD.load(Ordering::SeqCst) >= 0 {
+        return Ok(());
+    }
+    let (r, w) = pipe()?;
+    // SAFETY: plain fcntl/sigaction calls on descriptors and structs we own.
+    unsafe {
+        libc::fcntl(r, libc::F_SETFL, libc::O_NONBLOCK);
+        libc::fcntl(w, libc::F_SETFL, libc::O_NONBLOCK);
+        WAKE_READ_FD.store(r, Ordering::SeqCst);
+        WAKE_FD.store(w, Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
+    Ok(())
 }
 
 /// The signal that cancelled the run, if any.
@@ -74,56 +111,308 @@ impl End {
             End::TimedOut => crate::error::EXIT_TIMEOUT,
         }
     }
+}
 
-    pub fn success(self) -> bool {
-        self == End::Exited(0)
+/// What to run: program, arguments, working directory, and changes to the
+/// runner's environment (applied in order; `None` removes a variable).
+pub struct Spec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(OsString, Option<OsString>)>,
+}
+
+impl Spec {
+    pub fn new(program: impl Into<PathBuf>) -> Spec {
+        Spec { program: program.into(), args: Vec::new(), cwd: None, env: Vec::new() }
     }
 
-    fn from_status(status: ExitStatus) -> End {
-        match (status.code(), status.signal()) {
-            (Some(code), _) => End::Exited(code),
-            (None, Some(sig)) => End::Signaled(sig),
-            // Neither code nor signal cannot happen for a waited-for child;
-            // report it as a failure rather than success.
-            (None, None) => End::Exited(1),
+    pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut Spec {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    pub fn env(&mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> &mut Spec {
+        self.env.push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
+        self
+    }
+
+    pub fn env_remove(&mut self, k: &str) -> &mut Spec {
+        self.env.push((k.into(), None));
+        self
+    }
+
+    pub fn cwd(&mut self, dir: &Path) -> &mut Spec {
+        self.cwd = Some(dir.to_path_buf());
+        self
+    }
+}
+
+fn cstring(bytes: Vec<u8>) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
+}
+
+/// Finds `program` on PATH the way a shell would, unless it names a path.
+fn resolve(program: &Path) -> PathBuf {
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        return program.to_path_buf();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        let c = CString::new(candidate.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+        // SAFETY: access(2) on a NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+            return candidate;
+        }
+    }
+    program.to_path_buf()
+}
+
+/// A started process: its id (also its process group) and output pipes.
+struct Started {
+    pid: libc::pid_t,
+    out: libc::c_int,
+    err: libc::c_int,
+}
+
+fn spawn(spec: &Spec) -> io::Result<Started> {
+    install_signal_handlers()?;
+    let path = cstring(resolve(&spec.program).into_os_string().into_vec())?;
+    let mut argv = vec![cstring(spec.program.as_os_str().as_bytes().to_vec())?];
+    for a in &spec.args {
+        argv.push(cstring(a.as_bytes().to_vec())?);
+    }
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, v) in &spec.env {
+        vars.retain(|(name, _)| name != k);
+        if let Some(v) = v {
+            vars.push((k.clone(), v.clone()));
+        }
+    }
+    let mut envp = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        let mut kv = k.into_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        envp.push(cstring(kv)?);
+    }
+    let cwd = match &spec.cwd {
+        Some(dir) => Some(cstring(dir.as_os_str().as_bytes().to_vec())?),
+        None => None,
+    };
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    let devnull = b"/dev/null\0";
+
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: between fork and execve the child calls only async-signal-safe
+    // functions on memory prepared above, and leaves through execve or _exit.
+    let pid = unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::setpgid(0, 0);
+            let null = libc::open(devnull.as_ptr().cast(), libc::O_RDONLY);
+            if null >= 0 {
+                libc::dup2(null, 0);
+            }
+            libc::dup2(out_w, 1);
+            libc::dup2(err_w, 2);
+            let mut errno = 0;
+            if let Some(dir) = &cwd {
+                if libc::chdir(dir.as_ptr()) != 0 {
+                    errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                }
+            }
+            if errno == 0 {
+                // The runner ignores SIGPIPE and handles TERM, INT and CHLD;
+                // the job starts with the defaults and nothing blocked.
+                for sig in [libc::SIGPIPE, libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+                libc::execve(path.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
+                errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            }
+            let bytes = errno.to_ne_bytes();
+            libc::write(status_w, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127);
+        }
+        pid
+    };
+    // SAFETY: closing descriptors this function created.
+    unsafe {
+        libc::close(out_w);
+        libc::close(err_w);
+        libc::close(status_w);
+    }
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        close_all(&[out_r, err_r, status_r]);
+        return Err(e);
+    }
+    // Also set here, so the group exists before the parent signals it.
+    unsafe { libc::setpgid(pid, pid) };
+    let mut errno = [0u8; 4];
+    let n = read_retry(status_r, &mut errno);
+    close_all(&[status_r]);
+    if n == 4 {
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        close_all(&[out_r, err_r]);
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok(Started { pid, out: out_r, err: err_r })
+}
+
+fn close_all(fds: &[libc::c_int]) {
+    for &fd in fds {
+        if fd >= 0 {
+            // SAFETY: each descriptor is owned by the caller and closed once.
+            unsafe { libc::close(fd) };
         }
     }
 }
 
-fn kill_group(pgid: u32, sig: libc::c_int) {
-    // SAFETY: plain syscall; a group that is already gone gives ESRCH.
-    unsafe {
-        libc::kill(-(pgid as libc::pid_t), sig);
+fn read_retry(fd: libc::c_int, buf: &mut [u8]) -> isize {
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return n;
+        }
     }
 }
 
-/// Runs `cmd` in a new process group with its stdout and stderr streamed
-/// through the log pipeline, and supervises it to the end.
-pub fn run_streamed(cmd: &mut Command, limits: Limits) -> std::io::Result<End> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn()?;
-    let (done_tx, done_rx) = mpsc::channel();
-    let mut readers = Vec::new();
-    if let Some(out) = child.stdout.take() {
-        let tx = done_tx.clone();
-        readers.push(thread::spawn(move || {
-            output::capture(out, Stream::Stdout);
-            let _ = tx.send(());
-        }));
+fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
+    // SAFETY: plain syscall; a group that is already gone gives ESRCH.
+    unsafe { libc::kill(-pgid, sig) };
+}
+
+/// Which output a chunk came from: 0 stdout, 1 stderr. `None` data is the
+/// end of that stream.
+pub type Sink<'a> = &'a mut dyn FnMut(usize, Option<&[u8]>);
+
+/// Runs `spec` in a new process group, hands its output to `sink` as it
+/// arrives, and supervises it to the end. `tick` is called when the output
+/// has been idle for a while (the log pipeline flushes partial lines then).
+pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> io::Result<End> {
+    let p = spawn(spec)?;
+    let wake = WAKE_READ_FD.load(Ordering::SeqCst);
+    let mut pipes = [p.out, p.err];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut status: Option<End> = None;
+    // Why the group is being stopped, and when TERM becomes KILL.
+    let mut stopping: Option<(End, Instant)> = None;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if status.is_none() {
+            let mut raw = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            if unsafe { libc::waitpid(p.pid, &mut raw, libc::WNOHANG) } == p.pid {
+                status = Some(if libc::WIFSIGNALED(raw) {
+                    End::Signaled(libc::WTERMSIG(raw))
+                } else {
+                    End::Exited(libc::WEXITSTATUS(raw))
+                });
+            }
+        }
+        match stopping {
+            None => {
+                let reason = match (cancelled(), limits.deadline) {
+                    (Some(sig), _) => Some(End::Cancelled(sig)),
+                    (None, Some(d)) if now >= d && status.is_none() => Some(End::TimedOut),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    kill_group(p.pid, libc::SIGTERM);
+                    stopping = Some((reason, now + limits.grace));
+                }
+            }
+            Some((_, kill_at)) if now >= kill_at => kill_group(p.pid, libc::SIGKILL),
+            Some(_) => {}
+        }
+        if status.is_some() {
+            if pipes.iter().all(|&fd| fd < 0) {
+                break;
+            }
+            // Leftover background processes holding the pipes get a short
+            // drain, then the group goes, so they cannot hang the VM.
+            let until = *drain_until.get_or_insert(now + DRAIN);
+            if now >= until {
+                kill_group(p.pid, libc::SIGKILL);
+                break;
+            }
+        }
+        let mut wake_at = now + Duration::from_millis(100);
+        for t in [limits.deadline, stopping.map(|s| s.1), drain_until].into_iter().flatten() {
+            wake_at = wake_at.min(t.max(now));
+        }
+        let timeout = wake_at.saturating_duration_since(now).as_millis() as libc::c_int;
+        let mut fds = [
+            libc::pollfd { fd: pipes[0], events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: pipes[1], events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: fds is a valid array; negative descriptors are ignored by poll.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n == 0 {
+            tick();
+        }
+        if n <= 0 {
+            continue;
+        }
+        if fds[2].revents != 0 {
+            let mut drain = [0u8; 64];
+            while read_retry(wake, &mut drain) > 0 {}
+        }
+        for i in 0..2 {
+            if fds[i].revents == 0 {
+                continue;
+            }
+            let got = read_retry(pipes[i], &mut buf);
+            if got > 0 {
+                sink(i, Some(&buf[..got as usize]));
+            } else {
+                close_all(&[pipes[i]]);
+                pipes[i] = -1;
+                sink(i, None);
+            }
+        }
     }
-    if let Some(err) = child.stderr.take() {
-        let tx = done_tx.clone();
-        readers.push(thread::spawn(move || {
-            output::capture(err, Stream::Stderr);
-            let _ = tx.send(());
-        }));
+    // Whatever is still buffered in a pipe held open by a killed process is
+    // read without blocking, so the last lines are not lost.
+    for (i, fd) in pipes.iter().enumerate() {
+        if *fd >= 0 {
+            unsafe { libc::fcntl(*fd, libc::F_SETFL, libc::O_NONBLOCK) };
+            loop {
+                let got = read_retry(*fd, &mut buf);
+                if got <= 0 {
+                    break;
+                }
+                sink(i, Some(&buf[..got as usize]));
+            }
+            close_all(&[*fd]);
+            sink(i, None);
+        }
     }
-    drop(done_tx);
-    let end = supervise(child, limits, readers.len(), &done_rx);
-    for r in readers {
-        let _ = r.join();
+    kill_group(p.pid, libc::SIGKILL);
+    if status.is_none() {
+        let mut raw = 0;
+        unsafe { libc::waitpid(p.pid, &mut raw, 0) };
     }
-    Ok(end)
+    Ok(match (stopping, status) {
+        (Some((reason, _)), _) => reason,
+        (None, Some(end)) => end,
+        (None, None) => End::Exited(1),
+    })
 }
 
 /// What a collected run produced.
@@ -133,90 +422,20 @@ pub struct Collected {
     pub stderr: Vec<u8>,
 }
 
-/// Runs `cmd` in a new process group and collects its output in memory
-/// (for git, whose output is small); supervised like a job.
-pub fn run_collected(cmd: &mut Command, limits: Limits) -> std::io::Result<Collected> {
-    use std::io::Read;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn()?;
-    let (done_tx, done_rx) = mpsc::channel();
-    let spawn_reader = |pipe: Option<Box<dyn Read + Send>>, tx: mpsc::Sender<()>| {
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut bytes);
+/// Runs `spec` and collects its output in memory (for git, whose output is
+/// small); supervised like a job.
+pub fn run_collected(spec: &Spec, limits: Limits) -> io::Result<Collected> {
+    let mut out = [Vec::new(), Vec::new()];
+    let end = run(
+        spec,
+        limits,
+        &mut |i, data| {
+            if let (Some(d), Some(o)) = (data, out.get_mut(i)) {
+                o.extend_from_slice(d);
             }
-            let _ = tx.send(());
-            bytes
-        })
-    };
-    let out = spawn_reader(child.stdout.take().map(|p| Box::new(p) as _), done_tx.clone());
-    let err = spawn_reader(child.stderr.take().map(|p| Box::new(p) as _), done_tx);
-    let end = supervise(child, limits, 2, &done_rx);
-    Ok(Collected {
-        end,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-/// Waits for `child` under `limits`, then for its `readers` output readers
-/// (each sends on `readers_done` at end of file), and finally kills the
-/// process group so no leftover process survives.
-fn supervise(child: Child, limits: Limits, readers: usize, readers_done: &mpsc::Receiver<()>) -> End {
-    let pgid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let mut child = child;
-    thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    // Why the group is being stopped, and when TERM becomes KILL.
-    let mut stopping: Option<(End, Instant)> = None;
-    let status = loop {
-        let now = Instant::now();
-        let mut wake = now + Duration::from_millis(100);
-        if let Some((_, kill_at)) = stopping {
-            wake = wake.min(kill_at);
-        } else if let Some(d) = limits.deadline {
-            wake = wake.min(d);
-        }
-        match rx.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(status) => break status.ok(),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
-        }
-        let now = Instant::now();
-        match stopping {
-            None => {
-                let reason = match (cancelled(), limits.deadline) {
-                    (Some(sig), _) => Some(End::Cancelled(sig)),
-                    (None, Some(d)) if now >= d => Some(End::TimedOut),
-                    _ => None,
-                };
-                if let Some(reason) = reason {
-                    kill_group(pgid, libc::SIGTERM);
-                    stopping = Some((reason, now + limits.grace));
-                }
-            }
-            Some((_, kill_at)) if now >= kill_at => kill_group(pgid, libc::SIGKILL),
-            Some(_) => {}
-        }
-    };
-    // Output still flowing from background processes gets a short drain,
-    // then the group goes, so a daemon holding the pipe cannot hang the VM.
-    let drain_until = Instant::now() + DRAIN;
-    let mut open = readers;
-    while open > 0 {
-        let left = drain_until.saturating_duration_since(Instant::now());
-        match readers_done.recv_timeout(left) {
-            Ok(()) => open -= 1,
-            Err(_) => break,
-        }
-    }
-    kill_group(pgid, libc::SIGKILL);
-    match (stopping, status) {
-        (Some((reason, _)), _) => reason,
-        (None, Some(status)) => End::from_status(status),
-        (None, None) => End::Exited(1),
-    }
+        },
+        &mut || {},
+    )?;
+    let [stdout, stderr] = out;
+    Ok(Collected { end, stdout, stderr })
 }

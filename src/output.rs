@@ -7,7 +7,7 @@
 
 use crate::mask::{LineSplitter, Masker};
 use crate::spool::{Spool, Stream};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
 /// Longest piece of a line kept in memory; longer lines become several events.
@@ -70,30 +70,31 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
     }
 }
 
-/// Copies one of the job's output pipes to the console and the spool until
-/// end of file. Each read is handled as one batch: one console write, one
+/// One of the job's output streams on its way through the pipeline. Each
+/// chunk read from the pipe is handled as one batch: one console write, one
 /// spool write, so a fast job costs a few syscalls per 64 KiB, not per line.
-pub fn capture(mut pipe: impl Read, stream: Stream) {
-    static NO_MASK: OnceLock<Masker> = OnceLock::new();
-    let pipeline = PIPELINE.get();
-    let masker = match pipeline {
-        Some(p) => &p.masker,
-        None => NO_MASK.get_or_init(Masker::new),
-    };
-    let mut splitter = LineSplitter::new(MAX_LINE);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut console = Vec::with_capacity(buf.len() + 16);
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => 0,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::warn!("reading the job's {} failed: {e}", stream_name(stream));
-                0
-            }
+pub struct Capture {
+    stream: Stream,
+    splitter: LineSplitter,
+    console: Vec<u8>,
+}
+
+impl Capture {
+    pub fn new(stream: Stream) -> Capture {
+        Capture { stream, splitter: LineSplitter::new(MAX_LINE), console: Vec::new() }
+    }
+
+    /// Takes the next chunk of output; `None` is the end of the stream.
+    pub fn feed(&mut self, data: Option<&[u8]>) {
+        static NO_MASK: OnceLock<Masker> = OnceLock::new();
+        let pipeline = PIPELINE.get();
+        let masker = match pipeline {
+            Some(p) => &p.masker,
+            None => NO_MASK.get_or_init(Masker::new),
         };
+        let console = &mut self.console;
         console.clear();
+        let stream = self.stream;
         let flush_error = {
             let mut spool = pipeline.and_then(|p| p.spool.as_ref()).and_then(|s| s.lock().ok());
             let step_guard = pipeline.and_then(|p| p.step.lock().ok());
@@ -107,20 +108,16 @@ pub fn capture(mut pipe: impl Read, stream: Stream) {
                     s.append(stream, step, text);
                 }
             };
-            if n == 0 {
-                splitter.finish(masker, &mut emit);
-            } else {
-                splitter.push(&buf[..n], masker, &mut emit);
+            match data {
+                Some(d) => self.splitter.push(d, masker, &mut emit),
+                None => self.splitter.finish(masker, &mut emit),
             }
             spool.as_mut().and_then(|s| s.flush().err())
         };
         if let Some(e) = flush_error {
             log::error!("writing the log spool failed: {e}");
         }
-        write_console(stream, &console);
-        if n == 0 {
-            return;
-        }
+        write_console(stream, &self.console);
     }
 }
 
@@ -138,10 +135,17 @@ fn write_console(stream: Stream, bytes: &[u8]) {
     };
 }
 
-fn stream_name(stream: Stream) -> &'static str {
-    match stream {
-        Stream::Stdout => "stdout",
-        Stream::Stderr => "stderr",
-        Stream::Runner => "runner output",
-    }
+/// Runs a job process with its output streamed through the pipeline.
+pub fn run_job(spec: &crate::exec::Spec, limits: crate::exec::Limits) -> std::io::Result<crate::exec::End> {
+    let mut captures = [Capture::new(Stream::Stdout), Capture::new(Stream::Stderr)];
+    crate::exec::run(
+        spec,
+        limits,
+        &mut |i, data| {
+            if let Some(c) = captures.get_mut(i) {
+                c.feed(data);
+            }
+        },
+        &mut || {},
+    )
 }

@@ -10,7 +10,6 @@ use crate::mask::Masker;
 use crate::{logger, output, plan};
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HELP: &str = "\
@@ -146,7 +145,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         );
         return Ok(0);
     }
-    exec::install_signal_handlers();
+    exec::install_signal_handlers().map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
     let started = Instant::now();
     let deadline = job_timeout.map(|t| started + t);
     checkout::checkout(&ctx, &GitOptions::from_env()?)?;
@@ -180,9 +179,9 @@ fn env_seconds(name: &str, default: u64) -> Result<u64> {
 }
 
 /// The environment every job process gets on top of the runner's own.
-pub fn job_command(ctx: &Context, program: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.current_dir(&ctx.workdir)
+pub fn job_command(ctx: &Context, program: &Path) -> exec::Spec {
+    let mut cmd = exec::Spec::new(program);
+    cmd.cwd(&ctx.workdir)
         .env("CI", "true")
         .env("SOLSTICE_WORKSPACE", &ctx.workdir)
         .env("SOLSTICE_REPO_URL", &ctx.repo.display)
@@ -203,10 +202,10 @@ fn run_script(ctx: &Context, script: &Path, limits: Limits) -> Result<End> {
         cmd.arg(script);
         cmd
     };
-    let mut cmd = if executable { job_command(ctx, script) } else { via_shell() };
-    match exec::run_streamed(&mut cmd, limits) {
+    let cmd = if executable { job_command(ctx, script) } else { via_shell() };
+    match output::run_job(&cmd, limits) {
         // An executable script without a shebang: the kernel refuses it, a shell does not.
-        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => exec::run_streamed(&mut via_shell(), limits),
+        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => output::run_job(&via_shell(), limits),
         other => other,
     }
     .map_err(|e| Error::input(format!("cannot start {}: {e} (check its #! line)", plan::JOB_SCRIPT)))

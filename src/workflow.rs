@@ -5,7 +5,7 @@
 
 use crate::context::{parse_duration, Context};
 use crate::error::{Error, Result};
-use crate::exec::{self, End, Limits};
+use crate::exec::{End, Limits};
 use crate::kdl::{self, Entry, Node, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -502,12 +502,15 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
         let mut words = step.shell.split_whitespace();
         let program = words.next().unwrap_or("/bin/sh");
         let mut cmd = crate::runner::job_command(ctx, Path::new(program));
-        cmd.args(words).arg(&script).current_dir(&dir);
+        for w in words {
+            cmd.arg(w);
+        }
+        cmd.arg(&script).cwd(&dir);
         for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
             cmd.env(k, v);
         }
         cmd.env("SOLSTICE_JOB", &job.name).env("SOLSTICE_STEP", &step.name);
-        let end = exec::run_streamed(&mut cmd, Limits { deadline: step_deadline, grace: limits.grace })
+        let end = crate::output::run_job(&cmd, Limits { deadline: step_deadline, grace: limits.grace })
             .map_err(|e| Error::input(format!("step {:?}: cannot start shell {program:?}: {e}", step.name)));
         crate::output::set_step(None);
         let end = end?;
@@ -594,6 +597,7 @@ pub fn summary(results: &[StepResult]) {
             ("timed_out", _) => "timed out".to_string(),
             (state, _) => state.to_string(),
         };
-        log::info!("  {:<12} {:>8.1}s  {}", result, r.duration.as_secs_f64(), r.name);
+        let tenths = r.duration.as_millis() as u64 / 100;
+        log::info!("  {:<12} {:>6}.{}s  {}", result, tenths / 10, tenths % 10, r.name);
     }
 }
