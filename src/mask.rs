@@ -17,6 +17,6 @@ impl LineSplitter {
         }
     }
     pub fn finish(&mut self, m: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        if !self.buf.is_empty() { let l = std::mem::take(&mut self.buf); emit(&m.mask(&l), true); }
+        if !self.buf.is_empty() { let l = std::mem::take(&mut self.buf); emit(&m.mask(&l), false); }
     }
 }

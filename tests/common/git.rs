@@ -18,7 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,7 +59,10 @@ impl TempDir {
                 Err(e) => panic!("creating temp dir {}: {}", path.display(), e),
             }
         }
-        panic!("could not create a unique temp dir under {}", base.display());
+        panic!(
+            "could not create a unique temp dir under {}",
+            base.display()
+        );
     }
 
     pub fn path(&self) -> &Path {
@@ -295,6 +298,9 @@ impl Repo {
             path, path, url
         ));
         fs::write(&gitmodules, text).unwrap();
+        // An empty directory at the gitlink's path, as for a submodule that
+        // is not checked out; without it `git add -A` would stage a removal.
+        fs::create_dir_all(self.path.join(path)).unwrap();
         self.git(&[
             "update-index",
             "--add",
@@ -457,7 +463,11 @@ impl GitDaemon {
 
     /// `git://127.0.0.1:PORT/name`.
     pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{}", self.port, name.trim_start_matches('/'))
+        format!(
+            "git://127.0.0.1:{}/{}",
+            self.port,
+            name.trim_start_matches('/')
+        )
     }
 
     /// The daemon's log so far (it runs with `--verbose`).
@@ -526,6 +536,11 @@ struct HttpShared {
     auth: Option<(String, String)>,
     /// Answer this many of the first requests with 503 (fault injection).
     fail_first: AtomicU64,
+    /// While true, requests wait (after being read) until released.
+    held: Mutex<bool>,
+    held_cv: Condvar,
+    /// Requests waiting at the gate right now.
+    waiting: AtomicU64,
     requests: Mutex<Vec<HttpRequest>>,
     errors: Mutex<Vec<String>>,
     stop: AtomicBool,
@@ -549,6 +564,9 @@ pub struct HttpConfig {
     pub auth: Option<(String, String)>,
     /// Answer the first N requests with `503 Service Unavailable`.
     pub fail_first: u64,
+    /// Start with the gate closed: every request waits, unanswered, until
+    /// [`HttpServer::release`] (or drop). Simulates a server that hangs.
+    pub hold: bool,
 }
 
 impl HttpConfig {
@@ -558,6 +576,7 @@ impl HttpConfig {
             root: root.as_ref().to_path_buf(),
             auth: None,
             fail_first: 0,
+            hold: false,
         }
     }
 
@@ -568,6 +587,11 @@ impl HttpConfig {
 
     pub fn fail_first(mut self, n: u64) -> HttpConfig {
         self.fail_first = n;
+        self
+    }
+
+    pub fn hold(mut self) -> HttpConfig {
+        self.hold = true;
         self
     }
 
@@ -602,6 +626,9 @@ impl HttpServer {
             mode: config.mode,
             auth: config.auth,
             fail_first: AtomicU64::new(config.fail_first),
+            held: Mutex::new(config.hold),
+            held_cv: Condvar::new(),
+            waiting: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -643,7 +670,11 @@ impl HttpServer {
 
     /// `http://127.0.0.1:PORT/name`.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, name.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            name.trim_start_matches('/')
+        )
     }
 
     /// `http://user:password@127.0.0.1:PORT/name`.
@@ -675,6 +706,18 @@ impl HttpServer {
             .collect()
     }
 
+    /// How many requests are waiting at the closed gate (see
+    /// [`HttpConfig::hold`]).
+    pub fn waiting(&self) -> u64 {
+        self.shared.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Opens the gate: held requests proceed, new ones are not held.
+    pub fn release(&self) {
+        *self.shared.held.lock().unwrap() = false;
+        self.shared.held_cv.notify_all();
+    }
+
     /// I/O errors the server hit while serving (other than clients going
     /// away), for diagnostics.
     pub fn errors(&self) -> Vec<String> {
@@ -685,6 +728,7 @@ impl HttpServer {
 impl Drop for HttpServer {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.release();
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.accept_thread.take() {
@@ -701,7 +745,10 @@ fn read_line(r: &mut impl BufRead) -> io::Result<Option<String>> {
         return Ok(None);
     }
     if buf.last() != Some(&b'\n') {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long or truncated"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "line too long or truncated",
+        ));
     }
     while matches!(buf.last(), Some(b'\n') | Some(b'\r')) {
         buf.pop();
@@ -716,7 +763,10 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "eof in chunk size"))?;
         let size_str = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_str, 16).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {:?}", line))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad chunk size {:?}", line),
+            )
         })?;
         if size == 0 {
             // Trailers, up to an empty line.
@@ -733,7 +783,10 @@ fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
         r.read_exact(&mut body[start..])?;
         let crlf = read_line(r)?.unwrap_or_default();
         if !crlf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "missing CRLF after chunk"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "missing CRLF after chunk",
+            ));
         }
     }
 }
@@ -796,7 +849,9 @@ fn serve_connection(sh: &HttpShared, stream: TcpStream) -> io::Result<()> {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             writer.flush()?;
         }
-        let body = if get("transfer-encoding").map_or(false, |v| v.to_ascii_lowercase().contains("chunked")) {
+        let body = if get("transfer-encoding")
+            .map_or(false, |v| v.to_ascii_lowercase().contains("chunked"))
+        {
             read_chunked(&mut reader)?
         } else if let Some(len) = get("content-length") {
             let len: usize = len
@@ -861,6 +916,18 @@ fn handle_request(
             .map(|(_, v)| v.as_str())
     };
 
+    // A hanging server: wait at the gate until released.
+    {
+        let mut held = sh.held.lock().unwrap();
+        if *held {
+            sh.waiting.fetch_add(1, Ordering::SeqCst);
+            while *held {
+                held = sh.held_cv.wait(held).unwrap();
+            }
+            sh.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     // Fault injection first: a flaky server fails before anything else.
     let failed = sh
         .fail_first
@@ -872,7 +939,10 @@ fn handle_request(
 
     let mut remote_user = None;
     if let Some((user, password)) = &sh.auth {
-        let expected = format!("Basic {}", base64(format!("{}:{}", user, password).as_bytes()));
+        let expected = format!(
+            "Basic {}",
+            base64(format!("{}:{}", user, password).as_bytes())
+        );
         let ok = get("authorization").map_or(false, |v| {
             // The scheme name is case-insensitive.
             match v.split_once(' ') {
@@ -970,9 +1040,7 @@ fn run_http_backend<'a>(
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => {
-            return Response::simple(500, "Internal Server Error", &format!("cgi: {}\n", e))
-        }
+        Err(e) => return Response::simple(500, "Internal Server Error", &format!("cgi: {}\n", e)),
     };
     let mut stdin = child.stdin.take().unwrap();
     let writer = thread::spawn(move || {
@@ -981,9 +1049,7 @@ fn run_http_backend<'a>(
     });
     let out = match child.wait_with_output() {
         Ok(o) => o,
-        Err(e) => {
-            return Response::simple(500, "Internal Server Error", &format!("cgi: {}\n", e))
-        }
+        Err(e) => return Response::simple(500, "Internal Server Error", &format!("cgi: {}\n", e)),
     };
     let _ = writer.join();
     parse_cgi_output(&out.stdout).unwrap_or_else(|| {
@@ -1019,7 +1085,11 @@ fn parse_cgi_output(out: &[u8]) -> Option<Response> {
         if k.eq_ignore_ascii_case("status") {
             let (code, r) = v.split_once(' ').unwrap_or((v, ""));
             status = code.parse().ok()?;
-            reason = if r.is_empty() { "Status".into() } else { r.to_string() };
+            reason = if r.is_empty() {
+                "Status".into()
+            } else {
+                r.to_string()
+            };
         } else if !k.eq_ignore_ascii_case("content-length") {
             headers.push((k.to_string(), v.to_string()));
         }
@@ -1070,8 +1140,16 @@ pub fn base64(data: &[u8]) -> String {
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }

@@ -164,7 +164,10 @@ impl Runner {
         let mut cmd = Command::new(runner_bin());
         cmd.args(&self.args)
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
             .env("HOME", self.home.path())
             .env("LC_ALL", "C")
             .env(
