@@ -23,9 +23,10 @@ impl GitOptions {
     pub fn from_env() -> Result<GitOptions> {
         let num = |name: &str, default: u64| -> Result<u64> {
             match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
-                    Error::input(format!("{name}={v:?} is not a whole number"))
-                }),
+                Ok(v) if !v.trim().is_empty() => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::input(format!("{name}={v:?} is not a whole number"))),
                 _ => Ok(default),
             }
         };
@@ -66,10 +67,19 @@ impl Git<'_> {
         if let Some((user, pass)) = &self.ctx.repo.credentials {
             // Scoped to the repository's origin so submodules on other hosts
             // never receive these credentials.
-            let header = format!("Authorization: Basic {}", base64(format!("{user}:{pass}").as_bytes()));
-            let n: usize = std::env::var("GIT_CONFIG_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let header = format!(
+                "Authorization: Basic {}",
+                base64(format!("{user}:{pass}").as_bytes())
+            );
+            let n: usize = std::env::var("GIT_CONFIG_COUNT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             cmd.env("GIT_CONFIG_COUNT", (n + 1).to_string())
-                .env(format!("GIT_CONFIG_KEY_{n}"), format!("http.{}.extraHeader", self.ctx.repo.origin))
+                .env(
+                    format!("GIT_CONFIG_KEY_{n}"),
+                    format!("http.{}.extraHeader", self.ctx.repo.origin),
+                )
                 .env(format!("GIT_CONFIG_VALUE_{n}"), header);
         }
         cmd
@@ -78,7 +88,10 @@ impl Git<'_> {
     /// Runs git once; on failure returns its stderr, credentials removed.
     fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
         log::debug!("git {}", args.join(" "));
-        let limits = Limits { deadline: Some(Instant::now() + self.opts.timeout), grace: Duration::from_secs(5) };
+        let limits = Limits {
+            deadline: Some(Instant::now() + self.opts.timeout),
+            grace: Duration::from_secs(5),
+        };
         let out = exec::run_collected(&self.command(args), limits).map_err(|e| Failure {
             message: format!("cannot run git: {e} (is git installed and on PATH?)"),
             transient: false,
@@ -86,14 +99,24 @@ impl Git<'_> {
         match out.end {
             End::Exited(0) => Ok(out.stdout),
             End::TimedOut => Err(Failure {
-                message: format!("timed out after {} s (SOLSTICE_GIT_TIMEOUT)", self.opts.timeout.as_secs()),
+                message: format!(
+                    "timed out after {} s (SOLSTICE_GIT_TIMEOUT)",
+                    self.opts.timeout.as_secs()
+                ),
                 transient: true,
             }),
-            End::Cancelled(sig) => Err(Failure { message: format!("cancelled by signal {sig}"), transient: false }),
+            End::Cancelled(sig) => Err(Failure {
+                message: format!("cancelled by signal {sig}"),
+                transient: false,
+            }),
             end => {
                 let text = strip_credentials(String::from_utf8_lossy(&out.stderr).trim());
                 let transient = is_transient(&text);
-                let message = if text.is_empty() { format!("exited with {}", end.exit_code()) } else { text };
+                let message = if text.is_empty() {
+                    format!("exited with {}", end.exit_code())
+                } else {
+                    text
+                };
                 Err(Failure { message, transient })
             }
         }
@@ -106,7 +129,11 @@ impl Git<'_> {
         loop {
             match self.run_once(args) {
                 Ok(out) => return Ok(out),
-                Err(f) if f.transient && attempt < self.opts.retries && exec::cancelled().is_none() => {
+                Err(f)
+                    if f.transient
+                        && attempt < self.opts.retries
+                        && exec::cancelled().is_none() =>
+                {
                     attempt += 1;
                     log::warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
@@ -124,12 +151,18 @@ impl Git<'_> {
     }
 
     fn fetch_error(&self, what: &str, f: Failure) -> Error {
-        Error::fetch(format!("{what} from {} failed: {}", self.ctx.repo.display, f.message))
+        Error::fetch(format!(
+            "{what} from {} failed: {}",
+            self.ctx.repo.display, f.message
+        ))
     }
 }
 
 fn last_line(text: &str) -> &str {
-    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(text)
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
 }
 
 /// Up to a quarter of `d`, so many VMs retrying at once spread out.
@@ -145,8 +178,14 @@ fn jitter(d: Duration) -> Duration {
 /// Errors worth another try: the network or the server, not the request.
 fn is_transient(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
-    const PERMANENT: &[&str] =
-        &["not our ref", "couldn't find remote ref", "authentication failed", "not found", "returned error: 4", "does not appear to be a git repository"];
+    const PERMANENT: &[&str] = &[
+        "not our ref",
+        "couldn't find remote ref",
+        "authentication failed",
+        "not found",
+        "returned error: 4",
+        "does not appear to be a git repository",
+    ];
     const TRANSIENT: &[&str] = &[
         "could not resolve host",
         "connection refused",
@@ -180,18 +219,38 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
     log::info!("fetching {} at {sha}", ctx.repo.display);
     let started = Instant::now();
 
-    let shallow = git.run("shallow fetch", &["fetch", "--quiet", "--no-tags", "--depth=1", "origin", "--", sha]);
+    let shallow = git.run(
+        "shallow fetch",
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--depth=1",
+            "origin",
+            "--",
+            sha,
+        ],
+    );
     if let Err(f) = shallow {
         if f.transient {
             return Err(git.fetch_error("fetching the commit", f));
         }
-        log::info!("the server cannot serve the commit alone ({}); fetching all branches and tags", last_line(&f.message));
+        log::info!(
+            "the server cannot serve the commit alone ({}); fetching all branches and tags",
+            last_line(&f.message)
+        );
         let mut args = vec!["fetch", "--quiet", "--no-tags"];
         if dir.join(".git/shallow").exists() {
             args.push("--unshallow");
         }
-        args.extend(["origin", "--", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]);
-        git.run("full fetch", &args).map_err(|f| git.fetch_error("fetching", f))?;
+        args.extend([
+            "origin",
+            "--",
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ]);
+        git.run("full fetch", &args)
+            .map_err(|f| git.fetch_error("fetching", f))?;
         let object = format!("{sha}^{{commit}}");
         if git.run_once(&["cat-file", "-e", &object]).is_err() {
             return Err(Error::fetch(format!(
@@ -200,8 +259,11 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             )));
         }
     }
-    git.run("checkout", &["checkout", "--quiet", "--force", "--detach", sha])
-        .map_err(|f| Error::fetch(format!("checking out {sha} failed: {}", f.message)))?;
+    git.run(
+        "checkout",
+        &["checkout", "--quiet", "--force", "--detach", sha],
+    )
+    .map_err(|f| Error::fetch(format!("checking out {sha} failed: {}", f.message)))?;
     if reused {
         git.run("clean", &["clean", "-ffdxq"])
             .map_err(|f| Error::fetch(format!("cleaning the workdir failed: {}", f.message)))?;
@@ -211,18 +273,33 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         .map_err(|f| Error::fetch(format!("reading HEAD failed: {}", f.message)))?;
     let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
     if head != sha {
-        return Err(Error::fetch(format!("HEAD is {head} after checkout, not the requested {sha}")));
+        return Err(Error::fetch(format!(
+            "HEAD is {head} after checkout, not the requested {sha}"
+        )));
     }
     if dir.join(".gitmodules").exists() {
         log::info!("initialising submodules");
-        let shallow = ["submodule", "update", "--init", "--recursive", "--force", "--depth=1"];
+        let shallow = [
+            "submodule",
+            "update",
+            "--init",
+            "--recursive",
+            "--force",
+            "--depth=1",
+        ];
         if let Err(f) = git.run("submodule update", &shallow) {
-            log::info!("shallow submodule update failed ({}); fetching them in full", last_line(&f.message));
+            log::info!(
+                "shallow submodule update failed ({}); fetching them in full",
+                last_line(&f.message)
+            );
             git.run("submodule update", &shallow[..5])
                 .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
         }
     }
-    log::info!("checked out {sha} in {} ms", started.elapsed().as_millis() as u64);
+    log::info!(
+        "checked out {sha} in {} ms",
+        started.elapsed().as_millis() as u64
+    );
     Ok(())
 }
 
@@ -234,7 +311,8 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
     let shown = dir.display();
     match std::fs::read_dir(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
         }
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
         Ok(mut entries) => {
@@ -254,7 +332,8 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
         }
     }
     let init = |args: &[&str]| {
-        git.run_once(args).map_err(|f| Error::internal(format!("preparing {shown} failed: {}", f.message)))
+        git.run_once(args)
+            .map_err(|f| Error::internal(format!("preparing {shown} failed: {}", f.message)))
     };
     init(&["-c", "init.defaultBranch=solstice", "init", "--quiet"])?;
     init(&["remote", "add", "origin", "--", url])?;
@@ -266,7 +345,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity((data.len() + 2) / 3 * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -290,7 +373,9 @@ mod tests {
 
     #[test]
     fn transient() {
-        assert!(super::is_transient("fatal: unable to connect to 127.0.0.1:\nConnection refused"));
+        assert!(super::is_transient(
+            "fatal: unable to connect to 127.0.0.1:\nConnection refused"
+        ));
         assert!(!super::is_transient("fatal: couldn't find remote ref abc"));
     }
 }

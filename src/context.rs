@@ -22,7 +22,13 @@ pub struct Setting {
 }
 
 const fn s(key: &'static str, env: &'static str, flag: Option<&'static str>) -> Setting {
-    Setting { key, env, flag, default: None, secret: false }
+    Setting {
+        key,
+        env,
+        flag,
+        default: None,
+        secret: false,
+    }
 }
 
 /// Every setting the job file may hold. A key not listed here draws a
@@ -30,12 +36,18 @@ const fn s(key: &'static str, env: &'static str, flag: Option<&'static str>) -> 
 pub const SETTINGS: &[Setting] = &[
     s("repo_url", "SOLSTICE_REPO_URL", Some("repo-url")),
     s("commit_sha", "SOLSTICE_COMMIT_SHA", Some("commit")),
-    Setting { default: Some(DEFAULT_WORKDIR), ..s("workdir", "SOLSTICE_WORKDIR", Some("workdir")) },
+    Setting {
+        default: Some(DEFAULT_WORKDIR),
+        ..s("workdir", "SOLSTICE_WORKDIR", Some("workdir"))
+    },
     s("job", "SOLSTICE_JOB", Some("job")),
     s("timeout", "SOLSTICE_JOB_TIMEOUT", None),
     s("orchestrator_url", "SOLSTICE_ORCHESTRATOR_URL", None),
     s("job_id", "SOLSTICE_JOB_ID", None),
-    Setting { secret: true, ..s("token", "SOLSTICE_JOB_TOKEN", None) },
+    Setting {
+        secret: true,
+        ..s("token", "SOLSTICE_JOB_TOKEN", None)
+    },
     s("spool", "SOLSTICE_SPOOL", None),
     s("secrets_file", "SOLSTICE_SECRETS_FILE", None),
 ];
@@ -45,7 +57,11 @@ pub const SETTINGS: &[Setting] = &[
 pub enum Source {
     Flag(&'static str),
     Env(&'static str),
-    File { path: String, line: usize, col: usize },
+    File {
+        path: String,
+        line: usize,
+        col: usize,
+    },
     Default,
 }
 
@@ -97,8 +113,15 @@ impl Context {
     /// Every setting with its value, secrets hidden: what `--dry-run` prints.
     pub fn describe(&self) -> String {
         let mut out = String::new();
-        let found = if self.job_file_found { "" } else { " (not found)" };
-        out.push_str(&format!("job_file         = {}{found}\n", self.job_file.display()));
+        let found = if self.job_file_found {
+            ""
+        } else {
+            " (not found)"
+        };
+        out.push_str(&format!(
+            "job_file         = {}{found}\n",
+            self.job_file.display()
+        ));
         for (setting, value) in SETTINGS.iter().zip(&self.values) {
             let shown = match value {
                 None => "(unset)".to_string(),
@@ -138,24 +161,45 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     for setting in SETTINGS {
         let from_flag = setting.flag.and_then(|flag| {
             let v = flags.values.iter().find(|(k, _)| *k == setting.key)?;
-            Some(Value { text: v.1.clone(), source: Source::Flag(flag) })
+            Some(Value {
+                text: v.1.clone(),
+                source: Source::Flag(flag),
+            })
         });
         let from_env = || {
             let text = env(setting.env).filter(|v| !v.is_empty())?;
-            Some(Value { text, source: Source::Env(setting.env) })
+            Some(Value {
+                text,
+                source: Source::Env(setting.env),
+            })
         };
         let from_file = || {
             let e = entries.iter().find(|e| e.key == setting.key)?;
             if e.plain && matches!(e.value.as_str(), "" | "~" | "null" | "Null" | "NULL") {
                 return None;
             }
-            let source = Source::File { path: job_file.clone(), line: e.line, col: e.value_col };
-            Some(Value { text: e.value.clone(), source })
+            let source = Source::File {
+                path: job_file.clone(),
+                line: e.line,
+                col: e.value_col,
+            };
+            Some(Value {
+                text: e.value.clone(),
+                source,
+            })
         };
         let from_default = || {
-            setting.default.map(|d| Value { text: d.to_string(), source: Source::Default })
+            setting.default.map(|d| Value {
+                text: d.to_string(),
+                source: Source::Default,
+            })
         };
-        values.push(from_flag.or_else(from_env).or_else(from_file).or_else(from_default));
+        values.push(
+            from_flag
+                .or_else(from_env)
+                .or_else(from_file)
+                .or_else(from_default),
+        );
     }
     for e in &entries {
         if !SETTINGS.iter().any(|s| s.key == e.key) {
@@ -175,8 +219,14 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     };
     let missing = |key: &str| {
         let setting = SETTINGS.iter().find(|s| s.key == key);
-        let (env_name, flag) = setting.map(|s| (s.env, s.flag.unwrap_or(""))).unwrap_or_default();
-        let file_note = if job_file_found { "" } else { ", which was not found" };
+        let (env_name, flag) = setting
+            .map(|s| (s.env, s.flag.unwrap_or("")))
+            .unwrap_or_default();
+        let file_note = if job_file_found {
+            ""
+        } else {
+            ", which was not found"
+        };
         Error::input(format!(
             "no {key} given: set {env_name}, pass --{flag}, or write `{key}: ...` in the job file {job_file}{file_note}"
         ))
@@ -188,7 +238,14 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     let wd = find("workdir").ok_or_else(|| missing("workdir"))?;
     let workdir = check_workdir(&wd.text).map_err(|msg| bad_value(wd, "workdir", &msg))?;
 
-    Ok(Context { job_file: PathBuf::from(job_file), job_file_found, values, repo, commit, workdir })
+    Ok(Context {
+        job_file: PathBuf::from(job_file),
+        job_file_found,
+        values,
+        repo,
+        commit,
+        workdir,
+    })
 }
 
 /// An error about a value, naming where the value came from.
@@ -228,7 +285,8 @@ fn check_workdir(text: &str) -> std::result::Result<PathBuf, String> {
     let path = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        let cwd = std::env::current_dir().map_err(|e| format!("cannot resolve a relative path: {e}"))?;
+        let cwd =
+            std::env::current_dir().map_err(|e| format!("cannot resolve a relative path: {e}"))?;
         cwd.join(path)
     };
     // `components` drops the `.` parts, so `--repo-url .` reads as the directory itself.
@@ -330,7 +388,13 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
         };
         let fetch_url = format!("{}://{}{}", &url[..end], clean_authority, &rest[auth_end..]);
         let origin = format!("{}://{}/", &url[..end], hostport);
-        return Ok(Repo { transport, display: fetch_url.clone(), fetch_url, origin, credentials });
+        return Ok(Repo {
+            transport,
+            display: fetch_url.clone(),
+            fetch_url,
+            origin,
+            credentials,
+        });
     }
     // scp-style `[user@]host:path`: a colon before any slash.
     if let Some(colon) = first_colon {
@@ -411,7 +475,12 @@ mod tests {
         assert_eq!(ok("git://127.0.0.1/r"), Ok(Transport::Git));
         assert_eq!(ok("file:///srv/r.git"), Ok(Transport::File));
         assert_eq!(ok("/srv/r.git"), Ok(Transport::File));
-        for bad in ["ext::sh -c touch% /tmp/x", "fd::3", "-oProxyCommand=x", "--upload-pack=x"] {
+        for bad in [
+            "ext::sh -c touch% /tmp/x",
+            "fd::3",
+            "-oProxyCommand=x",
+            "--upload-pack=x",
+        ] {
             assert!(parse_repo_url(bad).is_err(), "{bad}");
         }
         assert!(parse_repo_url("ftp://x/y").is_err());
@@ -425,7 +494,10 @@ mod tests {
         assert_eq!(r.fetch_url, "https://host:8080/r.git");
         assert_eq!(r.origin, "https://host:8080/");
         assert_eq!(r.credentials, Some(("user".into(), "p@ss".into())));
-        assert_eq!(strip_credentials("fatal: 'https://u:p@h/x' failed"), "fatal: 'https://h/x' failed");
+        assert_eq!(
+            strip_credentials("fatal: 'https://u:p@h/x' failed"),
+            "fatal: 'https://h/x' failed"
+        );
     }
 
     #[test]
@@ -442,7 +514,8 @@ mod tests {
 /// ("90s", "10m", "1h30m").
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let t = text.trim();
-    let bad = || format!("{text:?} is not a duration (use seconds, or e.g. \"90s\", \"10m\", \"1h30m\")");
+    let bad =
+        || format!("{text:?} is not a duration (use seconds, or e.g. \"90s\", \"10m\", \"1h30m\")");
     if t.is_empty() {
         return Err(bad());
     }
@@ -454,7 +527,12 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let mut last_unit = 0;
     for c in t.chars() {
         if let Some(d) = c.to_digit(10) {
-            num = Some(num.unwrap_or(0).checked_mul(10).and_then(|n| n.checked_add(d as u64)).ok_or_else(bad)?);
+            num = Some(
+                num.unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(d as u64))
+                    .ok_or_else(bad)?,
+            );
             continue;
         }
         let (rank, mult) = match c {
@@ -468,7 +546,10 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
             return Err(bad());
         }
         last_unit = rank;
-        total = n.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     if num.is_some() {
         return Err(bad());

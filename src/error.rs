@@ -54,7 +54,12 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Error {
-        Error { kind, loc: None, msg: msg.into(), detail: String::new() }
+        Error {
+            kind,
+            loc: None,
+            msg: msg.into(),
+            detail: String::new(),
+        }
     }
 
     pub fn input(msg: impl Into<String>) -> Error {
@@ -73,7 +78,11 @@ impl Error {
     pub fn at(path: &str, line: usize, col: usize, msg: impl Into<String>) -> Error {
         Error {
             kind: Kind::Input,
-            loc: Some(Loc { path: path.to_string(), line, col }),
+            loc: Some(Loc {
+                path: path.to_string(),
+                line,
+                col,
+            }),
             msg: msg.into(),
             detail: String::new(),
         }
@@ -89,7 +98,8 @@ impl Error {
                     .take(loc.col.saturating_sub(1))
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                self.detail.push_str(&format!("\n    {}\n    {}^", text, pad));
+                self.detail
+                    .push_str(&format!("\n    {}\n    {}^", text, pad));
             }
         }
         self

@@ -124,7 +124,12 @@ pub struct Spec {
 
 impl Spec {
     pub fn new(program: impl Into<PathBuf>) -> Spec {
-        Spec { program: program.into(), args: Vec::new(), cwd: None, env: Vec::new() }
+        Spec {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn arg(&mut self, a: impl AsRef<OsStr>) -> &mut Spec {
@@ -133,7 +138,8 @@ impl Spec {
     }
 
     pub fn env(&mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> &mut Spec {
-        self.env.push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
+        self.env
+            .push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
         self
     }
 
@@ -149,7 +155,8 @@ impl Spec {
 }
 
 fn cstring(bytes: Vec<u8>) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
 }
 
 /// Finds `program` on PATH the way a shell would, unless it names a path.
@@ -268,7 +275,11 @@ fn spawn(spec: &Spec) -> io::Result<Started> {
         close_all(&[out_r, err_r]);
         return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
     }
-    Ok(Started { pid, out: out_r, err: err_r })
+    Ok(Started {
+        pid,
+        out: out_r,
+        err: err_r,
+    })
 }
 
 fn close_all(fds: &[libc::c_int]) {
@@ -352,14 +363,29 @@ pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> i
             }
         }
         let mut wake_at = now + Duration::from_millis(100);
-        for t in [limits.deadline, stopping.map(|s| s.1), drain_until].into_iter().flatten() {
+        for t in [limits.deadline, stopping.map(|s| s.1), drain_until]
+            .into_iter()
+            .flatten()
+        {
             wake_at = wake_at.min(t.max(now));
         }
         let timeout = wake_at.saturating_duration_since(now).as_millis() as libc::c_int;
         let mut fds = [
-            libc::pollfd { fd: pipes[0], events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pipes[1], events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: pipes[0],
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pipes[1],
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: fds is a valid array; negative descriptors are ignored by poll.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -437,5 +463,9 @@ pub fn run_collected(spec: &Spec, limits: Limits) -> io::Result<Collected> {
         &mut || {},
     )?;
     let [stdout, stderr] = out;
-    Ok(Collected { end, stdout, stderr })
+    Ok(Collected {
+        end,
+        stdout,
+        stderr,
+    })
 }

@@ -34,7 +34,9 @@ pub fn init() {
         log::set_max_level(level);
     }
     if bad {
-        log::warn!("SOLSTICE_LOG={raw:?} is not one of error, warn, info, debug, trace; using info");
+        log::warn!(
+            "SOLSTICE_LOG={raw:?} is not one of error, warn, info, debug, trace; using info"
+        );
     }
 }
 
@@ -57,7 +59,10 @@ impl Log for Logger {
         let ts = crate::spool::rfc3339_millis(std::time::SystemTime::now());
         let plain = format!("{ts} {name} {}", record.args());
         let console = self.colour.then(|| {
-            format!("\x1b[2m{ts}\x1b[0m \x1b[{colour}m{name}\x1b[0m {}", record.args())
+            format!(
+                "\x1b[2m{ts}\x1b[0m \x1b[{colour}m{name}\x1b[0m {}",
+                record.args()
+            )
         });
         output::runner_line(&plain, console.as_deref());
     }

@@ -25,7 +25,11 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 /// to stderr unmasked, which is only safe because nothing secret is logged
 /// before the secrets are known.
 pub fn init(masker: Masker, spool: Option<Spool>) {
-    let _ = PIPELINE.set(Pipeline { masker, spool: spool.map(Mutex::new), step: Mutex::new(None) });
+    let _ = PIPELINE.set(Pipeline {
+        masker,
+        spool: spool.map(Mutex::new),
+        step: Mutex::new(None),
+    });
 }
 
 /// Names the step whose output follows (None between steps).
@@ -52,7 +56,10 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
         let _ = writeln!(std::io::stderr().lock(), "{}", console.unwrap_or(plain));
         return;
     };
-    let shown = p.masker.mask(console.unwrap_or(plain).as_bytes()).into_owned();
+    let shown = p
+        .masker
+        .mask(console.unwrap_or(plain).as_bytes())
+        .into_owned();
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(&shown);
     let _ = err.write_all(b"\n");
@@ -81,7 +88,11 @@ pub struct Capture {
 
 impl Capture {
     pub fn new(stream: Stream) -> Capture {
-        Capture { stream, splitter: LineSplitter::new(MAX_LINE), console: Vec::new() }
+        Capture {
+            stream,
+            splitter: LineSplitter::new(MAX_LINE),
+            console: Vec::new(),
+        }
     }
 
     /// Takes the next chunk of output; `None` is the end of the stream.
@@ -96,7 +107,9 @@ impl Capture {
         console.clear();
         let stream = self.stream;
         let flush_error = {
-            let mut spool = pipeline.and_then(|p| p.spool.as_ref()).and_then(|s| s.lock().ok());
+            let mut spool = pipeline
+                .and_then(|p| p.spool.as_ref())
+                .and_then(|s| s.lock().ok());
             let step_guard = pipeline.and_then(|p| p.step.lock().ok());
             let step = step_guard.as_ref().and_then(|s| s.as_deref());
             let mut emit = |text: &[u8], complete: bool| {
@@ -136,7 +149,10 @@ fn write_console(stream: Stream, bytes: &[u8]) {
 }
 
 /// Runs a job process with its output streamed through the pipeline.
-pub fn run_job(spec: &crate::exec::Spec, limits: crate::exec::Limits) -> std::io::Result<crate::exec::End> {
+pub fn run_job(
+    spec: &crate::exec::Spec,
+    limits: crate::exec::Limits,
+) -> std::io::Result<crate::exec::End> {
     let mut captures = [Capture::new(Stream::Stdout), Capture::new(Stream::Stderr)];
     crate::exec::run(
         spec,

@@ -85,7 +85,8 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
 }
 
 fn string(v: OsString) -> Result<String> {
-    v.into_string().map_err(|v| Error::input(format!("argument {v:?} is not valid UTF-8")))
+    v.into_string()
+        .map_err(|v| Error::input(format!("argument {v:?} is not valid UTF-8")))
 }
 
 /// Runs the runner and returns its exit code.
@@ -131,7 +132,9 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     }
     output::init(masker, None);
     let job_timeout = match ctx.get("timeout") {
-        Some(v) => Some(context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?),
+        Some(v) => Some(
+            context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?,
+        ),
         None => None,
     };
     let grace = Duration::from_secs(env_seconds("SOLSTICE_CANCEL_GRACE", 10)?);
@@ -145,7 +148,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         );
         return Ok(0);
     }
-    exec::install_signal_handlers().map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
+    exec::install_signal_handlers()
+        .map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
     let started = Instant::now();
     let deadline = job_timeout.map(|t| started + t);
     checkout::checkout(&ctx, &GitOptions::from_env()?)?;
@@ -158,7 +162,9 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
             let end = run_script(&ctx, &script, Limits { deadline, grace })?;
             Ok(report(end))
         }
-        plan::Plan::Workflow(path) => crate::workflow::run_file(&ctx, &path, Limits { deadline, grace }),
+        plan::Plan::Workflow(path) => {
+            crate::workflow::run_file(&ctx, &path, Limits { deadline, grace })
+        }
     }
 }
 
@@ -195,20 +201,33 @@ pub fn job_command(ctx: &Context, program: &Path) -> exec::Spec {
 
 fn run_script(ctx: &Context, script: &Path, limits: Limits) -> Result<End> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = std::fs::metadata(script).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let executable = std::fs::metadata(script)
+        .map(|m| m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
     log::info!("running {}", plan::JOB_SCRIPT);
     let via_shell = || {
         let mut cmd = job_command(ctx, Path::new("/bin/sh"));
         cmd.arg(script);
         cmd
     };
-    let cmd = if executable { job_command(ctx, script) } else { via_shell() };
+    let cmd = if executable {
+        job_command(ctx, script)
+    } else {
+        via_shell()
+    };
     match output::run_job(&cmd, limits) {
         // An executable script without a shebang: the kernel refuses it, a shell does not.
-        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => output::run_job(&via_shell(), limits),
+        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => {
+            output::run_job(&via_shell(), limits)
+        }
         other => other,
     }
-    .map_err(|e| Error::input(format!("cannot start {}: {e} (check its #! line)", plan::JOB_SCRIPT)))
+    .map_err(|e| {
+        Error::input(format!(
+            "cannot start {}: {e} (check its #! line)",
+            plan::JOB_SCRIPT
+        ))
+    })
 }
 
 /// Logs how the job ended and returns the runner's exit code for it.

@@ -58,14 +58,19 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn err(&mut self, line: usize, col: usize, msg: String) {
-        self.errors.push(Error::at(self.path, line, col, msg).with_source(self.src));
+        self.errors
+            .push(Error::at(self.path, line, col, msg).with_source(self.src));
     }
 
     fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
         match &e.value {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.err(e.line, e.col, format!("{what} must be a string, not a {}", other.type_name()));
+                self.err(
+                    e.line,
+                    e.col,
+                    format!("{what} must be a string, not a {}", other.type_name()),
+                );
                 None
             }
         }
@@ -78,9 +83,14 @@ impl Checker<'_> {
                 Some(secs) if secs >= 0 => Ok(Duration::from_secs(secs as u64)),
                 _ => Err("a duration must be a whole, non-negative number of seconds".to_string()),
             },
-            other => Err(format!("must be a duration such as \"10m\", not a {}", other.type_name())),
+            other => Err(format!(
+                "must be a duration such as \"10m\", not a {}",
+                other.type_name()
+            )),
         };
-        parsed.map_err(|m| self.err(e.line, e.col, format!("{what}: {m}"))).ok()
+        parsed
+            .map_err(|m| self.err(e.line, e.col, format!("{what}: {m}")))
+            .ok()
     }
 
     /// Refuses properties and arguments a node does not take.
@@ -89,14 +99,29 @@ impl Checker<'_> {
         for e in &node.entries {
             match &e.key {
                 Some(k) if !props.contains(&k.as_str()) => {
-                    let allowed = if props.is_empty() { "none".to_string() } else { props.join(", ") };
-                    self.err(e.line, e.col, format!("unknown property `{k}` on `{}` (allowed: {allowed})", node.name));
+                    let allowed = if props.is_empty() {
+                        "none".to_string()
+                    } else {
+                        props.join(", ")
+                    };
+                    self.err(
+                        e.line,
+                        e.col,
+                        format!(
+                            "unknown property `{k}` on `{}` (allowed: {allowed})",
+                            node.name
+                        ),
+                    );
                 }
                 Some(_) => {}
                 None => {
                     seen_args += 1;
                     if seen_args > args {
-                        self.err(e.line, e.col, format!("unexpected argument to `{}`", node.name));
+                        self.err(
+                            e.line,
+                            e.col,
+                            format!("unexpected argument to `{}`", node.name),
+                        );
                     }
                 }
             }
@@ -107,7 +132,11 @@ impl Checker<'_> {
         self.only(node, &[], 0);
         for var in &node.children {
             if !is_env_name(&var.name) {
-                self.err(var.line, var.col, format!("`{}` is not a valid environment variable name", var.name));
+                self.err(
+                    var.line,
+                    var.col,
+                    format!("`{}` is not a valid environment variable name", var.name),
+                );
             }
             self.only(var, &[], 1);
             match var.entries.iter().find(|e| e.key.is_none()) {
@@ -117,7 +146,11 @@ impl Checker<'_> {
                         out.push((var.name.clone(), v));
                     }
                 }
-                None => self.err(var.line, var.col, format!("`{}` needs a value: {} \"...\"", var.name, var.name)),
+                None => self.err(
+                    var.line,
+                    var.col,
+                    format!("`{}` needs a value: {} \"...\"", var.name, var.name),
+                ),
             }
         }
     }
@@ -125,12 +158,20 @@ impl Checker<'_> {
     fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
         self.only(node, &[], usize::MAX);
         if !node.children.is_empty() {
-            self.err(node.line, node.col, "`secrets` takes names as arguments, not a block".into());
+            self.err(
+                node.line,
+                node.col,
+                "`secrets` takes names as arguments, not a block".into(),
+            );
         }
         for e in node.entries.iter().filter(|e| e.key.is_none()) {
             if let Some(name) = self.string(e, "a secret name") {
                 if !is_env_name(&name) {
-                    self.err(e.line, e.col, format!("{name:?} is not a valid environment variable name"));
+                    self.err(
+                        e.line,
+                        e.col,
+                        format!("{name:?} is not a valid environment variable name"),
+                    );
                 }
                 out.push(name);
             }
@@ -142,11 +183,22 @@ impl Checker<'_> {
         let name = match node.entries.iter().find(|e| e.key.is_none()) {
             Some(e) => self.string(e, "a job name").unwrap_or_default(),
             None => {
-                self.err(node.line, node.col, "a job needs a name: job \"build\" { ... }".into());
+                self.err(
+                    node.line,
+                    node.col,
+                    "a job needs a name: job \"build\" { ... }".into(),
+                );
                 String::new()
             }
         };
-        let mut job = Job { name, runs_on: None, timeout: None, env: Vec::new(), secrets: Vec::new(), steps: Vec::new() };
+        let mut job = Job {
+            name,
+            runs_on: None,
+            timeout: None,
+            env: Vec::new(),
+            secrets: Vec::new(),
+            steps: Vec::new(),
+        };
         for e in &node.entries {
             match e.key.as_deref() {
                 Some("runs-on") => job.runs_on = self.string(e, "runs-on"),
@@ -171,13 +223,28 @@ impl Checker<'_> {
             }
         }
         if job.steps.is_empty() {
-            self.err(node.line, node.col, format!("job {:?} has no steps", job.name));
+            self.err(
+                node.line,
+                node.col,
+                format!("job {:?} has no steps", job.name),
+            );
         }
         job
     }
 
     fn step(&mut self, node: &Node, n: usize) -> Step {
-        self.only(node, &["run", "workdir", "timeout", "continue-on-error", "if", "shell"], 1);
+        self.only(
+            node,
+            &[
+                "run",
+                "workdir",
+                "timeout",
+                "continue-on-error",
+                "if",
+                "shell",
+            ],
+            1,
+        );
         let name = match node.entries.iter().find(|e| e.key.is_none()) {
             Some(e) => self.string(e, "a step name").unwrap_or_default(),
             None => format!("step {n}"),
@@ -248,7 +315,11 @@ impl Checker<'_> {
                     self.only(child, &[], 1);
                     match child.entries.iter().find(|e| e.key.is_none()) {
                         Some(e) => step.run = self.string(e, "run").unwrap_or_default(),
-                        None => self.err(child.line, child.col, "`run` needs the script as a string".into()),
+                        None => self.err(
+                            child.line,
+                            child.col,
+                            "`run` needs the script as a string".into(),
+                        ),
                     }
                 }
                 other => self.err(
@@ -259,9 +330,17 @@ impl Checker<'_> {
             }
         }
         match runs {
-            0 => self.err(node.line, node.col, format!("step {:?} has no `run`", step.name)),
+            0 => self.err(
+                node.line,
+                node.col,
+                format!("step {:?} has no `run`", step.name),
+            ),
             1 => {}
-            _ => self.err(node.line, node.col, format!("step {:?} has more than one `run`", step.name)),
+            _ => self.err(
+                node.line,
+                node.col,
+                format!("step {:?} has more than one `run`", step.name),
+            ),
         }
         step
     }
@@ -292,7 +371,11 @@ fn escapes(path: &str) -> bool {
 /// Parses and validates a workflow file's text; every problem is returned.
 pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>> {
     let doc = kdl::parse(path, src).map_err(|e| vec![e])?;
-    let mut c = Checker { path, src, errors: Vec::new() };
+    let mut c = Checker {
+        path,
+        src,
+        errors: Vec::new(),
+    };
     let mut wf = Workflow::default();
     let mut top_steps = Vec::new();
     for node in &doc.nodes {
@@ -301,18 +384,33 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
             "job" => {
                 let job = c.job(node);
                 if wf.jobs.iter().any(|j| j.name == job.name) {
-                    c.err(node.line, node.col, format!("duplicate job name {:?}", job.name));
+                    c.err(
+                        node.line,
+                        node.col,
+                        format!("duplicate job name {:?}", job.name),
+                    );
                 }
                 wf.jobs.push(job);
             }
             "step" => top_steps.push(node),
-            other => c.err(node.line, node.col, format!("unknown node `{other}` at the top level (allowed: env, job, step)")),
+            other => c.err(
+                node.line,
+                node.col,
+                format!("unknown node `{other}` at the top level (allowed: env, job, step)"),
+            ),
         }
     }
     if !top_steps.is_empty() {
         if let Some(job) = wf.jobs.first() {
             let at = top_steps[0];
-            c.err(at.line, at.col, format!("`step` at the top level next to jobs (like {:?}); put it inside a job", job.name));
+            c.err(
+                at.line,
+                at.col,
+                format!(
+                    "`step` at the top level next to jobs (like {:?}); put it inside a job",
+                    job.name
+                ),
+            );
         } else {
             let mut job = Job {
                 name: "default".to_string(),
@@ -331,7 +429,11 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
         }
     }
     if wf.jobs.is_empty() && c.errors.is_empty() {
-        c.err(1, 1, "the workflow has no job: add job \"NAME\" { step { run \"...\" } }".into());
+        c.err(
+            1,
+            1,
+            "the workflow has no job: add job \"NAME\" { step { run \"...\" } }".into(),
+        );
     }
     if c.errors.is_empty() {
         Ok(wf)
@@ -341,15 +443,20 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
 }
 
 fn read(path: &Path) -> Result<String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let before = &e.as_bytes()[..at];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let col = String::from_utf8_lossy(&before[before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)..])
-            .chars()
-            .count()
+        let col = String::from_utf8_lossy(
+            &before[before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)..],
+        )
+        .chars()
+        .count()
             + 1;
         Error::at(&path.display().to_string(), line, col, "invalid UTF-8")
     })
@@ -361,14 +468,19 @@ fn report_errors(path: &Path, errors: Vec<Error>) -> Error {
     for e in errors {
         log::error!("{e}");
     }
-    Error::input(format!("{}: {n} error{} in the workflow", path.display(), if n == 1 { "" } else { "s" }))
+    Error::input(format!(
+        "{}: {n} error{} in the workflow",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    ))
 }
 
 /// `solstice-runner check [FILE]`: validate and print the plan.
 pub fn check(file: Option<&str>) -> Result<()> {
     let path = PathBuf::from(file.unwrap_or(crate::plan::WORKFLOW));
     let src = read(&path)?;
-    let wf = parse(&path.display().to_string(), &src).map_err(|errors| report_errors(&path, errors))?;
+    let wf =
+        parse(&path.display().to_string(), &src).map_err(|errors| report_errors(&path, errors))?;
     print!("{}", describe(&wf));
     Ok(())
 }
@@ -397,7 +509,10 @@ pub fn describe(wf: &Workflow) -> String {
         for (i, s) in job.steps.iter().enumerate() {
             out.push_str(&format!("  [{}/{}] {:?}", i + 1, job.steps.len(), s.name));
             if s.when != When::Success {
-                out.push_str(&format!(" if={:?}", format!("{:?}", s.when).to_ascii_lowercase()));
+                out.push_str(&format!(
+                    " if={:?}",
+                    format!("{:?}", s.when).to_ascii_lowercase()
+                ));
             }
             if s.continue_on_error {
                 out.push_str(" continue-on-error");
@@ -428,7 +543,13 @@ pub fn describe(wf: &Workflow) -> String {
 
 /// Picks the job to run: the named one, or the only one.
 pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
-    let names = || wf.jobs.iter().map(|j| format!("{:?}", j.name)).collect::<Vec<_>>().join(", ");
+    let names = || {
+        wf.jobs
+            .iter()
+            .map(|j| format!("{:?}", j.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match (wanted, wf.jobs.as_slice()) {
         (Some(name), jobs) => jobs
             .iter()
@@ -464,7 +585,12 @@ pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<i32> {
 }
 
 /// Runs a job's steps in order; returns the job's exit code and each step's result.
-pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Result<(i32, Vec<StepResult>)> {
+pub fn run_job(
+    ctx: &Context,
+    wf: &Workflow,
+    job: &Job,
+    limits: Limits,
+) -> Result<(i32, Vec<StepResult>)> {
     let started = Instant::now();
     let deadline = match (limits.deadline, job.timeout.map(|t| started + t)) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -472,7 +598,10 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
     };
     let scripts = ScriptDir::create()?;
     let workspace = ctx.workdir.canonicalize().map_err(|e| {
-        Error::internal(format!("cannot resolve the workspace {}: {e}", ctx.workdir.display()))
+        Error::internal(format!(
+            "cannot resolve the workspace {}: {e}",
+            ctx.workdir.display()
+        ))
     })?;
     let mut results: Vec<StepResult> = Vec::new();
     let mut failed_code: Option<i32> = None;
@@ -487,7 +616,12 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
                 When::Always => true,
             };
         if !run {
-            results.push(StepResult { name: step.name.clone(), state: "skipped", exit_code: None, duration: Duration::ZERO });
+            results.push(StepResult {
+                name: step.name.clone(),
+                state: "skipped",
+                exit_code: None,
+                duration: Duration::ZERO,
+            });
             continue;
         }
         log::info!("==> [{}/{total}] {}", i + 1, step.name);
@@ -509,9 +643,21 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
         for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
             cmd.env(k, v);
         }
-        cmd.env("SOLSTICE_JOB", &job.name).env("SOLSTICE_STEP", &step.name);
-        let end = crate::output::run_job(&cmd, Limits { deadline: step_deadline, grace: limits.grace })
-            .map_err(|e| Error::input(format!("step {:?}: cannot start shell {program:?}: {e}", step.name)));
+        cmd.env("SOLSTICE_JOB", &job.name)
+            .env("SOLSTICE_STEP", &step.name);
+        let end = crate::output::run_job(
+            &cmd,
+            Limits {
+                deadline: step_deadline,
+                grace: limits.grace,
+            },
+        )
+        .map_err(|e| {
+            Error::input(format!(
+                "step {:?}: cannot start shell {program:?}: {e}",
+                step.name
+            ))
+        });
         crate::output::set_step(None);
         let end = end?;
         let duration = step_started.elapsed();
@@ -521,15 +667,33 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
             End::Cancelled(_) => ("cancelled", end.exit_code()),
             _ => ("failed", end.exit_code()),
         };
-        results.push(StepResult { name: step.name.clone(), state, exit_code: Some(code), duration });
-        if matches!(end, End::Cancelled(_)) || (end == End::TimedOut && deadline.is_some_and(|d| Instant::now() >= d)) {
+        results.push(StepResult {
+            name: step.name.clone(),
+            state,
+            exit_code: Some(code),
+            duration,
+        });
+        if matches!(end, End::Cancelled(_))
+            || (end == End::TimedOut && deadline.is_some_and(|d| Instant::now() >= d))
+        {
             stopped = true;
         }
         if code != 0 {
             if step.continue_on_error && !stopped {
-                log::warn!("step {:?} failed with {code}; continuing (continue-on-error)", step.name);
+                log::warn!(
+                    "step {:?} failed with {code}; continuing (continue-on-error)",
+                    step.name
+                );
             } else {
-                log::error!("step {:?} {} with exit code {code}", step.name, if state == "timed_out" { "timed out" } else { "failed" });
+                log::error!(
+                    "step {:?} {} with exit code {code}",
+                    step.name,
+                    if state == "timed_out" {
+                        "timed out"
+                    } else {
+                        "failed"
+                    }
+                );
                 failed_code.get_or_insert(code);
             }
         }
@@ -540,9 +704,14 @@ pub fn run_job(ctx: &Context, wf: &Workflow, job: &Job, limits: Limits) -> Resul
 /// Resolves a step's workdir and refuses one that leaves the workspace
 /// through `..` or a symlink.
 fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
-    let Some(rel) = &step.workdir else { return Ok(workspace.to_path_buf()) };
+    let Some(rel) = &step.workdir else {
+        return Ok(workspace.to_path_buf());
+    };
     let dir = workspace.join(rel).canonicalize().map_err(|e| {
-        Error::input(format!("step {:?}: workdir {rel:?} cannot be used: {e}", step.name))
+        Error::input(format!(
+            "step {:?}: workdir {rel:?} cannot be used: {e}",
+            step.name
+        ))
     })?;
     if !dir.starts_with(workspace) || !dir.is_dir() {
         return Err(Error::input(format!(
@@ -577,7 +746,8 @@ impl ScriptDir {
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        std::fs::write(&path, text).map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
+        std::fs::write(&path, text)
+            .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
         Ok(path)
     }
 }
@@ -598,6 +768,12 @@ pub fn summary(results: &[StepResult]) {
             (state, _) => state.to_string(),
         };
         let tenths = r.duration.as_millis() as u64 / 100;
-        log::info!("  {:<12} {:>6}.{}s  {}", result, tenths / 10, tenths % 10, r.name);
+        log::info!(
+            "  {:<12} {:>6}.{}s  {}",
+            result,
+            tenths / 10,
+            tenths % 10,
+            r.name
+        );
     }
 }

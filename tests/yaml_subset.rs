@@ -515,22 +515,34 @@ for line in sys.stdin:
 sys.stdout.write("\n".join(out) + "\n")
 "#;
 
-/// PyYAML's readings of `inputs`, from one python3 process.
-fn pyyaml(inputs: &[Vec<u8>]) -> Vec<String> {
+/// PyYAML's readings of `inputs`, from one python3 process; `None` when
+/// python3 or PyYAML is missing outside CI (a fresh machine with only Rust
+/// and git still passes `cargo test`; CI installs PyYAML and insists).
+fn pyyaml(inputs: &[Vec<u8>]) -> Option<Vec<String>> {
     const HOW: &str = "this test needs python3 with PyYAML: pip install pyyaml";
-    let mut child = Command::new("python3")
+    let missing = |why: String| {
+        if std::env::var_os("CI").is_some() {
+            panic!("{why}; {HOW}");
+        }
+        println!("yaml agreement with PyYAML SKIPPED: {why}; {HOW}");
+        None
+    };
+    let mut child = match Command::new("python3")
         .args(["-c", PY])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); {HOW}"));
+    {
+        Ok(c) => c,
+        Err(e) => return missing(format!("cannot run python3 ({e})")),
+    };
     let mut stdin = child.stdin.take().unwrap();
     let feed: String = inputs.iter().map(|i| hex(i) + "\n").collect();
     let writer = std::thread::spawn(move || stdin.write_all(feed.as_bytes()));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
     if out.status.code() == Some(3) {
-        panic!("PyYAML is not installed; {HOW}");
+        return missing("PyYAML is not installed".into());
     }
     assert!(out.status.success(), "python3 failed: {:?}", out.status);
     let lines: Vec<String> = String::from_utf8(out.stdout)
@@ -543,7 +555,7 @@ fn pyyaml(inputs: &[Vec<u8>]) -> Vec<String> {
         inputs.len(),
         "python3 answered a different number of inputs"
     );
-    lines
+    Some(lines)
 }
 
 /// A deterministic xorshift64 generator: the same inputs on every run.
@@ -735,7 +747,9 @@ fn agrees_with_pyyaml() {
     inputs.extend(DELIBERATE.iter().map(|(s, _)| s.as_bytes().to_vec()));
     inputs.extend(REFUSED.iter().map(|(s, ..)| s.as_bytes().to_vec()));
     inputs.extend(clean.iter().chain(&noisy).map(|s| s.as_bytes().to_vec()));
-    let theirs = pyyaml(&inputs);
+    let Some(theirs) = pyyaml(&inputs) else {
+        return;
+    };
     let same =
         |mine: &str, py: &str| mine == py || (mine == "map" && (py == "none" || py == "str "));
 
