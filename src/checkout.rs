@@ -52,7 +52,17 @@ struct Failure {
 impl Git<'_> {
     fn command(&self, args: &[&str]) -> exec::Spec {
         let mut cmd = exec::Spec::new("git");
+        // A reused workdir may hold hooks or an fsmonitor command written by
+        // an earlier job; the runner's own git must never run them.
         cmd.arg("-C").arg(self.dir);
+        for a in [
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ] {
+            cmd.arg(a);
+        }
         for a in args {
             cmd.arg(a);
         }

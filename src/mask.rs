@@ -1,49 +1,511 @@
-//! Secret masking (placeholder until the masker lands).
+//! Secret masking: owns the `Masker` (a job's secrets and the encoded forms
+//! they may take in a log, matched by a hand-written Aho-Corasick automaton)
+//! and the `LineSplitter` that cuts output streams into masked log lines.
+//! Every byte the runner sends out goes through here, so nothing in this file
+//! may panic on input, and its cost stays linear in the text.
+
 use std::borrow::Cow;
-pub struct Masker;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// Shorter values would match all over ordinary text and make logs unreadable.
+const MIN_LEN: usize = 4;
+/// Keeps state ids within `u32`; no real secret comes close.
+const MAX_TOTAL: usize = 1 << 28;
+const UPPER: &[u8; 16] = b"0123456789ABCDEF";
+const LOWER: &[u8; 16] = b"0123456789abcdef";
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The job's secrets, shared read-only by the threads that write logs.
+#[derive(Default)]
+pub struct Masker {
+    /// Every form of every secret, sorted and deduplicated.
+    pats: Vec<Vec<u8>>,
+    /// Built on first use (or by `build`) so that adding 100 secrets costs one
+    /// construction, and a forgotten `build` cannot leave secrets unmasked.
+    ac: OnceLock<Automaton>,
+}
+
+// A derived Debug would print the secrets into the very logs we protect.
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Masker")
+            .field("patterns", &self.pats.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Masker {
     pub fn new() -> Masker {
-        Masker
+        Masker::default()
     }
-    pub fn add(&mut self, _v: &[u8]) -> Result<(), &'static str> {
+
+    /// Registers a secret with all its forms; the error is a reason to log.
+    pub fn add(&mut self, value: &[u8]) -> Result<(), &'static str> {
+        if value.is_empty() {
+            return Err("empty secret value is not masked");
+        }
+        if value.len() < MIN_LEN {
+            return Err("secret shorter than 4 bytes is not masked (it would shred the log)");
+        }
+        let mut forms = vec![value.to_vec()];
+        for line in value.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() >= MIN_LEN {
+                forms.push(line.to_vec());
+            }
+        }
+        for skip in 0..3 {
+            forms.extend(base64_core(value, skip));
+        }
+        for hex in [UPPER, LOWER] {
+            forms.push(percent(value, hex));
+            forms.push(json(value, hex, false));
+            forms.push(json(value, hex, true));
+        }
+        let total: usize = self.pats.iter().chain(&forms).map(Vec::len).sum();
+        if total > MAX_TOTAL {
+            return Err("secret too large to mask");
+        }
+        self.pats.extend(forms);
+        heapsort(&mut self.pats);
+        self.pats.dedup();
+        self.ac = OnceLock::new();
         Ok(())
     }
+
     pub fn is_empty(&self) -> bool {
-        true
+        self.pats.is_empty()
     }
-    pub fn mask<'a>(&self, line: &'a [u8]) -> Cow<'a, [u8]> {
-        Cow::Borrowed(line)
+
+    /// Optional: builds the automaton now rather than on the first `mask`.
+    pub fn build(&self) {
+        let _ = self.automaton();
+    }
+
+    fn automaton(&self) -> Option<&Automaton> {
+        if self.pats.is_empty() {
+            return None;
+        }
+        Some(self.ac.get_or_init(|| Automaton::new(&self.pats)))
+    }
+
+    /// Replaces every run of secret text in `text` with `***`.
+    pub fn mask<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut spans = Vec::new();
+        if let Some(ac) = self.automaton() {
+            ac.scan(0, text, 0, &mut spans);
+        }
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = Vec::with_capacity(text.len());
+        render(&mut out, text, &spans);
+        Cow::Owned(out)
     }
 }
-pub struct LineSplitter {
-    buf: Vec<u8>,
-    max: usize,
-}
-impl LineSplitter {
-    pub fn new(max_line: usize) -> Self {
-        LineSplitter {
-            buf: Vec::new(),
-            max: max_line,
+
+/// The std sorts cost kilobytes of code; this one runs once per secret.
+fn heapsort(v: &mut [Vec<u8>]) {
+    fn sift(v: &mut [Vec<u8>], mut root: usize, end: usize) {
+        loop {
+            let mut c = 2 * root + 1;
+            if c + 1 < end && v[c] < v[c + 1] {
+                c += 1;
+            }
+            if c >= end || v[root] >= v[c] {
+                return;
+            }
+            v.swap(root, c);
+            root = c;
         }
     }
-    pub fn push(&mut self, data: &[u8], m: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        for &b in data {
-            if b == b'\n' {
-                let l = std::mem::take(&mut self.buf);
-                emit(&m.mask(&l), true);
-            } else {
-                self.buf.push(b);
-                if self.buf.len() >= self.max {
-                    let l = std::mem::take(&mut self.buf);
-                    emit(&l, false);
-                }
+    for i in (0..v.len() / 2).rev() {
+        sift(v, i, v.len());
+    }
+    for end in (1..v.len()).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}
+
+/// The part of the base64 encoding of `value` that does not depend on the
+/// `skip` bytes before it nor on what follows it.
+fn base64_core(value: &[u8], skip: usize) -> Option<Vec<u8>> {
+    let mut bytes = vec![0; skip];
+    bytes.extend_from_slice(value);
+    bytes.resize(bytes.len().div_ceil(3) * 3, 0);
+    let mut enc = Vec::with_capacity(bytes.len() / 3 * 4);
+    for c in bytes.chunks_exact(3) {
+        if let [a, b, c] = *c {
+            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
+            for shift in [18, 12, 6, 0] {
+                enc.push(B64[(n >> shift & 63) as usize]);
             }
         }
     }
-    pub fn finish(&mut self, m: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        if !self.buf.is_empty() {
-            let l = std::mem::take(&mut self.buf);
-            emit(&m.mask(&l), false);
+    // Char i carries bits 6i..6i+6: keep those entirely inside the value.
+    let (lo, hi) = ((8 * skip).div_ceil(6), 8 * (skip + value.len()) / 6);
+    enc.get(lo..hi)
+        .filter(|s| s.len() >= MIN_LEN)
+        .map(<[u8]>::to_vec)
+}
+
+fn percent(value: &[u8], hex: &[u8; 16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() * 3);
+    for &b in value {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
+        }
+    }
+    out
+}
+
+/// A JSON string body; `ascii` escapes non-ASCII as `\uXXXX` (UTF-16) the way
+/// many writers do. Bytes that are not UTF-8 cannot be in JSON and stay raw.
+fn json(value: &[u8], hex: &[u8; 16], ascii: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 8);
+    for chunk in value.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            let esc: &[u8] = match ch {
+                '"' => b"\\\"",
+                '\\' => b"\\\\",
+                '\n' => b"\\n",
+                '\r' => b"\\r",
+                '\t' => b"\\t",
+                '\u{8}' => b"\\b",
+                '\u{c}' => b"\\f",
+                _ => b"",
+            };
+            if !esc.is_empty() {
+                out.extend_from_slice(esc);
+            } else if ch < ' ' || (ascii && !ch.is_ascii()) {
+                for unit in ch.encode_utf16(&mut [0; 2]) {
+                    out.extend_from_slice(b"\\u");
+                    for shift in [12, 8, 4, 0] {
+                        out.push(hex[usize::from(*unit >> shift & 15)]);
+                    }
+                }
+            } else {
+                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+            }
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    out
+}
+
+/// Aho-Corasick over bytes. States are numbered breadth-first, so the children
+/// of state `s` are exactly the states `child[s]..child[s + 1]`: no per-edge
+/// target is stored, which keeps it near 13 bytes per state.
+struct Automaton {
+    /// Dense transitions from the root only: it is where most bytes are read.
+    root: Box<[u32; 256]>,
+    /// A bit per hash of the first 3 bytes of each pattern (all have 4 or
+    /// more): at the root, text is skipped while no pattern can start there.
+    /// A filter on the first byte alone would pass most text once there are
+    /// 100 secrets; this one passes about 1% of it.
+    starts: Box<[u64; 1024]>,
+    // Boxed slices rather than Vecs: their indexing is built in, which matters
+    // in the hot loop at opt-level "z", where Vec's Index is not inlined.
+    /// The byte on the edge into each state.
+    label: Box<[u8]>,
+    child: Box<[u32]>,
+    fail: Box<[u32]>,
+    /// Length of the longest pattern ending at this state, 0 if none. Shorter
+    /// ones ending there lie inside it, so masking needs no more.
+    out: Box<[u32]>,
+    longest: usize,
+}
+
+impl Automaton {
+    /// `pats` must be sorted, deduplicated and non-empty each: then the
+    /// patterns below one trie node form a contiguous range whose first one
+    /// is the node itself if it is a pattern, so the trie comes out level by
+    /// level in breadth-first order without pointers.
+    fn new(pats: &[Vec<u8>]) -> Automaton {
+        let (mut label, mut out, mut child) = (vec![0u8], vec![0u32], Vec::new());
+        let mut level = vec![(0, pats.len())];
+        let mut depth = 0;
+        while !level.is_empty() {
+            let mut next = Vec::new();
+            for &(lo, hi) in &level {
+                child.push(label.len() as u32);
+                let mut j = lo;
+                while j < hi {
+                    let Some(&b) = pats[j].get(depth) else {
+                        j += 1;
+                        continue;
+                    };
+                    let mut k = j + 1;
+                    while k < hi && pats[k].get(depth) == Some(&b) {
+                        k += 1;
+                    }
+                    label.push(b);
+                    out.push(if pats[j].len() == depth + 1 {
+                        depth as u32 + 1
+                    } else {
+                        0
+                    });
+                    next.push((j, k));
+                    j = k;
+                }
+            }
+            level = next;
+            depth += 1;
+        }
+        child.push(label.len() as u32);
+        let n = label.len();
+        let mut ac = Automaton {
+            root: Box::new([0; 256]),
+            starts: Box::new([0; 1024]),
+            label: label.into(),
+            child: child.into(),
+            fail: vec![0; n].into(),
+            out: out.into(),
+            longest: pats.iter().map(Vec::len).max().unwrap_or(1),
+        };
+        for w in ac.children(0) {
+            ac.root[usize::from(ac.label[w])] = w as u32;
+            for x in ac.children(w) {
+                for y in ac.children(x) {
+                    let h = hash3(u32::from_be_bytes([
+                        0,
+                        ac.label[w],
+                        ac.label[x],
+                        ac.label[y],
+                    ]));
+                    ac.starts[h >> 6] |= 1 << (h & 63);
+                }
+            }
+        }
+        for v in 1..n {
+            for w in ac.children(v) {
+                let f = ac.next(ac.fail[v], ac.label[w]);
+                ac.fail[w] = f;
+                if ac.out[w] == 0 {
+                    ac.out[w] = ac.out[f as usize];
+                }
+            }
+        }
+        ac
+    }
+
+    /// The first place from `i` where a pattern may start, or the last two
+    /// bytes, which the filter cannot judge. Skipping a place where none
+    /// starts leaves the state at the root, as scanning it would, for all
+    /// that matters to later matches.
+    #[inline(always)]
+    fn skip(&self, hay: &[u8], i: usize) -> usize {
+        let rest = hay.get(i..).unwrap_or_default();
+        let mut x = 0u32;
+        for (k, &c) in rest.iter().enumerate() {
+            x = x << 8 | u32::from(c);
+            let h = hash3(x);
+            if self.starts[h >> 6] & 1 << (h & 63) != 0 && k >= 2 {
+                return i + k - 2;
+            }
+        }
+        hay.len().saturating_sub(2).max(i)
+    }
+
+    #[inline]
+    fn children(&self, s: usize) -> std::ops::Range<usize> {
+        self.child[s] as usize..self.child[s + 1] as usize
+    }
+
+    #[inline]
+    fn next(&self, mut s: u32, b: u8) -> u32 {
+        loop {
+            if s == 0 {
+                return self.root[usize::from(b)];
+            }
+            let kids = self.children(s as usize);
+            if let Some(p) = self.label[kids.clone()].iter().position(|&l| l == b) {
+                return (kids.start + p) as u32;
+            }
+            s = self.fail[s as usize];
+        }
+    }
+
+    /// Feeds `hay` from `state`, adding the matches (offset by `base`) to the
+    /// merged, sorted `spans`; returns the state to continue from.
+    fn scan(&self, mut s: u32, hay: &[u8], base: usize, spans: &mut Vec<(usize, usize)>) -> u32 {
+        let mut i = 0;
+        while i < hay.len() {
+            if s == 0 {
+                i = self.skip(hay, i);
+            }
+            let Some(&b) = hay.get(i) else { break };
+            s = self.next(s, b);
+            let len = self.out[s as usize] as usize;
+            i += 1;
+            if len != 0 {
+                let (mut start, end) = ((base + i).saturating_sub(len), base + i);
+                // Ends only grow, but a longer match may swallow earlier spans.
+                while let Some(&(s0, e0)) = spans.last() {
+                    if e0 < start {
+                        break;
+                    }
+                    start = start.min(s0);
+                    spans.pop();
+                }
+                spans.push((start, end));
+            }
+        }
+        s
+    }
+}
+
+/// Hashes 3 bytes (the low 24 bits of `x`) to 16 bits.
+#[inline(always)]
+fn hash3(x: u32) -> usize {
+    ((x << 8).wrapping_mul(0x9E37_79B1) >> 16) as usize
+}
+
+/// Appends `text` with each span replaced by `***`; spans may run past the end.
+fn render(out: &mut Vec<u8>, text: &[u8], spans: &[(usize, usize)]) {
+    let mut at = 0;
+    for &(s, e) in spans {
+        out.extend_from_slice(text.get(at..s).unwrap_or_default());
+        out.extend_from_slice(b"***");
+        at = e;
+    }
+    out.extend_from_slice(text.get(at..).unwrap_or_default());
+}
+
+/// Turns a byte stream into masked lines, holding at most about `max_line`
+/// plus the longest pattern bytes of a line, however long it is.
+#[derive(Default)]
+pub struct LineSplitter {
+    max: usize,
+    /// The current line's bytes not yet emitted, all of them already scanned.
+    buf: Vec<u8>,
+    /// Masked ranges of `buf`, merged and sorted.
+    spans: Vec<(usize, usize)>,
+    /// Automaton state after the last scanned byte of this line; it carries
+    /// over cuts so nothing is scanned twice.
+    state: u32,
+    /// Part of this line has been emitted.
+    partial: bool,
+    scratch: Vec<u8>,
+}
+
+// A derived Debug would show the unmasked bytes held back.
+impl fmt::Debug for LineSplitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LineSplitter")
+            .field("max_line", &self.max)
+            .field("held", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> Self {
+        LineSplitter {
+            max: max_line.max(1),
+            ..Default::default()
+        }
+    }
+
+    /// Feeds bytes; calls `emit(text, complete)` for each finished piece:
+    /// `text` is masked, without its `\n` (a `\r` before it is kept, so the
+    /// console gets the bytes back exactly); `complete` is true only for the
+    /// piece that a newline ended: false for the leading pieces of an
+    /// over-long line and for a last line without newline.
+    /// Pass the same masker on every call.
+    pub fn push(&mut self, mut data: &[u8], masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        let ac = masker.automaton();
+        if ac.is_none_or(|a| self.state as usize >= a.label.len()) {
+            self.state = 0;
+        }
+        // A match still growing at the end of `buf` began within its last
+        // `keep` bytes, so cutting before them cannot split an unseen match.
+        let keep = ac.map_or(0, |a| a.longest - 1);
+        let cap = self.max.saturating_add(keep);
+        loop {
+            let nl = data.iter().position(|&b| b == b'\n');
+            let (mut line, rest) = data.split_at(nl.unwrap_or(data.len()));
+            loop {
+                let (now, later) =
+                    line.split_at(cap.saturating_sub(self.buf.len()).min(line.len()));
+                let base = self.buf.len();
+                self.buf.extend_from_slice(now);
+                if let Some(ac) = ac {
+                    self.state = ac.scan(self.state, now, base, &mut self.spans);
+                }
+                line = later;
+                if line.is_empty() {
+                    break;
+                }
+                self.cut(keep, emit);
+            }
+            if nl.is_none() {
+                return;
+            }
+            self.end_line(true, emit);
+            data = rest.get(1..).unwrap_or_default();
+        }
+    }
+
+    /// End of stream: emits what is left (a last line without newline), if any.
+    pub fn finish(&mut self, _masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        if !self.buf.is_empty() || self.partial {
+            self.end_line(false, emit);
+        }
+    }
+
+    /// Emits the rest of the line. `complete` says a newline ended it; a
+    /// `\r` before that newline stays in the text, so the console can write
+    /// the line back byte for byte (the spool drops it).
+    fn end_line(&mut self, complete: bool, emit: &mut dyn FnMut(&[u8], bool)) {
+        while self.buf.len() > self.max {
+            self.cut(0, emit);
+        }
+        self.emit_piece(self.buf.len(), complete, emit);
+        self.buf.clear();
+        self.spans.clear();
+        self.state = 0;
+        self.partial = false;
+    }
+
+    /// Emits an incomplete piece of about `max` bytes, never cutting inside a
+    /// masked span nor within the last `keep` bytes, unless a span covers all
+    /// of it: then the span is split and its tail stays masked in `spans`.
+    fn cut(&mut self, keep: usize, emit: &mut dyn FnMut(&[u8], bool)) {
+        let len = self.buf.len();
+        let safe = len.saturating_sub(keep);
+        let mut c = self.max.min(safe);
+        let i = self.spans.partition_point(|&(_, e)| e <= c);
+        if let Some(&(s, e)) = self.spans.get(i) {
+            if s < c {
+                c = if s > 0 { s } else { e.min(safe) };
+            }
+        }
+        let c = c.clamp(1, len.max(1));
+        self.emit_piece(c, false, emit);
+        self.buf.drain(..c.min(len));
+        self.spans.retain_mut(|sp| {
+            sp.0 = sp.0.saturating_sub(c);
+            sp.1 = sp.1.saturating_sub(c);
+            sp.1 > 0
+        });
+        self.partial = true;
+    }
+
+    fn emit_piece(&mut self, end: usize, complete: bool, emit: &mut dyn FnMut(&[u8], bool)) {
+        let text = self.buf.get(..end).unwrap_or(&self.buf);
+        let n = self.spans.partition_point(|&(s, _)| s < end);
+        match self.spans.get(..n) {
+            Some(spans) if !spans.is_empty() => {
+                self.scratch.clear();
+                render(&mut self.scratch, text, spans);
+                emit(&self.scratch, complete);
+            }
+            _ => emit(text, complete),
         }
     }
 }

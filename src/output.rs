@@ -118,6 +118,12 @@ impl Capture {
                     console.push(b'\n');
                 }
                 if let Some(s) = spool.as_mut() {
+                    // An event is the line's text: a CRLF line ending is not part of it.
+                    let text = if complete {
+                        text.strip_suffix(b"\r").unwrap_or(text)
+                    } else {
+                        text
+                    };
                     s.append(stream, step, text);
                 }
             };

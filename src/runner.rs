@@ -130,6 +130,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     if let Some(token) = ctx.text("token") {
         add_secret(&mut masker, "the job token", token);
     }
+    // Built now so the first log line does not pay for it.
+    masker.build();
     output::init(masker, None);
     let job_timeout = match ctx.get("timeout") {
         Some(v) => Some(
