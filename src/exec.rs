@@ -306,14 +306,17 @@ fn kill_group(pgid: libc::pid_t, sig: libc::c_int) {
     unsafe { libc::kill(-pgid, sig) };
 }
 
-/// Which output a chunk came from: 0 stdout, 1 stderr. `None` data is the
-/// end of that stream.
-pub type Sink<'a> = &'a mut dyn FnMut(usize, Option<&[u8]>);
+/// What the supervised process's output did. Stream 0 is stdout, 1 stderr.
+pub enum Output<'a> {
+    Data(usize, &'a [u8]),
+    End(usize),
+    /// No output for a while: the log pipeline shows unfinished lines then.
+    Idle,
+}
 
 /// Runs `spec` in a new process group, hands its output to `sink` as it
-/// arrives, and supervises it to the end. `tick` is called when the output
-/// has been idle for a while (the log pipeline flushes partial lines then).
-pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> io::Result<End> {
+/// arrives, and supervises it to the end.
+pub fn run(spec: &Spec, limits: Limits, sink: &mut dyn FnMut(Output)) -> io::Result<End> {
     let p = spawn(spec)?;
     let wake = WAKE_READ_FD.load(Ordering::SeqCst);
     let mut pipes = [p.out, p.err];
@@ -390,7 +393,7 @@ pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> i
         // SAFETY: fds is a valid array; negative descriptors are ignored by poll.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n == 0 {
-            tick();
+            sink(Output::Idle);
         }
         if n <= 0 {
             continue;
@@ -405,11 +408,11 @@ pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> i
             }
             let got = read_retry(pipes[i], &mut buf);
             if got > 0 {
-                sink(i, Some(&buf[..got as usize]));
+                sink(Output::Data(i, &buf[..got as usize]));
             } else {
                 close_all(&[pipes[i]]);
                 pipes[i] = -1;
-                sink(i, None);
+                sink(Output::End(i));
             }
         }
     }
@@ -423,10 +426,10 @@ pub fn run(spec: &Spec, limits: Limits, sink: Sink, tick: &mut dyn FnMut()) -> i
                 if got <= 0 {
                     break;
                 }
-                sink(i, Some(&buf[..got as usize]));
+                sink(Output::Data(i, &buf[..got as usize]));
             }
             close_all(&[*fd]);
-            sink(i, None);
+            sink(Output::End(i));
         }
     }
     kill_group(p.pid, libc::SIGKILL);
@@ -452,16 +455,13 @@ pub struct Collected {
 /// small); supervised like a job.
 pub fn run_collected(spec: &Spec, limits: Limits) -> io::Result<Collected> {
     let mut out = [Vec::new(), Vec::new()];
-    let end = run(
-        spec,
-        limits,
-        &mut |i, data| {
-            if let (Some(d), Some(o)) = (data, out.get_mut(i)) {
+    let end = run(spec, limits, &mut |event| {
+        if let Output::Data(i, d) = event {
+            if let Some(o) = out.get_mut(i) {
                 o.extend_from_slice(d);
             }
-        },
-        &mut || {},
-    )?;
+        }
+    })?;
     let [stdout, stderr] = out;
     Ok(Collected {
         end,

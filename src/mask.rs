@@ -451,6 +451,21 @@ impl LineSplitter {
         }
     }
 
+    /// Emits as much of an unfinished line as can be shown without risking
+    /// an unmasked secret: all but the bytes a match could still grow from.
+    /// The log pipeline calls it when output has paused mid-line (a prompt,
+    /// progress dots), so such output still reaches the console.
+    pub fn flush(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        let keep = masker.automaton().map_or(0, |a| a.longest - 1);
+        while self.buf.len() > keep {
+            let before = self.buf.len();
+            self.cut(keep, emit);
+            if self.buf.len() == before {
+                break;
+            }
+        }
+    }
+
     /// End of stream: emits what is left (a last line without newline), if any.
     pub fn finish(&mut self, _masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
         if !self.buf.is_empty() || self.partial {

@@ -5,6 +5,7 @@
 //! Console stdout and stderr stay plain text, so the serial console reads like
 //! a terminal; the spool carries the structured events the uploader sends.
 
+use crate::exec;
 use crate::mask::{LineSplitter, Masker};
 use crate::spool::{Spool, Stream};
 use std::io::Write;
@@ -97,6 +98,16 @@ impl Capture {
 
     /// Takes the next chunk of output; `None` is the end of the stream.
     pub fn feed(&mut self, data: Option<&[u8]>) {
+        self.handle(Some(data));
+    }
+
+    /// Output paused: shows what is safe of an unfinished line.
+    pub fn idle(&mut self) {
+        self.handle(None);
+    }
+
+    /// `Some(chunk)` feeds, `Some(None)` ends the stream, `None` flushes.
+    fn handle(&mut self, what: Option<Option<&[u8]>>) {
         static NO_MASK: OnceLock<Masker> = OnceLock::new();
         let pipeline = PIPELINE.get();
         let masker = match pipeline {
@@ -127,9 +138,10 @@ impl Capture {
                     s.append(stream, step, text);
                 }
             };
-            match data {
-                Some(d) => self.splitter.push(d, masker, &mut emit),
-                None => self.splitter.finish(masker, &mut emit),
+            match what {
+                Some(Some(d)) => self.splitter.push(d, masker, &mut emit),
+                Some(None) => self.splitter.finish(masker, &mut emit),
+                None => self.splitter.flush(masker, &mut emit),
             }
             spool.as_mut().and_then(|s| s.flush().err())
         };
@@ -155,19 +167,14 @@ fn write_console(stream: Stream, bytes: &[u8]) {
 }
 
 /// Runs a job process with its output streamed through the pipeline.
-pub fn run_job(
-    spec: &crate::exec::Spec,
-    limits: crate::exec::Limits,
-) -> std::io::Result<crate::exec::End> {
+pub fn run_job(spec: &exec::Spec, limits: exec::Limits) -> std::io::Result<exec::End> {
     let mut captures = [Capture::new(Stream::Stdout), Capture::new(Stream::Stderr)];
-    crate::exec::run(
-        spec,
-        limits,
-        &mut |i, data| {
-            if let Some(c) = captures.get_mut(i) {
-                c.feed(data);
-            }
-        },
-        &mut || {},
-    )
+    exec::run(spec, limits, &mut |event| match event {
+        exec::Output::Data(i, data) => captures
+            .iter_mut()
+            .nth(i)
+            .map_or((), |c| c.feed(Some(data))),
+        exec::Output::End(i) => captures.iter_mut().nth(i).map_or((), |c| c.feed(None)),
+        exec::Output::Idle => captures.iter_mut().for_each(Capture::idle),
+    })
 }
