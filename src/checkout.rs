@@ -7,7 +7,7 @@
 //! the commit is validated hex, the URL cannot start with `-` and is stored as
 //! a remote, and credentials travel in the environment, never in arguments.
 
-use crate::context::{strip_credentials, Context};
+use crate::context::{strip_credentials, Context, Transport};
 use crate::error::{Error, Result};
 use crate::exec::{self, End, Limits};
 use std::path::Path;
@@ -74,9 +74,19 @@ impl Git<'_> {
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
-        if let Some((user, pass)) = &self.ctx.repo.credentials {
+        let token = || {
+            let user =
+                std::env::var("SOLSTICE_GIT_USER").unwrap_or_else(|_| "x-access-token".into());
+            crate::secrets::git_token().map(|t| (user, t))
+        };
+        let credentials = match self.ctx.repo.transport {
+            Transport::Http => self.ctx.repo.credentials.clone().or_else(token),
+            _ => None,
+        };
+        if let Some((user, pass)) = credentials {
             // Scoped to the repository's origin so submodules on other hosts
-            // never receive these credentials.
+            // never receive these credentials; the environment keeps them off
+            // command lines and out of .git/config.
             let header = format!(
                 "Authorization: Basic {}",
                 base64(format!("{user}:{pass}").as_bytes())

@@ -49,7 +49,10 @@ pub const SETTINGS: &[Setting] = &[
         ..s("token", "SOLSTICE_JOB_TOKEN", None)
     },
     s("spool", "SOLSTICE_SPOOL", None),
-    s("secrets_file", "SOLSTICE_SECRETS_FILE", None),
+    Setting {
+        default: Some(crate::secrets::DEFAULT_FILE),
+        ..s("secrets_file", "SOLSTICE_SECRETS_FILE", None)
+    },
 ];
 
 /// Where a resolved value came from, for `--dry-run` and error messages.
@@ -263,6 +266,13 @@ fn read_job_file(path: &str) -> Result<Option<Vec<yaml::Entry>>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::input(format!("cannot read job file {path}: {e}"))),
     }
+}
+
+/// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 /// A full object id: 40 hex digits (SHA-1) or 64 (SHA-256), lowercased.

@@ -5,6 +5,7 @@
 //! -> log pipeline -> report.
 
 pub mod context;
+pub mod secrets;
 pub mod yaml;
 
 pub mod checkout;

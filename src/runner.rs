@@ -6,7 +6,7 @@ use crate::checkout::{self, GitOptions};
 use crate::context::{self, Context, Flags};
 use crate::error::{Error, Result};
 use crate::exec::{self, End, Limits};
-use crate::mask::Masker;
+use crate::secrets::{self, Secrets};
 use crate::{logger, output, plan};
 use std::ffi::OsString;
 use std::path::Path;
@@ -123,16 +123,8 @@ fn fail(e: Error) -> i32 {
 
 fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     let ctx = context::resolve(flags)?;
-    let mut masker = Masker::new();
-    if let Some((_, pass)) = &ctx.repo.credentials {
-        add_secret(&mut masker, "the password in repo_url", pass);
-    }
-    if let Some(token) = ctx.text("token") {
-        add_secret(&mut masker, "the job token", token);
-    }
-    // Built now so the first log line does not pay for it.
-    masker.build();
-    output::init(masker, None);
+    let secrets = secrets::load(&ctx)?;
+    output::init(secrets::masker(&ctx, &secrets), None);
     let job_timeout = match ctx.get("timeout") {
         Some(v) => Some(
             context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?,
@@ -161,18 +153,12 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     }
     match plan::find(&ctx.workdir)? {
         plan::Plan::Script(script) => {
-            let end = run_script(&ctx, &script, Limits { deadline, grace })?;
+            let end = run_script(&ctx, &secrets, &script, Limits { deadline, grace })?;
             Ok(report(end))
         }
         plan::Plan::Workflow(path) => {
             crate::workflow::run_file(&ctx, &path, Limits { deadline, grace })
         }
-    }
-}
-
-fn add_secret(masker: &mut Masker, what: &str, value: &str) {
-    if let Err(reason) = masker.add(value.as_bytes()) {
-        log::warn!("{what} is not masked in the log: {reason}");
     }
 }
 
@@ -201,26 +187,27 @@ pub fn job_command(ctx: &Context, program: &Path) -> exec::Spec {
     cmd
 }
 
-fn run_script(ctx: &Context, script: &Path, limits: Limits) -> Result<End> {
+fn run_script(ctx: &Context, secrets: &Secrets, script: &Path, limits: Limits) -> Result<End> {
     use std::os::unix::fs::PermissionsExt;
     let executable = std::fs::metadata(script)
         .map(|m| m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
     log::info!("running {}", plan::JOB_SCRIPT);
-    let via_shell = || {
-        let mut cmd = job_command(ctx, Path::new("/bin/sh"));
-        cmd.arg(script);
+    let command = |direct: bool| {
+        let mut cmd = job_command(ctx, if direct { script } else { Path::new("/bin/sh") });
+        if !direct {
+            cmd.arg(script);
+        }
+        // job.sh is trusted with every secret; workflow steps get only those they name.
+        for (k, v) in &secrets.vars {
+            cmd.env(k, v);
+        }
         cmd
     };
-    let cmd = if executable {
-        job_command(ctx, script)
-    } else {
-        via_shell()
-    };
-    match output::run_job(&cmd, limits) {
+    match output::run_job(&command(executable), limits) {
         // An executable script without a shebang: the kernel refuses it, a shell does not.
         Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => {
-            output::run_job(&via_shell(), limits)
+            output::run_job(&command(false), limits)
         }
         other => other,
     }
