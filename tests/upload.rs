@@ -1,0 +1,1156 @@
+//! Library-level tests of the log spool and the uploader: the timestamp and
+//! URL helpers, the exact event JSON, and whole upload runs against the test
+//! orchestrator in each of its fault modes.
+
+mod common;
+
+use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
+use miniserde::{json, Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use workflow_runner::error::Kind;
+use workflow_runner::spool::{rfc3339_millis, Spool, Stream};
+use workflow_runner::upload::{parse_url, Config, Endpoint, Status, StepReport, Uploader};
+
+// ---------------------------------------------------------------- helpers
+
+/// Captures every log message, to check what the uploader says (and that
+/// it never says a token).
+struct Capture;
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static CAPTURE: Capture = Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        let line = format!("{} {}", record.level(), record.args());
+        LOGS.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+    fn flush(&self) {}
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+fn logs_mentioning(s: &str) -> Vec<String> {
+    LOGS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|l| l.contains(s))
+        .cloned()
+        .collect()
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("solstice-upload-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const LONG_ESCAPED: u64 = 997;
+
+/// The i-th event of the test job: mostly build-like lines, plus empty
+/// lines, invalid UTF-8, non-ASCII and control characters, and long pieces,
+/// some of which grow past one request (256 KiB) once escaped.
+fn event(i: u64) -> (Stream, Option<&'static str>, Vec<u8>) {
+    let stream = match i % 5 {
+        0 => Stream::Stderr,
+        3 => Stream::Runner,
+        _ => Stream::Stdout,
+    };
+    let step = match (i / 100) % 4 {
+        0 => None,
+        1 => Some("build"),
+        2 => Some("test \"unit\"\t☃"),
+        _ => Some("deploy"),
+    };
+    let text = if i % 1000 == LONG_ESCAPED {
+        // Each \x01 becomes \u0001: about 280 KB of JSON from 50 KB of text.
+        (0..50_000u32)
+            .map(|k| if k % 10 == 0 { b'"' } else { 1 })
+            .collect()
+    } else if i % 250 == 7 {
+        let mut t = format!("long {i}: ").into_bytes();
+        t.extend((0..40_000u32).map(|k| b'a' + (k % 26) as u8));
+        t
+    } else if i.is_multiple_of(13) {
+        let mut t = format!("bad utf-8 {i}: ").into_bytes();
+        t.extend_from_slice(b"\xff\xfe and a cut sequence \xe2\x82");
+        t
+    } else if i.is_multiple_of(7) {
+        format!("grüße {i} ✓ 🚀 \x1b[31mred\x1b[0m\ttab \\ back \"quoted\"\r").into_bytes()
+    } else if i.is_multiple_of(11) {
+        Vec::new()
+    } else {
+        format!(
+            "line {i:>7}: Compiling crate-{:02} v0.{}.0 (/build/src/crate-{:02}) ........",
+            i % 50,
+            i % 9,
+            i % 50
+        )
+        .into_bytes()
+    };
+    (stream, step, text)
+}
+
+/// Appends events 0..n in bursts of varying size, flushing after each burst
+/// as the runner does after each pipe read.
+fn write_job(spool: &Mutex<Spool>, n: u64) {
+    let mut rng: u64 = 0x1234_5678;
+    let mut i = 0;
+    let mut burst = 0;
+    while i < n {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let size = 1 + rng % 300;
+        let mut s = spool.lock().unwrap();
+        for _ in 0..size.min(n - i) {
+            let (stream, step, text) = event(i);
+            s.append(stream, step, &text);
+            i += 1;
+        }
+        s.flush().expect("flush the spool");
+        drop(s);
+        burst += 1;
+        if burst % 8 == 0 {
+            // Shapes the output into bursts with gaps, like a real build.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+}
+
+fn final_status() -> Status {
+    Status {
+        state: "failed",
+        exit_code: Some(3),
+        steps: vec![
+            StepReport {
+                name: "build".into(),
+                state: "succeeded".into(),
+                exit_code: Some(0),
+                duration_ms: 1234,
+            },
+            StepReport {
+                name: "test \"unit\"".into(),
+                state: "failed".into(),
+                exit_code: Some(3),
+                duration_ms: 56,
+            },
+            StepReport {
+                name: "deploy".into(),
+                state: "skipped".into(),
+                exit_code: None,
+                duration_ms: 0,
+            },
+        ],
+    }
+}
+
+struct Run {
+    _dir: TempDir,
+    spool: PathBuf,
+    acknowledged: bool,
+    finish_took: Duration,
+    write_took: Duration,
+}
+
+/// A whole job: the uploader starts, a writer thread produces `n` events,
+/// then `finish` with `deadline`.
+fn run_job(name: &str, url: &str, job: &str, token: &str, n: u64, deadline: Duration) -> Run {
+    init_logs();
+    let dir = TempDir::new(name);
+    let path = dir.0.join("spool.ndjson");
+    let spool = Arc::new(Mutex::new(Spool::create(&path).expect("create spool")));
+    let cfg = Config {
+        endpoint: parse_url(url).expect("test URL"),
+        job_id: job.into(),
+        token: token.into(),
+    };
+    let up = Uploader::start(cfg, path.clone());
+    let started = Instant::now();
+    let writer = {
+        let spool = spool.clone();
+        std::thread::spawn(move || write_job(&spool, n))
+    };
+    writer.join().expect("writer thread");
+    spool.lock().unwrap().flush().expect("flush");
+    let write_took = started.elapsed();
+    let t = Instant::now();
+    let acknowledged = up.finish(final_status(), deadline);
+    Run {
+        _dir: dir,
+        spool: path,
+        acknowledged,
+        finish_took: t.elapsed(),
+        write_took,
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+struct Event {
+    seq: u64,
+    ts: String,
+    stream: String,
+    step: Option<String>,
+    text: String,
+}
+
+fn is_rfc3339_millis(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            23 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Checks that the spool holds exactly events 0..n, each as miniserde
+/// would serialise it.
+fn check_spool(file: &[u8], n: u64) {
+    assert!(
+        file.is_empty() || file.ends_with(b"\n"),
+        "spool ends mid-line"
+    );
+    let mut count = 0;
+    for (i, line) in file
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let line = std::str::from_utf8(line).expect("spool lines are UTF-8");
+        let ev: Event = json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {i} is not an event ({e}): {line:.200}"));
+        assert_eq!(ev.seq, i as u64, "seq out of order");
+        assert!(is_rfc3339_millis(&ev.ts), "bad ts {:?}", ev.ts);
+        let (stream, step, text) = event(i as u64);
+        assert_eq!(ev.stream, stream.as_str());
+        assert_eq!(ev.step.as_deref(), step);
+        assert_eq!(ev.text, String::from_utf8_lossy(&text), "text of event {i}");
+        assert_eq!(
+            json::to_string(&ev),
+            line,
+            "event {i} is not byte for byte miniserde's JSON"
+        );
+        count += 1;
+    }
+    assert_eq!(count, n, "number of events");
+}
+
+/// The delivery guarantees every fault mode must keep.
+fn check_delivery(orch: &Orchestrator, job: &str, run: &Run, n: u64) -> StatusRecord {
+    assert!(
+        run.acknowledged,
+        "finish did not report success (took {:?})",
+        run.finish_took
+    );
+    let file = std::fs::read(&run.spool).expect("read spool");
+    let got = orch.log(job);
+    if got != file {
+        let at = got
+            .iter()
+            .zip(&file)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(file.len()));
+        panic!(
+            "server log ({} bytes) differs from the spool ({} bytes) at byte {at}",
+            got.len(),
+            file.len()
+        );
+    }
+    check_spool(&file, n);
+
+    let requests = orch.requests(job);
+    match requests.first() {
+        Some(Request::Status(s)) => assert_eq!(
+            s.raw,
+            format!(
+                r#"{{"state":"running","exit_code":null,"log_length":0,"runner_version":"{}","steps":[]}}"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+            "first request"
+        ),
+        other => panic!("the first request was not the running status: {other:?}"),
+    }
+    let last = match requests.last() {
+        Some(Request::Status(s)) => s.clone(),
+        other => panic!("the last request was not a status: {other:?}"),
+    };
+    assert!(last.is_final() && last.accepted, "last status: {last:?}");
+    assert_eq!(last.state, "failed");
+    assert_eq!(last.exit_code, Some(3));
+    assert_eq!(
+        last.log_length,
+        file.len() as u64,
+        "final log_length is the spool size"
+    );
+    assert_eq!(
+        last.server_length,
+        file.len() as u64,
+        "the final status came after the whole log"
+    );
+    assert_eq!(last.runner_version, env!("CARGO_PKG_VERSION"));
+    let steps: Vec<_> = last
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.state.as_str(),
+                s.exit_code,
+                s.duration_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("build", "succeeded", Some(0), 1234),
+            ("test \"unit\"", "failed", Some(3), 56),
+            ("deploy", "skipped", None, 0)
+        ]
+    );
+    let finals: Vec<_> = orch
+        .statuses(job)
+        .into_iter()
+        .filter(|s| s.is_final())
+        .collect();
+    assert_eq!(
+        finals.iter().filter(|s| s.accepted).count(),
+        1,
+        "exactly one accepted final status"
+    );
+    for f in &finals {
+        assert_eq!(
+            f.server_length, f.log_length,
+            "a final status was sent before the whole log: {f:?}"
+        );
+    }
+
+    for r in &requests {
+        if let Request::Log {
+            offset,
+            len,
+            outcome: 200,
+        } = r
+        {
+            let body = &file[*offset as usize..*offset as usize + len];
+            let lines = body.iter().filter(|&&b| b == b'\n').count();
+            assert!(
+                *len <= 256 * 1024 || lines == 1,
+                "a {len}-byte batch of {lines} lines"
+            );
+        }
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|r| matches!(r, Request::Log { len, outcome: 200, .. } if *len > 256 * 1024)),
+        "the workload has lines longer than a batch, which must go whole"
+    );
+    let violations = orch.violations();
+    assert!(
+        violations.is_empty(),
+        "protocol violations: {violations:#?}"
+    );
+    last
+}
+
+fn assert_token_never_logged(token: &str) {
+    let leaked = logs_mentioning(token);
+    assert!(leaked.is_empty(), "token in log messages: {leaked:?}");
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+// ------------------------------------------------------------- rfc3339
+
+fn at_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+#[test]
+fn rfc3339_epoch_and_known_dates() {
+    assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    // 2026-11-27T16:29:17.123Z, from `date -u -d ... +%s`.
+    assert_eq!(
+        rfc3339_millis(at_ms(1_795_796_957_123)),
+        "2026-11-27T16:29:17.123Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(951_782_400_000)),
+        "2000-02-29T00:00:00.000Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(1_000_000_000_999)),
+        "2001-09-09T01:46:40.999Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(2_147_483_647_000)),
+        "2038-01-19T03:14:07.000Z"
+    );
+    // Sub-millisecond parts are cut, not rounded.
+    assert_eq!(
+        rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(1_999_999)),
+        "1970-01-01T00:00:00.001Z"
+    );
+}
+
+#[test]
+fn rfc3339_leap_years() {
+    const DAY: i64 = 86_400_000;
+    let feb28 = |y_ms: i64| {
+        [
+            rfc3339_millis(at_ms(y_ms)),
+            rfc3339_millis(at_ms(y_ms + DAY)),
+        ]
+    };
+    // 2024: divisible by 4.
+    assert_eq!(
+        feb28(1_709_078_400_000),
+        ["2024-02-28T00:00:00.000Z", "2024-02-29T00:00:00.000Z"]
+    );
+    // 2023: not a leap year.
+    assert_eq!(
+        feb28(1_677_542_400_000),
+        ["2023-02-28T00:00:00.000Z", "2023-03-01T00:00:00.000Z"]
+    );
+    // 2100: divisible by 100 but not by 400.
+    assert_eq!(
+        feb28(4_107_456_000_000),
+        ["2100-02-28T00:00:00.000Z", "2100-03-01T00:00:00.000Z"]
+    );
+    // 2000: divisible by 400.
+    assert_eq!(
+        feb28(951_696_000_000),
+        ["2000-02-28T00:00:00.000Z", "2000-02-29T00:00:00.000Z"]
+    );
+    // The last millisecond of a leap year, and the day after.
+    assert_eq!(
+        rfc3339_millis(at_ms(1_735_689_599_999)),
+        "2024-12-31T23:59:59.999Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(1_735_689_600_000)),
+        "2025-01-01T00:00:00.000Z"
+    );
+}
+
+#[test]
+fn rfc3339_before_the_epoch_and_out_of_range() {
+    assert_eq!(rfc3339_millis(at_ms(-1)), "1969-12-31T23:59:59.999Z");
+    assert_eq!(
+        rfc3339_millis(UNIX_EPOCH - Duration::from_nanos(1)),
+        "1969-12-31T23:59:59.999Z"
+    );
+    // 1900 is not a leap year.
+    assert_eq!(
+        rfc3339_millis(at_ms(-2_203_891_200_000)),
+        "1900-03-01T00:00:00.000Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(-2_203_891_200_001)),
+        "1900-02-28T23:59:59.999Z"
+    );
+    // Four-digit years only: clamped rather than malformed.
+    assert_eq!(
+        rfc3339_millis(at_ms(253_402_300_800_000)),
+        "9999-12-31T23:59:59.999Z"
+    );
+    assert_eq!(
+        rfc3339_millis(at_ms(-62_167_219_200_001)),
+        "0000-01-01T00:00:00.000Z"
+    );
+}
+
+#[test]
+fn rfc3339_agrees_with_a_day_by_day_count() {
+    // Walks 1970..2400 a day at a time with a naive calendar.
+    let mut ms: i64 = 0;
+    for year in 1970..2400 {
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        let days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        for (m, &len) in days.iter().enumerate() {
+            for d in 1..=len {
+                if d == 1 || d == len {
+                    let want = format!("{year:04}-{:02}-{d:02}T13:07:05.042Z", m + 1);
+                    assert_eq!(rfc3339_millis(at_ms(ms + 47_225_042)), want);
+                }
+                ms += 86_400_000;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ parse_url
+
+fn ep(host: &str, port: u16, prefix: &str) -> Endpoint {
+    Endpoint {
+        host: host.into(),
+        port,
+        prefix: prefix.into(),
+    }
+}
+
+#[test]
+fn parse_url_accepts_host_port_and_prefix() {
+    assert_eq!(
+        parse_url("http://10.0.2.2:8080").unwrap(),
+        ep("10.0.2.2", 8080, "")
+    );
+    assert_eq!(
+        parse_url("http://10.0.2.2:8080/").unwrap(),
+        ep("10.0.2.2", 8080, "")
+    );
+    assert_eq!(
+        parse_url("HTTP://orchestrator.local:1/ci/api/").unwrap(),
+        ep("orchestrator.local", 1, "/ci/api")
+    );
+    assert_eq!(parse_url("http://host_gw").unwrap(), ep("host_gw", 80, ""));
+    assert_eq!(
+        parse_url("http://[fe80::1]:65535/x").unwrap(),
+        ep("fe80::1", 65535, "/x")
+    );
+    assert_eq!(parse_url("http://[::1]").unwrap(), ep("::1", 80, ""));
+    assert_eq!(
+        parse_url("http://h:9/a%20b").unwrap().to_string(),
+        "http://h:9/a%20b"
+    );
+    assert_eq!(
+        parse_url("http://[::1]:8/p").unwrap().to_string(),
+        "http://[::1]:8/p"
+    );
+}
+
+#[test]
+fn parse_url_refuses_https_clearly() {
+    let e = parse_url("https://orchestrator:443").unwrap_err();
+    assert_eq!(e.kind, Kind::Input);
+    assert!(e.msg.contains("SOLSTICE_ORCHESTRATOR_URL"), "{}", e.msg);
+    assert!(e.msg.contains("plain HTTP"), "{}", e.msg);
+    assert!(e.msg.contains("host side of the VM network"), "{}", e.msg);
+    assert!(parse_url("HTTPS://x:1")
+        .unwrap_err()
+        .msg
+        .contains("plain HTTP"));
+}
+
+#[test]
+fn parse_url_refuses_malformed_urls() {
+    for bad in [
+        "",
+        "orchestrator:8080",
+        "ftp://h:1",
+        "http://",
+        "http://:8080",
+        "http://h:",
+        "http://h:0",
+        "http://h:65536",
+        "http://h:+80",
+        "http://h:8x",
+        "http://h:1:2",
+        "http://h o:1",
+        "http://h:1/a b",
+        "http://h:1/?x=1",
+        "http://h:1#frag",
+        "http://[::1",
+        "http://[zz]:1",
+        "http://[::1]x",
+        "http://hé:1",
+    ] {
+        let e = parse_url(bad).expect_err(bad);
+        assert_eq!(e.kind, Kind::Input, "{bad}");
+        assert!(
+            e.msg.contains("SOLSTICE_ORCHESTRATOR_URL"),
+            "{bad}: {}",
+            e.msg
+        );
+    }
+}
+
+#[test]
+fn parse_url_refuses_userinfo_without_echoing_it() {
+    for url in [
+        "http://user:hunter2@h:1",
+        "https://user:hunter2@h:1",
+        "http://hunter2@h",
+    ] {
+        let e = parse_url(url).unwrap_err();
+        assert!(e.msg.contains("user information"), "{}", e.msg);
+        assert!(!e.to_string().contains("hunter2"), "{}", e);
+    }
+}
+
+// ---------------------------------------------------------------- spool
+
+#[test]
+fn spool_writes_exact_json_events() {
+    let dir = TempDir::new("spool-json");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    assert_eq!((s.len(), s.seq()), (0, 0));
+    let texts: [&[u8]; 8] = [
+        b"hello",
+        b"",
+        b"quote \" backslash \\ slash / tab \t cr \r nul \0 esc \x1b del \x7f",
+        b"invalid \xc3\x28 \xff end",
+        "unicode ✓ 🚀 \u{2028}".as_bytes(),
+        b"exactly8",
+        b"1234567\"",
+        b"\x1f",
+    ];
+    let before = SystemTime::now();
+    for (i, t) in texts.iter().enumerate() {
+        let step = if i % 2 == 0 {
+            Some("step \"one\"")
+        } else {
+            None
+        };
+        let stream = [Stream::Stdout, Stream::Stderr, Stream::Runner][i % 3];
+        s.append(stream, step, t);
+    }
+    assert_eq!(s.len(), 0, "append only buffers");
+    assert_eq!(s.seq(), texts.len() as u64);
+    s.flush().unwrap();
+    let after = SystemTime::now();
+    let file = std::fs::read(&path).unwrap();
+    assert_eq!(s.len(), file.len() as u64);
+    let lines: Vec<&str> = std::str::from_utf8(&file).unwrap().lines().collect();
+    assert_eq!(lines.len(), texts.len());
+    for (i, line) in lines.iter().enumerate() {
+        let ev: Event = json::from_str(line).unwrap();
+        assert!(
+            ev.ts >= rfc3339_millis(before) && ev.ts <= rfc3339_millis(after),
+            "{}",
+            ev.ts
+        );
+        let want = Event {
+            seq: i as u64,
+            ts: ev.ts.clone(),
+            stream: ["stdout", "stderr", "runner"][i % 3].to_string(),
+            step: if i % 2 == 0 {
+                Some("step \"one\"".to_string())
+            } else {
+                None
+            },
+            text: String::from_utf8_lossy(texts[i]).into_owned(),
+        };
+        assert_eq!(*line, json::to_string(&want), "event {i}");
+    }
+    assert!(
+        lines[3].contains("invalid \u{fffd}( \u{fffd} end"),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[2].contains(r#"nul \u0000 esc \u001b"#),
+        "{}",
+        lines[2]
+    );
+}
+
+#[test]
+fn spool_escaping_is_byte_for_byte_miniserdes() {
+    // The spool takes miniserde's escapes per character and skips escape-free
+    // words; this compares whole events with miniserde's own output for
+    // every byte value at every position within a word, and random bytes.
+    let dir = TempDir::new("spool-escape");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    for b in 0..=255u8 {
+        for pad in 0..17 {
+            let mut t = vec![b'a'; pad];
+            t.push(b);
+            t.extend_from_slice(b"tail-0123456789");
+            texts.push(t);
+        }
+    }
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..3000 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let len = (rng % 90) as usize;
+        let mut t = Vec::with_capacity(len);
+        for _ in 0..len {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Mostly printable, some controls, quotes, backslashes and high bytes.
+            t.push(match rng % 8 {
+                0 => (rng >> 8) as u8,
+                1 => b"\"\\\x1b\t\n\x7f\xe2\x80\xa8"[(rng >> 8) as usize % 9],
+                _ => b' ' + (rng >> 8) as u8 % 95,
+            });
+        }
+        texts.push(t);
+    }
+    for (i, t) in texts.iter().enumerate() {
+        let step = ["odd \u{7} \"step\"", "é\\", "plain"][i % 3];
+        s.append(Stream::Stderr, Some(step), t);
+    }
+    s.flush().unwrap();
+    let file = std::fs::read_to_string(&path).expect("the spool is UTF-8");
+    let mut n = 0;
+    for (i, line) in file.lines().enumerate() {
+        let ev: Event = json::from_str(line).expect("an event");
+        let want = Event {
+            seq: i as u64,
+            ts: ev.ts.clone(),
+            stream: "stderr".into(),
+            step: Some(["odd \u{7} \"step\"", "é\\", "plain"][i % 3].into()),
+            text: String::from_utf8_lossy(&texts[i]).into_owned(),
+        };
+        assert_eq!(line, json::to_string(&want), "text {:?}", texts[i]);
+        n += 1;
+    }
+    assert_eq!(n, texts.len());
+}
+
+#[test]
+fn spool_len_counts_flushed_bytes_only() {
+    let dir = TempDir::new("spool-len");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    for round in 0..3u64 {
+        for _ in 0..1000 {
+            s.append(Stream::Stdout, Some("x"), &[b'y'; 100]);
+        }
+        assert_eq!(s.len(), std::fs::metadata(&path).unwrap().len());
+        s.flush().unwrap();
+        assert_eq!(s.len(), std::fs::metadata(&path).unwrap().len());
+        assert_eq!(s.seq(), (round + 1) * 1000);
+    }
+    // Creating again truncates.
+    let s = Spool::create(&path).unwrap();
+    assert_eq!(s.len(), 0);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}
+
+#[test]
+fn spool_without_flush_stays_bounded() {
+    // A caller that never flushes still gets its events to the file.
+    let dir = TempDir::new("spool-bound");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    for _ in 0..50_000 {
+        s.append(Stream::Stdout, None, &[b'z'; 100]);
+    }
+    assert!(!s.is_empty(), "append never wrote");
+    s.flush().unwrap();
+    let file = std::fs::read(&path).unwrap();
+    assert_eq!(file.iter().filter(|&&b| b == b'\n').count(), 50_000);
+}
+
+#[test]
+fn spool_on_a_full_disk_stays_bounded() {
+    // /dev/full fails every write with ENOSPC, as a full disk would.
+    let full = std::path::Path::new("/dev/full");
+    if !full.exists() {
+        return;
+    }
+    let mut s = Spool::create(full).unwrap();
+    for _ in 0..300_000 {
+        s.append(Stream::Stdout, None, &[b'q'; 100]);
+    }
+    // About 16 MiB are held (some 110,000 events); the rest are dropped
+    // without using up seq numbers, so the file would have no gaps.
+    assert!(s.seq() > 50_000 && s.seq() < 200_000, "seq {}", s.seq());
+    assert_eq!(s.len(), 0);
+    assert!(s.flush().is_err());
+}
+
+// --------------------------------------------------------------- upload
+
+const N: u64 = 4000;
+const GENEROUS: Duration = Duration::from_secs(30);
+
+#[test]
+fn upload_healthy() {
+    let token = "tok-healthy-Zq81";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let run = run_job("healthy", &orch.url(), "job-1", token, N, GENEROUS);
+    check_delivery(&orch, "job-1", &run, N);
+    assert!(orch.wait_for_final(Duration::from_secs(1)).is_some());
+    // Keep-alive: far fewer connections than requests.
+    let c = orch.counts();
+    assert!(c.connections * 4 <= c.total, "{c:?}");
+    assert_eq!(c.conflicts, 0, "{c:?}");
+    assert_token_never_logged(token);
+}
+
+#[test]
+fn upload_retries_after_503() {
+    let token = "tok-503-Ab4z";
+    let orch = Orchestrator::start(token, Fault::Refuse503(4));
+    let run = run_job("503", &orch.url(), "job-503", token, N, GENEROUS);
+    check_delivery(&orch, "job-503", &run, N);
+    assert_eq!(orch.counts().refused_503, 4);
+    // The failure streak is reported once as a warning, then at debug level.
+    let warned: Vec<_> = logs_mentioning("WARN job job-503: upload to");
+    assert_eq!(warned.len(), 1, "{:?}", logs_mentioning("job-503"));
+    assert_eq!(
+        logs_mentioning("INFO job job-503: upload to").len(),
+        1,
+        "recovery is reported"
+    );
+    assert_token_never_logged(token);
+}
+
+#[test]
+fn upload_resumes_after_lost_answers() {
+    let token = "tok-lost-Qq17";
+    let orch = Orchestrator::start(token, Fault::LoseAnswers(3));
+    let run = run_job("lost", &orch.url(), "job-lost", token, N, GENEROUS);
+    check_delivery(&orch, "job-lost", &run, N);
+    let c = orch.counts();
+    assert_eq!(c.lost_answers, 3, "{c:?}");
+    // Each lost answer is followed by a retry at the old offset, which the
+    // server refuses with 409 and the runner resumes from its length.
+    assert!(c.conflicts >= 3, "{c:?}");
+    assert_token_never_logged(token);
+}
+
+#[test]
+fn upload_resends_what_the_orchestrator_forgot() {
+    let token = "tok-forget-Ff48";
+    let orch = Orchestrator::start(token, Fault::ForgetBatch(3));
+    let run = run_job("forget", &orch.url(), "job-forget", token, N, GENEROUS);
+    check_delivery(&orch, "job-forget", &run, N);
+    let c = orch.counts();
+    assert_eq!(c.forgotten, 1, "{c:?}");
+    // The next batch went to an offset past the server's length; the 409
+    // sent the runner back.
+    assert!(c.conflicts >= 1, "{c:?}");
+    assert_token_never_logged(token);
+}
+
+#[test]
+fn upload_keeps_up_with_a_flood() {
+    // 24 MB printed at once must go out in back-to-back full batches while
+    // the job runs, not one batch per interval (1 MiB/s).
+    init_logs();
+    let token = "tok-flood-Gg5";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("flood");
+    let path = dir.0.join("spool.ndjson");
+    let mut spool = Spool::create(&path).unwrap();
+    let cfg = Config {
+        endpoint: parse_url(&orch.url()).unwrap(),
+        job_id: "job-flood".into(),
+        token: token.into(),
+    };
+    let up = Uploader::start(cfg, path.clone());
+    let text = [b'f'; 400];
+    for i in 0..50_000 {
+        spool.append(Stream::Stdout, Some("flood"), &text);
+        if i % 160 == 159 {
+            spool.flush().unwrap();
+        }
+    }
+    spool.flush().unwrap();
+    assert!(spool.len() > 24_000_000);
+    let t = Instant::now();
+    assert!(
+        orch.wait_for_log_len("job-flood", spool.len(), Duration::from_secs(8)),
+        "only {} of {} bytes after {:?}",
+        orch.log("job-flood").len(),
+        spool.len(),
+        t.elapsed()
+    );
+    assert!(up.finish(final_status(), GENEROUS));
+    assert_eq!(orch.log("job-flood"), std::fs::read(&path).unwrap());
+}
+
+#[test]
+fn upload_waits_for_a_late_orchestrator() {
+    let token = "tok-late-Lm55";
+    // Another process may take the released port meanwhile; then try anew.
+    for attempt in 0..3 {
+        let orch = Orchestrator::start(token, Fault::AbsentFor(Duration::from_millis(800)));
+        let job = format!("job-late-{attempt}");
+        let run = run_job(
+            &format!("late-{attempt}"),
+            &orch.url(),
+            &job,
+            token,
+            N,
+            GENEROUS,
+        );
+        if orch.bind_failed() {
+            continue;
+        }
+        check_delivery(&orch, &job, &run, N);
+        assert_token_never_logged(token);
+        return;
+    }
+    panic!("could not get the port back three times");
+}
+
+#[test]
+fn upload_copes_with_quirky_http() {
+    let token = "tok-quirky-Pp09";
+    let orch = Orchestrator::start(token, Fault::Quirky);
+    let run = run_job("quirky", &orch.url(), "job-quirky", token, N, GENEROUS);
+    check_delivery(&orch, "job-quirky", &run, N);
+    let c = orch.counts();
+    assert!(
+        c.connections > 1,
+        "Connection: close should have forced reconnects: {c:?}"
+    );
+    assert_token_never_logged(token);
+}
+
+#[test]
+fn upload_under_a_prefix_with_an_odd_job_id() {
+    let token = "tok-prefix-Ww22";
+    let orch = Orchestrator::start_with_prefix(token, Fault::Healthy, "/solstice/api");
+    let job = "42/a b?c#d%é";
+    let run = run_job(
+        "prefix",
+        &format!("{}/", orch.url()),
+        job,
+        token,
+        500,
+        GENEROUS,
+    );
+    let file = std::fs::read(&run.spool).unwrap();
+    assert!(run.acknowledged);
+    assert_eq!(orch.log(job), file);
+    let statuses = orch.statuses(job);
+    assert_eq!(statuses.first().map(|s| s.state.as_str()), Some("running"));
+    assert_eq!(
+        statuses.last().map(|s| s.log_length),
+        Some(file.len() as u64)
+    );
+    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+}
+
+#[test]
+fn upload_streams_while_the_job_runs() {
+    init_logs();
+    let token = "tok-stream-Rr3";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("stream");
+    let path = dir.0.join("spool.ndjson");
+    let mut spool = Spool::create(&path).unwrap();
+    let cfg = Config {
+        endpoint: parse_url(&orch.url()).unwrap(),
+        job_id: "job-stream".into(),
+        token: token.into(),
+    };
+    let up = Uploader::start(cfg, path.clone());
+    for round in 0..5u64 {
+        for i in 0..10 {
+            let (stream, step, text) = event(round * 10 + i);
+            spool.append(stream, step, &text);
+        }
+        spool.flush().unwrap();
+        // Without finish: the uploader tails the spool on its own.
+        assert!(
+            orch.wait_for_log_len("job-stream", spool.len(), Duration::from_secs(3)),
+            "round {round}: the server has {} of {} bytes",
+            orch.log("job-stream").len(),
+            spool.len()
+        );
+    }
+    assert!(up.finish(final_status(), GENEROUS));
+    let requests = orch.requests("job-stream");
+    assert!(matches!(&requests[0], Request::Status(s) if s.state == "running"));
+    assert!(
+        requests
+            .iter()
+            .filter(|r| matches!(r, Request::Log { .. }))
+            .count()
+            >= 5
+    );
+    check_spool(&std::fs::read(&path).unwrap(), 50);
+}
+
+#[test]
+fn wrong_token_gives_up_after_one_401() {
+    let token = "tok-wrong-Kk70";
+    let orch = Orchestrator::start(token, Fault::WrongToken);
+    let run = run_job("wrong-token", &orch.url(), "job-401", token, N, GENEROUS);
+    assert!(!run.acknowledged);
+    assert!(
+        run.finish_took < Duration::from_secs(2),
+        "finish took {:?}",
+        run.finish_took
+    );
+    let c = orch.counts();
+    assert_eq!((c.total, c.unauthorized), (1, 1), "{c:?}");
+    // Said once, as an error, and without the token.
+    let said: Vec<_> = logs_mentioning("job job-401:");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("ERROR") && said[0].contains("401"),
+        "{said:?}"
+    );
+    assert_token_never_logged(token);
+    assert_token_never_logged("other-tok-wrong");
+}
+
+#[test]
+fn absent_orchestrator_finish_returns_at_the_deadline() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let run = run_job(
+        "absent",
+        &url,
+        "job-absent",
+        "tok-absent",
+        2000,
+        Duration::from_millis(500),
+    );
+    assert!(!run.acknowledged);
+    assert!(
+        run.finish_took >= Duration::from_millis(490),
+        "{:?}",
+        run.finish_took
+    );
+    assert!(
+        run.finish_took < Duration::from_millis(1500),
+        "{:?}",
+        run.finish_took
+    );
+    assert_eq!(
+        logs_mentioning("WARN job job-absent: upload to").len(),
+        1,
+        "{:?}",
+        logs_mentioning("job-absent")
+    );
+    assert_eq!(
+        logs_mentioning("WARN job job-absent: the orchestrator did not take").len(),
+        1
+    );
+}
+
+#[test]
+fn hanging_orchestrator_does_not_slow_the_job() {
+    let token = "tok-hang-Hh12";
+    let orch = Orchestrator::start(token, Fault::Hang);
+    let run = run_job(
+        "hang",
+        &orch.url(),
+        "job-hang",
+        token,
+        20_000,
+        Duration::from_millis(400),
+    );
+    assert!(orch.wait_for_counts(Duration::from_secs(5), |c| c.total >= 1));
+    assert!(!run.acknowledged);
+    assert!(
+        run.finish_took < Duration::from_millis(1500),
+        "{:?}",
+        run.finish_took
+    );
+    // The job's side never touched the network: 20k events are a moment's work.
+    assert!(
+        run.write_took < Duration::from_secs(10),
+        "{:?}",
+        run.write_took
+    );
+    check_spool(&std::fs::read(&run.spool).unwrap(), 20_000);
+}
+
+// ---------------------------------------------------------------- bench
+
+/// `cargo test --release --test upload -- --ignored --nocapture bench`:
+/// the spool's cost per 100-byte line, next to plainly writing the same
+/// bytes (what `tee` does).
+#[test]
+#[ignore]
+fn bench_append_100_byte_lines() {
+    use std::io::Write;
+    let dir = TempDir::new("bench");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    let line = format!(
+        "{:<99}",
+        "some build output: Compiling serde v1.0.200 (registry) finished target(s) in 3.2s"
+    );
+    let n: u64 = 5_000_000;
+    // 650 lines is what one 64 KiB pipe read holds.
+    let t = Instant::now();
+    for i in 0..n {
+        s.append(Stream::Stdout, Some("build"), line.as_bytes());
+        if i % 650 == 649 {
+            s.flush().unwrap();
+        }
+    }
+    s.flush().unwrap();
+    let took = t.elapsed();
+    // The same into /dev/null: formatting without the page-cache copy.
+    let mut null = Spool::create(std::path::Path::new("/dev/null")).unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        null.append(Stream::Stdout, Some("build"), line.as_bytes());
+        if i % 650 == 649 {
+            null.flush().unwrap();
+        }
+    }
+    null.flush().unwrap();
+    let null_took = t.elapsed();
+    let mut raw = std::fs::File::create(dir.0.join("raw")).unwrap();
+    let chunk = format!("{line}\n").repeat(650);
+    let t = Instant::now();
+    for _ in 0..n / 650 {
+        raw.write_all(chunk.as_bytes()).unwrap();
+    }
+    let raw_took = t.elapsed();
+    println!(
+        "spool: {:.2} M events/s ({} ns/event, {:.0} MB/s of input, {:.0} MB/s of spool); \
+         into /dev/null: {} ns/event; plain write of the input: {:.0} MB/s",
+        n as f64 / took.as_secs_f64() / 1e6,
+        took.as_nanos() / u128::from(n),
+        (n * 100) as f64 / took.as_secs_f64() / 1e6,
+        s.len() as f64 / took.as_secs_f64() / 1e6,
+        null_took.as_nanos() / u128::from(n),
+        (n / 650 * 650 * 100) as f64 / raw_took.as_secs_f64() / 1e6,
+    );
+}
