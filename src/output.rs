@@ -16,6 +16,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 struct Pipeline {
     masker: Masker,
+    /// Set once the final status is computed: its `log_length` is the
+    /// spool's size then, so later lines (the uploader's own) go to the
+    /// console only.
+    sealed: std::sync::atomic::AtomicBool,
     spool: Option<Mutex<Spool>>,
     step: Mutex<Option<String>>,
 }
@@ -28,9 +32,17 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 pub fn init(masker: Masker, spool: Option<Spool>) {
     let _ = PIPELINE.set(Pipeline {
         masker,
+        sealed: Default::default(),
         spool: spool.map(Mutex::new),
         step: Mutex::new(None),
     });
+}
+
+/// Closes the spool to new events; see `Pipeline::sealed`.
+pub fn seal() {
+    if let Some(p) = PIPELINE.get() {
+        p.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Names the step whose output follows (None between steps).
@@ -65,7 +77,8 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
     let _ = err.write_all(&shown);
     let _ = err.write_all(b"\n");
     drop(err);
-    if let Some(spool) = &p.spool {
+    let sealed = p.sealed.load(std::sync::atomic::Ordering::SeqCst);
+    if let Some(spool) = p.spool.as_ref().filter(|_| !sealed) {
         let masked = p.masker.mask(plain.as_bytes());
         if let (Ok(mut s), Ok(step)) = (spool.lock(), p.step.lock()) {
             // A multi-line message (an error with its source line) is one

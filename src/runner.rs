@@ -7,9 +7,11 @@ use crate::context::{self, Context, Flags};
 use crate::error::{Error, Result};
 use crate::exec::{self, End, Limits};
 use crate::secrets::{self, Secrets};
+use crate::spool::Spool;
+use crate::upload::{self, Status, StepReport, Uploader};
 use crate::{logger, output, plan};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const HELP: &str = "\
@@ -124,7 +126,6 @@ fn fail(e: Error) -> i32 {
 fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     let ctx = context::resolve(flags)?;
     let secrets = secrets::load(&ctx)?;
-    output::init(secrets::masker(&ctx, &secrets), None);
     let job_timeout = match ctx.get("timeout") {
         Some(v) => Some(
             context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?,
@@ -132,8 +133,25 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         None => None,
     };
     let grace = Duration::from_secs(env_seconds("SOLSTICE_CANCEL_GRACE", 10)?);
+    let upload_deadline = Duration::from_secs(env_seconds("SOLSTICE_UPLOAD_DEADLINE", 30)?);
+    let upload = upload_config(&ctx)?;
+    let spool_path = match ctx.text("spool") {
+        Some(p) => Some(PathBuf::from(p)),
+        // The spool is what the uploader sends, so an orchestrator needs one.
+        None if upload.is_some() => {
+            let mut p = ctx.workdir.clone().into_os_string();
+            p.push(".log.ndjson");
+            Some(PathBuf::from(p))
+        }
+        None => None,
+    };
+    let masker = secrets::masker(&ctx, &secrets);
     if dry_run {
+        output::init(masker, None);
         print!("{}", ctx.describe());
+        if let Some(p) = &spool_path {
+            println!("spool            = {}", p.display());
+        }
         println!(
             "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh",
             ctx.repo.display,
@@ -142,23 +160,136 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         );
         return Ok(0);
     }
+    let spool = match &spool_path {
+        Some(p) => Some(open_spool(p)?),
+        None => None,
+    };
+    output::init(masker, spool);
     exec::install_signal_handlers()
         .map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
-    let started = Instant::now();
-    let deadline = job_timeout.map(|t| started + t);
-    checkout::checkout(&ctx, &GitOptions::from_env()?)?;
+    let uploader = match (upload, &spool_path) {
+        (Some(cfg), Some(path)) => Some(Uploader::start(cfg, path.clone())),
+        _ => None,
+    };
+    let deadline = job_timeout.map(|t| Instant::now() + t);
+    let (code, status) = match execute(&ctx, &secrets, Limits { deadline, grace }) {
+        Ok(status) => (status.exit_code.unwrap_or(0), status),
+        Err(e) => {
+            let code = fail(e);
+            (
+                code,
+                Status {
+                    state: "error",
+                    exit_code: Some(code),
+                    steps: Vec::new(),
+                },
+            )
+        }
+    };
+    if let Some(u) = uploader {
+        output::seal();
+        if !u.finish(status, upload_deadline) {
+            log::warn!(
+                "the orchestrator did not acknowledge the whole log within {} s (SOLSTICE_UPLOAD_DEADLINE)",
+                upload_deadline.as_secs()
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// The orchestrator settings, checked before anything runs; `None` without
+/// an orchestrator URL (console only).
+fn upload_config(ctx: &Context) -> Result<Option<upload::Config>> {
+    let Some(url) = ctx.get("orchestrator_url") else {
+        return Ok(None);
+    };
+    let endpoint = upload::parse_url(&url.text)
+        .map_err(|e| context::bad_value(url, "orchestrator_url", &e.msg))?;
+    let job_id = ctx.text("job_id").ok_or_else(|| {
+        Error::input(
+            "an orchestrator_url needs a job_id: set SOLSTICE_JOB_ID or `job_id:` in the job file",
+        )
+    })?;
+    // A token file written by a shell often ends in a newline.
+    let token = ctx.text("token").unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        log::warn!(
+            "no job token (SOLSTICE_JOB_TOKEN): the orchestrator will likely refuse the log"
+        );
+    }
+    Ok(Some(upload::Config {
+        endpoint,
+        job_id: job_id.to_string(),
+        token,
+    }))
+}
+
+fn open_spool(path: &Path) -> Result<Spool> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    Spool::create(path).map_err(|e| {
+        Error::internal(format!(
+            "cannot create the log spool {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The job phases after the context: checkout, plan, run.
+fn execute(ctx: &Context, secrets: &Secrets, limits: Limits) -> Result<Status> {
+    checkout::checkout(ctx, &GitOptions::from_env()?)?;
     if let Some(sig) = exec::cancelled() {
         log::warn!("cancelled by signal {sig} before the job started");
-        return Ok(128 + sig);
+        return Ok(Status {
+            state: "cancelled",
+            exit_code: Some(128 + sig),
+            steps: Vec::new(),
+        });
     }
     match plan::find(&ctx.workdir)? {
         plan::Plan::Script(script) => {
-            let end = run_script(&ctx, &secrets, &script, Limits { deadline, grace })?;
-            Ok(report(end))
+            let started = Instant::now();
+            let end = run_script(ctx, secrets, &script, limits)?;
+            let code = report(end);
+            let state = state_of(end);
+            let step = StepReport {
+                name: plan::JOB_SCRIPT.to_string(),
+                state: state.to_string(),
+                exit_code: Some(code),
+                duration_ms: started.elapsed().as_millis() as u64,
+            };
+            Ok(Status {
+                state,
+                exit_code: Some(code),
+                steps: vec![step],
+            })
         }
         plan::Plan::Workflow(path) => {
-            crate::workflow::run_file(&ctx, &path, Limits { deadline, grace })
+            let code = crate::workflow::run_file(ctx, &path, limits)?;
+            let state = match exec::cancelled() {
+                Some(_) => "cancelled",
+                None if code == 0 => "succeeded",
+                None if code == crate::error::EXIT_TIMEOUT => "timed_out",
+                None => "failed",
+            };
+            Ok(Status {
+                state,
+                exit_code: Some(code),
+                steps: Vec::new(),
+            })
         }
+    }
+}
+
+/// The orchestrator's name for how a job ended.
+pub fn state_of(end: End) -> &'static str {
+    match end {
+        End::Exited(0) => "succeeded",
+        End::TimedOut => "timed_out",
+        End::Cancelled(_) => "cancelled",
+        _ => "failed",
     }
 }
 

@@ -1,0 +1,308 @@
+//! End-to-end reporting: the real runner binary, a real git repository, and
+//! the fault-injecting orchestrator on loopback. In every fault mode the
+//! bytes the orchestrator holds must equal the runner's spool exactly, with
+//! seq rising by one from 0, and the final status must come after the whole
+//! log.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::git::{Repo, TempDir};
+use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
+use common::runner::{wait_until, Output, Runner};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const TOKEN: &str = "tok-3f9a1c77e2";
+const JOB: &str = "job-42";
+
+struct Job {
+    tmp: TempDir,
+    repo: Repo,
+    sha: String,
+}
+
+impl Job {
+    fn new(script: &str) -> Job {
+        let tmp = TempDir::new("report");
+        let repo = Repo::init(tmp.join("repo"));
+        repo.write_job(script);
+        let sha = repo.commit("job");
+        Job { tmp, repo, sha }
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.tmp.join("spool.ndjson")
+    }
+
+    fn runner(&self, orch: &Orchestrator) -> Runner {
+        Runner::new()
+            .env("SOLSTICE_REPO_URL", self.repo.path())
+            .env("SOLSTICE_COMMIT_SHA", &self.sha)
+            .env("SOLSTICE_WORKDIR", self.tmp.join("work"))
+            .env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
+            .env("SOLSTICE_JOB_ID", JOB)
+            .env("SOLSTICE_JOB_TOKEN", TOKEN)
+            .env("SOLSTICE_SPOOL", self.spool())
+            .env("SOLSTICE_UPLOAD_DEADLINE", "20")
+    }
+}
+
+/// A job whose output is worth checking: both streams, many lines, a long one.
+const CHATTY: &str = r#"
+i=0
+while [ $i -lt 300 ]; do echo "out line $i"; echo "err line $i" >&2; i=$((i+1)); done
+head -c 300000 /dev/zero | tr '\0' 'x'; echo
+echo "token seen by job: ${SOLSTICE_JOB_TOKEN:-none}"
+"#;
+
+fn seqs(spool: &[u8]) -> Vec<u64> {
+    spool
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let text = String::from_utf8_lossy(l);
+            let rest = text
+                .strip_prefix("{\"seq\":")
+                .unwrap_or_else(|| panic!("event without leading seq: {text}"));
+            rest[..rest.find(',').unwrap()].parse().unwrap()
+        })
+        .collect()
+}
+
+/// The checks every delivery must pass; returns the final status.
+fn check_delivery(orch: &Orchestrator, job: &Job, out: &Output) -> StatusRecord {
+    let spool = fs::read(job.spool()).expect("the spool exists");
+    let fin = orch
+        .wait_for_final(DEADLINE)
+        .unwrap_or_else(|| panic!("no final status\n{out}"));
+    let got = orch.log(JOB);
+    if got != spool {
+        let tail =
+            |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(400)..]).into_owned();
+        panic!(
+            "the orchestrator's log ({} bytes) differs from the spool ({} bytes)\nserver tail: {}\nspool tail: {}\n{out}",
+            got.len(),
+            spool.len(),
+            tail(&got),
+            tail(&spool)
+        );
+    }
+    let seq = seqs(&spool);
+    assert!(!seq.is_empty());
+    assert!(
+        seq.iter().enumerate().all(|(i, &s)| i as u64 == s),
+        "seq has gaps or repeats"
+    );
+    assert_eq!(fin.log_length, spool.len() as u64);
+    assert_eq!(
+        fin.server_length,
+        spool.len() as u64,
+        "final status before the whole log"
+    );
+    let statuses = orch.statuses(JOB);
+    assert_eq!(statuses.first().map(|s| s.state.as_str()), Some("running"));
+    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+    assert!(!out.stderr.contains(TOKEN) && !String::from_utf8_lossy(&spool).contains(TOKEN));
+    fin
+}
+
+fn healthy_run(fault: Fault) {
+    let job = Job::new(CHATTY);
+    let orch = Orchestrator::start(TOKEN, fault);
+    let out = job.runner(&orch).run(DEADLINE);
+    out.assert_code(0);
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(fin.state, "succeeded");
+    assert_eq!(fin.exit_code, Some(0));
+    assert_eq!(fin.steps.len(), 1);
+    assert_eq!(fin.steps[0].state, "succeeded");
+    let log = String::from_utf8_lossy(&orch.log(JOB)).into_owned();
+    assert!(
+        log.contains(r#""stream":"stdout","step":null,"text":"out line 299""#),
+        "stdout events"
+    );
+    assert!(
+        log.contains(r#""stream":"stderr","step":null,"text":"err line 0""#),
+        "stderr events"
+    );
+    assert!(
+        log.contains(r#""stream":"runner""#) && log.contains("fetching"),
+        "runner events"
+    );
+    assert!(
+        log.contains("token seen by job: none"),
+        "the token reached the job"
+    );
+    // The console keeps the plain text.
+    assert!(out.stdout.contains("out line 7\n") && !out.stdout.contains("\"seq\""));
+}
+
+#[test]
+fn healthy_orchestrator_gets_the_whole_log() {
+    healthy_run(Fault::Healthy);
+}
+
+#[test]
+fn refused_requests_are_retried() {
+    healthy_run(Fault::Refuse503(3));
+}
+
+#[test]
+fn lost_answers_never_duplicate() {
+    healthy_run(Fault::LoseAnswers(2));
+}
+
+#[test]
+fn orchestrator_not_listening_at_first() {
+    healthy_run(Fault::AbsentFor(Duration::from_millis(1500)));
+}
+
+#[test]
+fn failed_job_is_reported_with_its_code() {
+    let job = Job::new("echo failing; exit 3");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job.runner(&orch).run(DEADLINE);
+    out.assert_code(3);
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!((fin.state.as_str(), fin.exit_code), ("failed", Some(3)));
+}
+
+#[test]
+fn wrong_token_stops_uploading_but_not_the_job() {
+    let job = Job::new("echo still runs; exit 5");
+    let orch = Orchestrator::start("another-token", Fault::Healthy);
+    let started = Instant::now();
+    let out = job.runner(&orch).run(DEADLINE);
+    out.assert_code(5);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the runner waited on a refusing orchestrator"
+    );
+    assert!(out.stdout.contains("still runs"));
+    assert!(orch.counts().total <= 3, "{:?}", orch.counts());
+    assert!(!out.stderr.contains(TOKEN));
+}
+
+#[test]
+fn absent_orchestrator_gives_up_at_the_deadline() {
+    let job = Job::new("echo alone");
+    let orch = Orchestrator::start(TOKEN, Fault::AbsentFor(Duration::from_secs(600)));
+    let started = Instant::now();
+    let out = job
+        .runner(&orch)
+        .env("SOLSTICE_UPLOAD_DEADLINE", "1")
+        .run(DEADLINE);
+    out.assert_code(0);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(out.stderr.contains("SOLSTICE_UPLOAD_DEADLINE"), "{out}");
+    // The spool still holds everything for a later look.
+    assert!(String::from_utf8_lossy(&fs::read(job.spool()).unwrap()).contains("alone"));
+}
+
+#[test]
+fn cancellation_is_reported_after_the_whole_log() {
+    let job = Job::new("echo started; trap 'echo got term; exit 1' TERM; sleep 60 & wait");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
+    wait_until(DEADLINE, "the job to start", || {
+        running.stdout_so_far().contains("started")
+    });
+    running.signal(libc_sigterm());
+    let out = running.wait(DEADLINE);
+    out.assert_code(143);
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(
+        (fin.state.as_str(), fin.exit_code),
+        ("cancelled", Some(143))
+    );
+    assert!(String::from_utf8_lossy(&orch.log(JOB)).contains("got term"));
+}
+
+#[test]
+fn timeout_is_reported() {
+    let job = Job::new("echo waiting; sleep 60");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job
+        .runner(&orch)
+        .env("SOLSTICE_JOB_TIMEOUT", "1")
+        .env("SOLSTICE_CANCEL_GRACE", "1")
+        .run(DEADLINE);
+    out.assert_code(124);
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(
+        (fin.state.as_str(), fin.exit_code),
+        ("timed_out", Some(124))
+    );
+}
+
+#[test]
+fn runner_failure_is_reported_as_error() {
+    let job = Job::new("echo never");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job
+        .runner(&orch)
+        .env("SOLSTICE_COMMIT_SHA", "0".repeat(40))
+        .env("SOLSTICE_GIT_RETRIES", "0")
+        .run(DEADLINE);
+    out.assert_code(252);
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!((fin.state.as_str(), fin.exit_code), ("error", Some(252)));
+    assert!(String::from_utf8_lossy(&orch.log(JOB))
+        .contains("0000000000000000000000000000000000000000"));
+}
+
+#[test]
+fn secrets_are_masked_in_the_upload() {
+    let job = Job::new(r#"echo "key=$API_KEY"; printf '%s' "$API_KEY" | base64"#);
+    fs::write(job.tmp.join("secrets.yaml"), "API_KEY: 'p@ss w0rd\"x'\n").unwrap();
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job
+        .runner(&orch)
+        .env("SOLSTICE_SECRETS_FILE", job.tmp.join("secrets.yaml"))
+        .run(DEADLINE);
+    out.assert_code(0);
+    check_delivery(&orch, &job, &out);
+    let log = String::from_utf8_lossy(&orch.log(JOB)).into_owned();
+    assert!(log.contains("key=***"), "{log}");
+    assert!(!log.contains("p@ss") && !out.stdout.contains("p@ss"));
+    assert!(!log.contains("cEBzcyB3MHJkIng"), "base64 form leaked");
+}
+
+#[test]
+fn https_orchestrator_is_refused_before_anything_runs() {
+    let job = Job::new("echo never");
+    let out = Runner::new()
+        .env("SOLSTICE_REPO_URL", job.repo.path())
+        .env("SOLSTICE_COMMIT_SHA", &job.sha)
+        .env("SOLSTICE_WORKDIR", job.tmp.join("work"))
+        .env("SOLSTICE_ORCHESTRATOR_URL", "https://127.0.0.1:1/")
+        .env("SOLSTICE_JOB_ID", JOB)
+        .run(DEADLINE);
+    out.assert_code(251);
+    assert!(out.stderr.contains("https"), "{out}");
+    assert!(
+        !job.tmp.join("work").exists(),
+        "a refused context had side effects"
+    );
+}
+
+#[test]
+fn statuses_are_only_running_then_one_final() {
+    let job = Job::new("echo hi");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job.runner(&orch).run(DEADLINE);
+    check_delivery(&orch, &job, &out);
+    let finals = orch
+        .requests(JOB)
+        .into_iter()
+        .filter(|r| matches!(r, Request::Status(s) if s.is_final() && s.accepted))
+        .count();
+    assert_eq!(finals, 1);
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
