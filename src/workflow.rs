@@ -52,14 +52,30 @@ pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 /// `check` can list them all.
 struct Checker<'a> {
     path: &'a str,
-    src: &'a str,
     errors: Vec<Error>,
 }
 
 impl Checker<'_> {
+    /// Records an error, keeping the list in file order (a sort would cost
+    /// the binary 4 KB).
     fn err(&mut self, line: usize, col: usize, msg: String) {
-        self.errors
-            .push(Error::at(self.path, line, col, msg).with_source(self.src));
+        let at = self.errors.partition_point(|e| {
+            e.loc
+                .as_ref()
+                .is_some_and(|l| (l.line, l.col) <= (line, col))
+        });
+        self.errors.insert(at, Error::at(self.path, line, col, msg));
+    }
+
+    /// Refuses a children block on a node that takes none.
+    fn leaf(&mut self, node: &Node) {
+        if let Some(c) = node.children.first() {
+            self.err(
+                c.line,
+                c.col,
+                format!("`{}` takes no children block", node.name),
+            );
+        }
     }
 
     fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
@@ -88,9 +104,14 @@ impl Checker<'_> {
                 other.type_name()
             )),
         };
-        parsed
-            .map_err(|m| self.err(e.line, e.col, format!("{what}: {m}")))
-            .ok()
+        match parsed {
+            Ok(d) if d.is_zero() => {
+                self.err(e.line, e.col, format!("{what} must be more than zero"))
+            }
+            Ok(d) => return Some(d),
+            Err(m) => self.err(e.line, e.col, format!("{what}: {m}")),
+        }
+        None
     }
 
     /// Refuses properties and arguments a node does not take.
@@ -139,6 +160,7 @@ impl Checker<'_> {
                 );
             }
             self.only(var, &[], 1);
+            self.leaf(var);
             match var.entries.iter().find(|e| e.key.is_none()) {
                 Some(e) => {
                     if let Some(v) = self.string(e, &format!("the value of {}", var.name)) {
@@ -181,7 +203,13 @@ impl Checker<'_> {
     fn job(&mut self, node: &Node) -> Job {
         self.only(node, &["runs-on", "timeout"], 1);
         let name = match node.entries.iter().find(|e| e.key.is_none()) {
-            Some(e) => self.string(e, "a job name").unwrap_or_default(),
+            Some(e) => {
+                let name = self.string(e, "a job name").unwrap_or_default();
+                if matches!(e.value, Value::String(_)) && name.trim().is_empty() {
+                    self.err(e.line, e.col, "a job name cannot be empty".into());
+                }
+                name
+            }
             None => {
                 self.err(
                     node.line,
@@ -313,6 +341,7 @@ impl Checker<'_> {
                 "run" => {
                     runs += 1;
                     self.only(child, &[], 1);
+                    self.leaf(child);
                     match child.entries.iter().find(|e| e.key.is_none()) {
                         Some(e) => step.run = self.string(e, "run").unwrap_or_default(),
                         None => self.err(
@@ -368,12 +397,12 @@ fn escapes(path: &str) -> bool {
     false
 }
 
-/// Parses and validates a workflow file's text; every problem is returned.
+/// Parses and validates a workflow file's text; every problem is returned,
+/// in file order, each quoting its line.
 pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>> {
     let doc = kdl::parse(path, src).map_err(|e| vec![e])?;
     let mut c = Checker {
         path,
-        src,
         errors: Vec::new(),
     };
     let mut wf = Workflow::default();
@@ -383,12 +412,10 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
             "env" => c.env(node, &mut wf.env),
             "job" => {
                 let job = c.job(node);
-                if wf.jobs.iter().any(|j| j.name == job.name) {
-                    c.err(
-                        node.line,
-                        node.col,
-                        format!("duplicate job name {:?}", job.name),
-                    );
+                if !job.name.is_empty() && wf.jobs.iter().any(|j| j.name == job.name) {
+                    let at = node.entries.iter().find(|e| e.key.is_none());
+                    let (line, col) = at.map_or((node.line, node.col), |e| (e.line, e.col));
+                    c.err(line, col, format!("duplicate job name {:?}", job.name));
                 }
                 wf.jobs.push(job);
             }
@@ -400,33 +427,30 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
             ),
         }
     }
-    if !top_steps.is_empty() {
-        if let Some(job) = wf.jobs.first() {
-            let at = top_steps[0];
-            c.err(
-                at.line,
-                at.col,
-                format!(
-                    "`step` at the top level next to jobs (like {:?}); put it inside a job",
-                    job.name
-                ),
-            );
-        } else {
-            let mut job = Job {
-                name: "default".to_string(),
-                runs_on: None,
-                timeout: None,
-                env: Vec::new(),
-                secrets: Vec::new(),
-                steps: Vec::new(),
-            };
-            for node in top_steps {
-                let n = job.steps.len() + 1;
-                let step = c.step(node, n);
-                job.steps.push(step);
-            }
-            wf.jobs.push(job);
+    if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
+        c.err(
+            at.line,
+            at.col,
+            format!(
+                "`step` at the top level next to jobs (like {:?}); put it inside a job",
+                job.name
+            ),
+        );
+    } else if !top_steps.is_empty() {
+        let mut job = Job {
+            name: "default".to_string(),
+            runs_on: None,
+            timeout: None,
+            env: Vec::new(),
+            secrets: Vec::new(),
+            steps: Vec::new(),
+        };
+        for node in top_steps {
+            let n = job.steps.len() + 1;
+            let step = c.step(node, n);
+            job.steps.push(step);
         }
+        wf.jobs.push(job);
     }
     if wf.jobs.is_empty() && c.errors.is_empty() {
         c.err(
@@ -436,28 +460,38 @@ pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>>
         );
     }
     if c.errors.is_empty() {
-        Ok(wf)
-    } else {
-        Err(c.errors)
+        return Ok(wf);
     }
+    // Quoted with KDL's own line breaks, so line N is the parser's line N.
+    let src = lf_only(src);
+    Err(c.errors.into_iter().map(|e| e.with_source(&src)).collect())
+}
+
+/// `src` as `Error::with_source` (which splits on LF) must see it: KDL's
+/// other line breaks (CR, NEL, VT, FF, LS, PS) become LF, CRLF stays one
+/// break, and a leading BOM, which the KDL parser skips, goes.
+fn lf_only(src: &str) -> String {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let mut out = String::with_capacity(src.len());
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\r' | '\u{85}' | '\u{b}' | '\u{c}' | '\u{2028}' | '\u{2029}' => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn read(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
     String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let before = &e.as_bytes()[..at];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let col = String::from_utf8_lossy(
-            &before[before
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1)..],
-        )
-        .chars()
-        .count()
-            + 1;
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let before = lf_only(std::str::from_utf8(ok).unwrap_or_default());
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
         Error::at(&path.display().to_string(), line, col, "invalid UTF-8")
     })
 }
@@ -579,9 +613,37 @@ pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<i32> {
     let shown = crate::plan::WORKFLOW;
     let wf = parse(shown, &src).map_err(|errors| report_errors(Path::new(shown), errors))?;
     let job = select(&wf, ctx.text("job"))?;
+    let runs_on = match &job.runs_on {
+        Some(r) => format!(", runs-on {r:?}"),
+        None => String::new(),
+    };
+    let n = job.steps.len();
+    let s = if n == 1 { "" } else { "s" };
+    log::info!(
+        "running job {:?} of {shown} ({n} step{s}{runs_on})",
+        job.name
+    );
     let (code, results) = run_job(ctx, &wf, job, limits)?;
     summary(&results);
+    if code == 0 {
+        log::info!("job {:?} succeeded", job.name);
+    } else {
+        log::error!("job {:?} failed with exit code {code}", job.name);
+    }
     Ok(code)
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `t + d`; a limit too far away to represent is no limit.
+fn after(t: Instant, d: Option<Duration>) -> Option<Instant> {
+    d.and_then(|d| t.checked_add(d))
 }
 
 /// Runs a job's steps in order; returns the job's exit code and each step's result.
@@ -591,11 +653,7 @@ pub fn run_job(
     job: &Job,
     limits: Limits,
 ) -> Result<(i32, Vec<StepResult>)> {
-    let started = Instant::now();
-    let deadline = match (limits.deadline, job.timeout.map(|t| started + t)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let deadline = earliest(limits.deadline, after(Instant::now(), job.timeout));
     let scripts = ScriptDir::create()?;
     let workspace = ctx.workdir.canonicalize().map_err(|e| {
         Error::internal(format!(
@@ -609,6 +667,11 @@ pub fn run_job(
     let mut stopped = false;
     let total = job.steps.len();
     for (i, step) in job.steps.iter().enumerate() {
+        if let (false, Some(sig)) = (stopped, crate::exec::cancelled()) {
+            log::warn!("cancelled by signal {sig}; no further step runs");
+            stopped = true;
+            failed_code.get_or_insert(128 + sig);
+        }
         let run = !stopped
             && match step.when {
                 When::Success => failed_code.is_none(),
@@ -616,6 +679,7 @@ pub fn run_job(
                 When::Always => true,
             };
         if !run {
+            log::info!("==> [{}/{total}] {}: skipped", i + 1, step.name);
             results.push(StepResult {
                 name: step.name.clone(),
                 state: "skipped",
@@ -627,45 +691,24 @@ pub fn run_job(
         log::info!("==> [{}/{total}] {}", i + 1, step.name);
         crate::output::set_step(Some(&step.name));
         let step_started = Instant::now();
-        let step_deadline = match (deadline, step.timeout.map(|t| step_started + t)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let step_limits = Limits {
+            deadline: earliest(deadline, after(step_started, step.timeout)),
+            grace: limits.grace,
         };
-        let dir = step_dir(&workspace, step)?;
-        let script = scripts.write(i + 1, &step.run)?;
-        let mut words = step.shell.split_whitespace();
-        let program = words.next().unwrap_or("/bin/sh");
-        let mut cmd = crate::runner::job_command(ctx, Path::new(program));
-        for w in words {
-            cmd.arg(w);
-        }
-        cmd.arg(&script).cwd(&dir);
-        for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
-            cmd.env(k, v);
-        }
-        cmd.env("SOLSTICE_JOB", &job.name)
-            .env("SOLSTICE_STEP", &step.name);
-        let end = crate::output::run_job(
-            &cmd,
-            Limits {
-                deadline: step_deadline,
-                grace: limits.grace,
-            },
-        )
-        .map_err(|e| {
-            Error::input(format!(
-                "step {:?}: cannot start shell {program:?}: {e}",
-                step.name
-            ))
-        });
+        let end = start_step(ctx, wf, job, step, &workspace, &scripts, i + 1, step_limits);
         crate::output::set_step(None);
-        let end = end?;
         let duration = step_started.elapsed();
+        // A step that cannot start (its workdir leaves the workspace, its
+        // shell is missing) fails like any other, with the runner's code.
         let (state, code) = match end {
-            End::Exited(0) => ("ok", 0),
-            End::TimedOut => ("timed_out", end.exit_code()),
-            End::Cancelled(_) => ("cancelled", end.exit_code()),
-            _ => ("failed", end.exit_code()),
+            Ok(End::Exited(0)) => ("ok", 0),
+            Ok(end @ End::TimedOut) => ("timed_out", end.exit_code()),
+            Ok(end @ End::Cancelled(_)) => ("cancelled", end.exit_code()),
+            Ok(end) => ("failed", end.exit_code()),
+            Err(e) => {
+                log::error!("{e}");
+                ("failed", e.exit_code())
+            }
         };
         results.push(StepResult {
             name: step.name.clone(),
@@ -673,8 +716,8 @@ pub fn run_job(
             exit_code: Some(code),
             duration,
         });
-        if matches!(end, End::Cancelled(_))
-            || (end == End::TimedOut && deadline.is_some_and(|d| Instant::now() >= d))
+        if state == "cancelled"
+            || (state == "timed_out" && deadline.is_some_and(|d| Instant::now() >= d))
         {
             stopped = true;
         }
@@ -699,6 +742,42 @@ pub fn run_job(
         }
     }
     Ok((failed_code.unwrap_or(0), results))
+}
+
+/// Writes a step's script and runs it with the step's shell, directory and
+/// environment layers.
+#[allow(clippy::too_many_arguments)]
+fn start_step(
+    ctx: &Context,
+    wf: &Workflow,
+    job: &Job,
+    step: &Step,
+    workspace: &Path,
+    scripts: &ScriptDir,
+    n: usize,
+    limits: Limits,
+) -> Result<End> {
+    let dir = step_dir(workspace, step)?;
+    let script = scripts.write(n, &step.run)?;
+    let mut words = step.shell.split_whitespace();
+    let program = words.next().unwrap_or("/bin/sh");
+    let mut cmd = crate::runner::job_command(ctx, Path::new(program));
+    for w in words {
+        cmd.arg(w);
+    }
+    cmd.arg(&script).cwd(&dir);
+    for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
+        cmd.env(k, v);
+    }
+    cmd.env("SOLSTICE_JOB", &job.name)
+        .env("SOLSTICE_STEP", &step.name);
+    crate::output::run_job(&cmd, limits).map_err(|e| {
+        Error::input(format!(
+            "step {:?}: cannot start shell {program:?} in {}: {e}",
+            step.name,
+            dir.display()
+        ))
+    })
 }
 
 /// Resolves a step's workdir and refuses one that leaves the workspace
