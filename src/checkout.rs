@@ -252,7 +252,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         ],
     );
     if let Err(f) = shallow {
-        if f.transient {
+        if f.transient || exec::cancelled().is_some() {
             return Err(git.fetch_error("fetching the commit", f));
         }
         log::info!(

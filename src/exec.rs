@@ -65,6 +65,10 @@ pub fn install_signal_handlers() -> io::Result<()> {
         libc::fcntl(w, libc::F_SETFL, libc::O_NONBLOCK);
         WAKE_READ_FD.store(r, Ordering::SeqCst);
         WAKE_FD.store(w, Ordering::SeqCst);
+        // Job processes that leave their group (setsid, daemons) are
+        // re-parented to the runner instead of init, so it can kill them.
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
@@ -366,7 +370,9 @@ pub fn run(spec: &Spec, limits: Limits, sink: &mut dyn FnMut(Output)) -> io::Res
             }
         }
         let mut wake_at = now + Duration::from_millis(100);
-        for t in [limits.deadline, stopping.map(|s| s.1), drain_until]
+        // A passed deadline must not keep waking the loop during the grace.
+        let deadline = limits.deadline.filter(|_| stopping.is_none());
+        for t in [deadline, stopping.map(|s| s.1), drain_until]
             .into_iter()
             .flatten()
         {
@@ -437,12 +443,50 @@ pub fn run(spec: &Spec, limits: Limits, sink: &mut dyn FnMut(Output)) -> io::Res
         let mut raw = 0;
         unsafe { libc::waitpid(p.pid, &mut raw, 0) };
     }
+    kill_strays();
     Ok(match (stopping, status) {
         (Some((reason, _)), _) => reason,
         (None, Some(end)) => end,
         (None, None) => End::Exited(1),
     })
 }
+
+/// Kills what is left of a job outside its process group: the runner is a
+/// child subreaper, so such processes became its children when their
+/// parents died. Killing and reaping one re-parents its own children, hence
+/// the rounds. (illumos has no subreaper; there only the group is killed.)
+#[cfg(target_os = "linux")]
+fn kill_strays() {
+    let me = std::process::id().to_string();
+    for _ in 0..64 {
+        let mut killed = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<libc::pid_t>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent pid is the second field after the command's ")".
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(me.as_str()) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed.push(pid);
+            }
+        }
+        if killed.is_empty() {
+            return;
+        }
+        for pid in killed {
+            let mut raw = 0;
+            unsafe { libc::waitpid(pid, &mut raw, 0) };
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kill_strays() {}
 
 /// What a collected run produced.
 pub struct Collected {

@@ -171,8 +171,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         (Some(cfg), Some(path)) => Some(Uploader::start(cfg, path.clone())),
         _ => None,
     };
-    let deadline = job_timeout.map(|t| Instant::now() + t);
-    let (code, status) = match execute(&ctx, &secrets, Limits { deadline, grace }) {
+    let (code, status) = match execute(&ctx, &secrets, job_timeout, grace) {
         Ok(status) => (status.exit_code.unwrap_or(0), status),
         Err(e) => {
             let code = fail(e);
@@ -237,9 +236,16 @@ fn open_spool(path: &Path) -> Result<Spool> {
     })
 }
 
-/// The job phases after the context: checkout, plan, run.
-fn execute(ctx: &Context, secrets: &Secrets, limits: Limits) -> Result<Status> {
-    checkout::checkout(ctx, &GitOptions::from_env()?)?;
+/// The job phases after the context: checkout, plan, run. A `job_timeout`
+/// of 0, or one too far away to represent, is no limit.
+fn execute(
+    ctx: &Context,
+    secrets: &Secrets,
+    job_timeout: Option<Duration>,
+    grace: Duration,
+) -> Result<Status> {
+    let checked_out = checkout::checkout(ctx, &GitOptions::from_env()?);
+    // A cancelled git fails like any other; the cancellation is what counts.
     if let Some(sig) = exec::cancelled() {
         log::warn!("cancelled by signal {sig} before the job started");
         return Ok(Status {
@@ -248,6 +254,12 @@ fn execute(ctx: &Context, secrets: &Secrets, limits: Limits) -> Result<Status> {
             steps: Vec::new(),
         });
     }
+    checked_out?;
+    // The job's time limit counts from here: fetching has SOLSTICE_GIT_TIMEOUT.
+    let deadline = job_timeout
+        .filter(|t| !t.is_zero())
+        .and_then(|t| Instant::now().checked_add(t));
+    let limits = Limits { deadline, grace };
     match plan::find(&ctx.workdir)? {
         plan::Plan::Script(script) => {
             let started = Instant::now();
@@ -267,17 +279,34 @@ fn execute(ctx: &Context, secrets: &Secrets, limits: Limits) -> Result<Status> {
             })
         }
         plan::Plan::Workflow(path) => {
-            let code = crate::workflow::run_file(ctx, &path, limits)?;
-            let state = match exec::cancelled() {
-                Some(_) => "cancelled",
-                None if code == 0 => "succeeded",
-                None if code == crate::error::EXIT_TIMEOUT => "timed_out",
-                None => "failed",
+            let (code, results) = crate::workflow::run_file(ctx, &path, limits)?;
+            let first_failure = results
+                .iter()
+                .find(|r| r.exit_code == Some(code) && r.state != "ok");
+            let state = match (exec::cancelled(), first_failure) {
+                (Some(_), _) => "cancelled",
+                _ if code == 0 => "succeeded",
+                (None, Some(r)) if r.state == "timed_out" => "timed_out",
+                _ => "failed",
             };
+            let steps = results
+                .into_iter()
+                .map(|r| StepReport {
+                    name: r.name,
+                    state: if r.state == "ok" {
+                        "succeeded"
+                    } else {
+                        r.state
+                    }
+                    .to_string(),
+                    exit_code: r.exit_code,
+                    duration_ms: r.duration.as_millis() as u64,
+                })
+                .collect();
             Ok(Status {
                 state,
                 exit_code: Some(code),
-                steps: Vec::new(),
+                steps,
             })
         }
     }

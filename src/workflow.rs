@@ -607,8 +607,9 @@ pub struct StepResult {
     pub duration: Duration,
 }
 
-/// Runs the selected job of the workflow at `path` and returns the exit code.
-pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<i32> {
+/// Runs the selected job of the workflow at `path`; returns the exit code
+/// and every step's result.
+pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<(i32, Vec<StepResult>)> {
     let src = read(path)?;
     let shown = crate::plan::WORKFLOW;
     let wf = parse(shown, &src).map_err(|errors| report_errors(Path::new(shown), errors))?;
@@ -630,7 +631,7 @@ pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<i32> {
     } else {
         log::error!("job {:?} failed with exit code {code}", job.name);
     }
-    Ok(code)
+    Ok((code, results))
 }
 
 /// The earlier of two optional deadlines.

@@ -872,11 +872,9 @@ step "next" run="echo next"
     );
 }
 
-/// Known gap, outside the workflow code: exec.rs kills the step's process
-/// group, and a process that leaves it (`setsid`, a daemon) survives the
-/// step, the job and the runner. See /tmp/workflow-findings.md.
+/// A process that leaves the step's process group (`setsid`, a daemon) is
+/// still killed: on Linux the runner is a child subreaper.
 #[test]
-#[ignore = "exec.rs does not track processes that leave the step's process group"]
 fn step_timeout_kills_processes_that_left_the_process_group() {
     let fx = Fx::new(
         r#"
