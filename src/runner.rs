@@ -279,7 +279,7 @@ fn execute(
             })
         }
         plan::Plan::Workflow(path) => {
-            let (code, results) = crate::workflow::run_file(ctx, &path, limits)?;
+            let (code, results) = crate::workflow::run_file(ctx, secrets, &path, limits)?;
             let first_failure = results
                 .iter()
                 .find(|r| r.exit_code == Some(code) && r.state != "ok");

@@ -3,10 +3,11 @@
 //! line:col), selects the job to run, and runs its steps in order with their
 //! environment layers, working directories, conditions and timeouts.
 
-use crate::context::{parse_duration, Context};
+use crate::context::{is_env_name, parse_duration, Context};
 use crate::error::{Error, Result};
 use crate::exec::{End, Limits};
 use crate::kdl::{self, Entry, Node, Value};
+use crate::secrets::Secrets;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ pub struct Job {
 #[derive(Debug, Default)]
 pub struct Workflow {
     pub env: Vec<(String, String)>,
+    /// The secrets file's values, filled in just before running.
+    pub secrets: Vec<(String, String)>,
     pub jobs: Vec<Job>,
 }
 
@@ -53,6 +56,8 @@ pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 struct Checker<'a> {
     path: &'a str,
     errors: Vec<Error>,
+    /// The secrets file, when there is one to check secret names against.
+    secrets: Option<&'a Secrets>,
 }
 
 impl Checker<'_> {
@@ -194,6 +199,15 @@ impl Checker<'_> {
                         e.col,
                         format!("{name:?} is not a valid environment variable name"),
                     );
+                }
+                if let Some(known) = self.secrets.filter(|s| s.found) {
+                    if known.get(&name).is_none() {
+                        self.err(
+                            e.line,
+                            e.col,
+                            format!("no secret {name:?} in the secrets file {}", known.path),
+                        );
+                    }
                 }
                 out.push(name);
             }
@@ -375,12 +389,6 @@ impl Checker<'_> {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
 /// Whether a relative path climbs above its start (`a/../..`), lexically.
 fn escapes(path: &str) -> bool {
     let mut depth: i64 = 0;
@@ -399,11 +407,17 @@ fn escapes(path: &str) -> bool {
 
 /// Parses and validates a workflow file's text; every problem is returned,
 /// in file order, each quoting its line.
-pub fn parse(path: &str, src: &str) -> std::result::Result<Workflow, Vec<Error>> {
+/// Secret names are checked against `secrets` when its file was found.
+pub fn parse(
+    path: &str,
+    src: &str,
+    secrets: Option<&Secrets>,
+) -> std::result::Result<Workflow, Vec<Error>> {
     let doc = kdl::parse(path, src).map_err(|e| vec![e])?;
     let mut c = Checker {
         path,
         errors: Vec::new(),
+        secrets,
     };
     let mut wf = Workflow::default();
     let mut top_steps = Vec::new();
@@ -513,8 +527,20 @@ fn report_errors(path: &Path, errors: Vec<Error>) -> Error {
 pub fn check(file: Option<&str>) -> Result<()> {
     let path = PathBuf::from(file.unwrap_or(crate::plan::WORKFLOW));
     let src = read(&path)?;
-    let wf =
-        parse(&path.display().to_string(), &src).map_err(|errors| report_errors(&path, errors))?;
+    let secrets_path = std::env::var("SOLSTICE_SECRETS_FILE");
+    let secrets = crate::secrets::read(
+        secrets_path
+            .as_deref()
+            .unwrap_or(crate::secrets::DEFAULT_FILE),
+    )?;
+    if !secrets.found {
+        log::warn!(
+            "no secrets file at {}: secret names are not checked",
+            secrets.path
+        );
+    }
+    let wf = parse(&path.display().to_string(), &src, Some(&secrets))
+        .map_err(|errors| report_errors(&path, errors))?;
     print!("{}", describe(&wf));
     Ok(())
 }
@@ -609,10 +635,28 @@ pub struct StepResult {
 
 /// Runs the selected job of the workflow at `path`; returns the exit code
 /// and every step's result.
-pub fn run_file(ctx: &Context, path: &Path, limits: Limits) -> Result<(i32, Vec<StepResult>)> {
+pub fn run_file(
+    ctx: &Context,
+    secrets: &Secrets,
+    path: &Path,
+    limits: Limits,
+) -> Result<(i32, Vec<StepResult>)> {
     let src = read(path)?;
     let shown = crate::plan::WORKFLOW;
-    let wf = parse(shown, &src).map_err(|errors| report_errors(Path::new(shown), errors))?;
+    let mut wf = parse(shown, &src, Some(secrets))
+        .map_err(|errors| report_errors(Path::new(shown), errors))?;
+    if !secrets.found
+        && wf
+            .jobs
+            .iter()
+            .any(|j| !j.secrets.is_empty() || j.steps.iter().any(|s| !s.secrets.is_empty()))
+    {
+        log::warn!(
+            "the workflow names secrets but there is no secrets file at {}",
+            secrets.path
+        );
+    }
+    wf.secrets = secrets.vars.clone();
     let job = select(&wf, ctx.text("job"))?;
     let runs_on = match &job.runs_on {
         Some(r) => format!(", runs-on {r:?}"),
@@ -769,6 +813,12 @@ fn start_step(
     cmd.arg(&script).cwd(&dir);
     for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
         cmd.env(k, v);
+    }
+    // Least privilege: a step sees only the secrets it or its job names.
+    for name in job.secrets.iter().chain(&step.secrets) {
+        if let Some((k, v)) = wf.secrets.iter().find(|(k, _)| k == name) {
+            cmd.env(k, v);
+        }
     }
     cmd.env("SOLSTICE_JOB", &job.name)
         .env("SOLSTICE_STEP", &step.name);
