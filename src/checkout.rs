@@ -107,7 +107,7 @@ impl Git<'_> {
 
     /// Runs git once; on failure returns its stderr, credentials removed.
     fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
-        log::debug!("git {}", args.join(" "));
+        debug!("git {}", args.join(" "));
         let limits = Limits {
             deadline: Some(Instant::now() + self.opts.timeout),
             grace: Duration::from_secs(5),
@@ -155,7 +155,7 @@ impl Git<'_> {
                         && exec::cancelled().is_none() =>
                 {
                     attempt += 1;
-                    log::warn!(
+                    warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
                         last_line(&f.message),
                         delay.as_millis() as u64,
@@ -236,7 +236,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
     let git = Git { ctx, opts, dir };
     let reused = prepare_workdir(&git)?;
     let sha = ctx.commit.as_str();
-    log::info!("fetching {} at {sha}", ctx.repo.display);
+    info!("fetching {} at {sha}", ctx.repo.display);
     let started = Instant::now();
 
     let shallow = git.run(
@@ -255,7 +255,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         if f.transient || exec::cancelled().is_some() {
             return Err(git.fetch_error("fetching the commit", f));
         }
-        log::info!(
+        info!(
             "the server cannot serve the commit alone ({}); fetching all branches and tags",
             last_line(&f.message)
         );
@@ -298,7 +298,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         )));
     }
     if dir.join(".gitmodules").exists() {
-        log::info!("initialising submodules");
+        info!("initialising submodules");
         let shallow = [
             "submodule",
             "update",
@@ -308,7 +308,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             "--depth=1",
         ];
         if let Err(f) = git.run("submodule update", &shallow) {
-            log::info!(
+            info!(
                 "shallow submodule update failed ({}); fetching them in full",
                 last_line(&f.message)
             );
@@ -316,7 +316,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
                 .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
         }
     }
-    log::info!(
+    info!(
         "checked out {sha} in {} ms",
         started.elapsed().as_millis() as u64
     );
@@ -346,7 +346,7 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
                         git.ctx.repo.display
                     )));
                 }
-                log::info!("reusing the checkout in {shown}");
+                info!("reusing the checkout in {shown}");
                 return Ok(true);
             }
         }

@@ -156,7 +156,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     let file = read_job_file(&job_file)?;
     let job_file_found = file.is_some();
     if !job_file_found && explicit {
-        log::debug!("job file {job_file} not found; using flags and environment only");
+        debug!("job file {job_file} not found; using flags and environment only");
     }
     let entries = file.unwrap_or_default();
 
@@ -206,7 +206,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     }
     for e in &entries {
         if !SETTINGS.iter().any(|s| s.key == e.key) {
-            log::warn!(
+            warn!(
                 "{job_file}:{}:{}: unknown key {:?} ignored (this runner is {}; the orchestrator may be newer)",
                 e.line,
                 e.col,

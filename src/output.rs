@@ -159,7 +159,7 @@ impl Capture {
             spool.as_mut().and_then(|s| s.flush().err())
         };
         if let Some(e) = flush_error {
-            log::error!("writing the log spool failed: {e}");
+            error!("writing the log spool failed: {e}");
         }
         write_console(stream, &self.console);
     }

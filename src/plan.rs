@@ -17,7 +17,7 @@ pub fn find(workspace: &Path) -> Result<Plan> {
     let workflow = workspace.join(WORKFLOW);
     if script.is_file() {
         if workflow.exists() {
-            log::info!("both {JOB_SCRIPT} and {WORKFLOW} exist; {JOB_SCRIPT} wins and the workflow is ignored");
+            info!("both {JOB_SCRIPT} and {WORKFLOW} exist; {JOB_SCRIPT} wins and the workflow is ignored");
         }
         return Ok(Plan::Script(script));
     }

@@ -119,7 +119,7 @@ pub fn main() -> i32 {
 }
 
 fn fail(e: Error) -> i32 {
-    log::error!("{e}");
+    error!("{e}");
     e.exit_code()
 }
 
@@ -188,7 +188,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     if let Some(u) = uploader {
         output::seal();
         if !u.finish(status, upload_deadline) {
-            log::warn!(
+            warn!(
                 "the orchestrator did not acknowledge the whole log within {} s (SOLSTICE_UPLOAD_DEADLINE)",
                 upload_deadline.as_secs()
             );
@@ -213,9 +213,7 @@ fn upload_config(ctx: &Context) -> Result<Option<upload::Config>> {
     // A token file written by a shell often ends in a newline.
     let token = ctx.text("token").unwrap_or("").trim().to_string();
     if token.is_empty() {
-        log::warn!(
-            "no job token (SOLSTICE_JOB_TOKEN): the orchestrator will likely refuse the log"
-        );
+        warn!("no job token (SOLSTICE_JOB_TOKEN): the orchestrator will likely refuse the log");
     }
     Ok(Some(upload::Config {
         endpoint,
@@ -247,7 +245,7 @@ fn execute(
     let checked_out = checkout::checkout(ctx, &GitOptions::from_env()?);
     // A cancelled git fails like any other; the cancellation is what counts.
     if let Some(sig) = exec::cancelled() {
-        log::warn!("cancelled by signal {sig} before the job started");
+        warn!("cancelled by signal {sig} before the job started");
         return Ok(Status {
             state: "cancelled",
             exit_code: Some(128 + sig),
@@ -352,7 +350,7 @@ fn run_script(ctx: &Context, secrets: &Secrets, script: &Path, limits: Limits) -
     let executable = std::fs::metadata(script)
         .map(|m| m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false);
-    log::info!("running {}", plan::JOB_SCRIPT);
+    info!("running {}", plan::JOB_SCRIPT);
     let command = |direct: bool| {
         let mut cmd = job_command(ctx, if direct { script } else { Path::new("/bin/sh") });
         if !direct {
@@ -383,11 +381,11 @@ fn run_script(ctx: &Context, secrets: &Secrets, script: &Path, limits: Limits) -
 fn report(end: End) -> i32 {
     let code = end.exit_code();
     match end {
-        End::Exited(0) => log::info!("job succeeded"),
-        End::Exited(c) => log::error!("job failed with exit code {c}"),
-        End::Signaled(sig) => log::error!("job died of signal {sig} (exit code {code})"),
-        End::TimedOut => log::error!("job timed out and was killed (exit code {code})"),
-        End::Cancelled(sig) => log::warn!("job cancelled by signal {sig} (exit code {code})"),
+        End::Exited(0) => info!("job succeeded"),
+        End::Exited(c) => error!("job failed with exit code {c}"),
+        End::Signaled(sig) => error!("job died of signal {sig} (exit code {code})"),
+        End::TimedOut => error!("job timed out and was killed (exit code {code})"),
+        End::Cancelled(sig) => warn!("job cancelled by signal {sig} (exit code {code})"),
     }
     code
 }

@@ -72,7 +72,7 @@ fn warn_if_readable(path: &str) {
     use std::os::unix::fs::MetadataExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.mode() & 0o077 != 0 {
-            log::warn!(
+            warn!(
                 "the secrets file {path} can be read by other users (mode {:o}); chmod 600 it",
                 meta.mode() & 0o7777
             );
@@ -85,7 +85,7 @@ pub fn masker(ctx: &Context, secrets: &Secrets) -> Masker {
     let mut m = Masker::new();
     let mut add = |what: &str, value: &str| {
         if let Err(reason) = m.add(value.as_bytes()) {
-            log::warn!("{what} is not masked in the log: {reason}");
+            warn!("{what} is not masked in the log: {reason}");
         }
     };
     if let Some((user, pass)) = &ctx.repo.credentials {
