@@ -5,6 +5,10 @@
 //! locale, and `SOLSTICE_JOB_FILE` pointing at a path that does not exist
 //! (so the machine's `/etc/solstice/job.yaml` can never leak in); tests add
 //! what they need with `.env()`.
+//!
+//! `SOLSTICE_TEST_BIN` and `SOLSTICE_TEST_WRAPPER` run the same tests against
+//! another build, e.g. the aarch64 musl binary under `qemu-aarch64` (see
+//! [`runner_bin`] and `scripts/test-aarch64.sh`).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -22,9 +26,88 @@ use super::git::TempDir;
 /// How long the tests usually give one runner invocation.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The path of the runner binary under test.
+/// The path of the runner binary under test: `SOLSTICE_TEST_BIN` when set
+/// (a path; relative to the directory `cargo test` runs the tests in, the
+/// package root), else the binary cargo built for these tests.
+///
+/// With `SOLSTICE_TEST_WRAPPER` (a program and its arguments, split on
+/// whitespace, e.g. `qemu-aarch64`) every run starts the wrapper with the
+/// binary as its first argument, so the same tests run a foreign-arch build
+/// under user-mode emulation. The pid the tests see and signal is then the
+/// wrapper's; the wrapper must pass signals on (qemu-user does) and exit
+/// with the runner's code.
 pub fn runner_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_solstice-runner"))
+    match std::env::var_os("SOLSTICE_TEST_BIN") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            let p = if p.is_absolute() {
+                p
+            } else {
+                std::env::current_dir()
+                    .expect("current directory for SOLSTICE_TEST_BIN")
+                    .join(p)
+            };
+            assert!(
+                p.is_file(),
+                "SOLSTICE_TEST_BIN={} is not a file",
+                p.display()
+            );
+            p
+        }
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_solstice-runner")),
+    }
+}
+
+/// The wrapper program and its arguments from `SOLSTICE_TEST_WRAPPER`, if
+/// set (see [`runner_bin`]). The program is resolved on the test process's
+/// PATH here, so a test that gives the runner another PATH still starts it.
+pub fn runner_wrapper() -> Option<Vec<OsString>> {
+    let w = std::env::var_os("SOLSTICE_TEST_WRAPPER")?;
+    let mut words: Vec<OsString> = w
+        .to_str()
+        .expect("SOLSTICE_TEST_WRAPPER is not valid UTF-8")
+        .split_whitespace()
+        .map(OsString::from)
+        .collect();
+    let program = words.first()?;
+    if !program.to_string_lossy().contains('/') {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let found = std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("SOLSTICE_TEST_WRAPPER: {program:?} is not on PATH"));
+        words[0] = found.into_os_string();
+    }
+    Some(words)
+}
+
+/// A `Command` that starts the runner under test (through the wrapper when
+/// one is set), with no arguments and the test process's environment; for
+/// tests that need a bare `Command` rather than a [`Runner`].
+pub fn runner_command() -> Command {
+    match runner_wrapper() {
+        Some(words) => {
+            let mut cmd = Command::new(&words[0]);
+            cmd.args(&words[1..]).arg(runner_bin());
+            cmd
+        }
+        None => Command::new(runner_bin()),
+    }
+}
+
+/// How the runner under test is started, for messages: the binary, or the
+/// wrapper and the binary.
+pub fn runner_description() -> String {
+    match runner_wrapper() {
+        Some(words) => {
+            let w: Vec<String> = words
+                .iter()
+                .map(|w| w.to_string_lossy().into_owned())
+                .collect();
+            format!("{} {}", w.join(" "), runner_bin().display())
+        }
+        None => runner_bin().display().to_string(),
+    }
 }
 
 /// What a finished runner left behind.
@@ -161,7 +244,7 @@ impl Runner {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(runner_bin());
+        let mut cmd = runner_command();
         cmd.args(&self.args)
             .env_clear()
             .env(
@@ -199,7 +282,7 @@ impl Runner {
         let mut cmd = self.command();
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {}", runner_bin().display(), e));
+            .unwrap_or_else(|e| panic!("starting {}: {}", runner_description(), e));
         if let Some(data) = self.stdin.clone() {
             let mut stdin = child.stdin.take().unwrap();
             thread::spawn(move || {
@@ -285,6 +368,8 @@ pub struct Running {
 }
 
 impl Running {
+    /// The runner's pid (the wrapper's under `SOLSTICE_TEST_WRAPPER`: it
+    /// passes signals on, so signal this one).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
