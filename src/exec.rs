@@ -68,7 +68,12 @@ pub fn install_signal_handlers() -> io::Result<()> {
         // Job processes that leave their group (setsid, daemons) are
         // re-parented to the runner instead of init, so it can kill them.
         #[cfg(target_os = "linux")]
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) != 0 {
+            warn!(
+                "cannot become a child subreaper ({}): job processes that leave their process group may outlive the job",
+                io::Error::last_os_error()
+            );
+        }
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
