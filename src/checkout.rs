@@ -70,6 +70,8 @@ impl Git<'_> {
             // Only transports that fetch; ext:: in a submodule URL would run commands.
             .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
             .env_remove("GIT_DIR")
+            .env_remove("SOLSTICE_JOB_TOKEN")
+            .env_remove("SOLSTICE_GIT_TOKEN")
             .env_remove("GIT_WORK_TREE");
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
@@ -347,6 +349,7 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
                     )));
                 }
                 info!("reusing the checkout in {shown}");
+                scrub_config(git);
                 return Ok(true);
             }
         }
@@ -358,6 +361,36 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
     init(&["-c", "init.defaultBranch=solstice", "init", "--quiet"])?;
     init(&["remote", "add", "origin", "--", url])?;
     Ok(false)
+}
+
+/// Keys a checkout made by the runner has; anything else in a reused
+/// `.git/config` was written by an earlier job.
+const OWN_CONFIG: &[&str] = &[
+    "core.repositoryformatversion",
+    "core.filemode",
+    "core.bare",
+    "core.logallrefupdates",
+    "core.ignorecase",
+    "core.precomposeunicode",
+    "core.symlinks",
+    "remote.origin.url",
+    "remote.origin.fetch",
+    "extensions.objectformat",
+];
+
+/// Removes what an earlier job may have added to a reused checkout's
+/// config: filters, `uploadpack`, `sshCommand`, includes and the like run
+/// commands, with the runner's credentials in reach.
+fn scrub_config(git: &Git) {
+    let Ok(keys) = git.run_once(&["config", "--local", "--name-only", "--list"]) else {
+        return;
+    };
+    for key in String::from_utf8_lossy(&keys).lines() {
+        if !OWN_CONFIG.contains(&key.to_ascii_lowercase().as_str()) {
+            debug!("removing {key} from the reused checkout's config");
+            let _ = git.run_once(&["config", "--local", "--unset-all", "--", key]);
+        }
+    }
 }
 
 /// Standard base64 with padding.

@@ -262,7 +262,22 @@ pub fn bad_value(v: &Value, key: &str, msg: &str) -> Error {
 /// Reads and parses the job file; `None` when it does not exist.
 fn read_job_file(path: &str) -> Result<Option<Vec<yaml::Entry>>> {
     match std::fs::read(path) {
-        Ok(bytes) => yaml::parse(path, &bytes).map(Some),
+        Ok(bytes) => yaml::parse(path, &bytes).map(Some).map_err(|mut e| {
+            // The job file holds the job token: never quote its line.
+            let line = e.loc.as_ref().map_or(0, |l| l.line);
+            let text = bytes
+                .split(|&b| b == b'\n')
+                .nth(line.saturating_sub(1))
+                .unwrap_or_default();
+            if String::from_utf8_lossy(text)
+                .trim_start()
+                .trim_start_matches(['"', '\''])
+                .starts_with("token")
+            {
+                e.detail.clear();
+            }
+            e
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::input(format!("cannot read job file {path}: {e}"))),
     }

@@ -49,7 +49,9 @@ pub fn seal() {
 pub fn set_step(step: Option<&str>) {
     if let Some(p) = PIPELINE.get() {
         if let Ok(mut s) = p.step.lock() {
-            *s = step.map(str::to_string);
+            // The name becomes the `step` field of every event: mask it too.
+            *s = step
+                .map(|name| String::from_utf8_lossy(&p.masker.mask(name.as_bytes())).into_owned());
         }
     }
 }

@@ -148,7 +148,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     let masker = secrets::masker(&ctx, &secrets);
     if dry_run {
         output::init(masker, None);
-        print!("{}", ctx.describe());
+        print!("{}", output::mask(&ctx.describe()));
         if let Some(p) = &spool_path {
             println!("spool            = {}", p.display());
         }
@@ -290,7 +290,7 @@ fn execute(
             let steps = results
                 .into_iter()
                 .map(|r| StepReport {
-                    name: r.name,
+                    name: output::mask(&r.name),
                     state: if r.state == "ok" {
                         "succeeded"
                     } else {

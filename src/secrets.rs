@@ -50,7 +50,12 @@ pub fn read(path: &str) -> Result<Secrets> {
     };
     warn_if_readable(path);
     let mut vars = Vec::new();
-    for e in crate::yaml::parse(path, &bytes)? {
+    // The quoted source line of an error would print a secret value.
+    let entries = crate::yaml::parse(path, &bytes).map_err(|mut e| {
+        e.detail.clear();
+        e
+    })?;
+    for e in entries {
         if !crate::context::is_env_name(&e.key) {
             return Err(Error::at(
                 path,
@@ -90,12 +95,18 @@ pub fn masker(ctx: &Context, secrets: &Secrets) -> Masker {
     };
     if let Some((user, pass)) = &ctx.repo.credentials {
         add("the password in repo_url", pass);
-        if pass.is_empty() {
+        // Tokens often travel as the user (`https://TOKEN:x-oauth-basic@host`);
+        // a short user name is no secret and needs no warning.
+        if user.len() >= 4 {
             add("the user in repo_url", user);
         }
     }
     if let Some(token) = ctx.text("token") {
         add("the job token", token);
+        // Also as sent: the uploader trims it.
+        if token.trim() != token {
+            add("the job token", token.trim());
+        }
     }
     if let Some(token) = git_token() {
         add("SOLSTICE_GIT_TOKEN", &token);
