@@ -49,46 +49,35 @@ pub struct Spool {
     /// place: at opt-level "z" a division by ten is a real `div`, and
     /// formatting seq would take several per event.
     head: Vec<u8>,
-    /// The clock reading for the current batch; `None` after a flush.
-    clock_ms: Option<i64>,
+    /// Events since the clock was read; CLOCK_EVERY forces a new reading.
     since_clock: u32,
     /// Events not recorded because the file could not be written.
     dropped: u64,
-    /// `,"ts":"…","stream":"…","step":…,"text":"` for the current
-    /// millisecond, stream and step: everything between the seq and the
-    /// text of an event, up to the text's opening quote.
+    /// `,"ts":"…","stream":"…","step":…,"text":"`: everything between the
+    /// seq and the text of an event, for the millisecond, stream and step
+    /// below. It changes once per batch at most, so it is built once.
     mid: Vec<u8>,
     mid_ms: i64,
     mid_stream: Stream,
-    mid_valid: bool,
-    esc: Escapes,
-    /// The step the cached JSON of `step_json` belongs to.
-    step_some: bool,
-    step_raw: Vec<u8>,
-    step_json: Vec<u8>,
+    mid_step: Option<String>,
 }
 
 impl Spool {
     /// Creates (or truncates) the spool file.
     pub fn create(path: &Path) -> io::Result<Spool> {
-        let file = File::create(path)?;
         Ok(Spool {
-            file,
+            file: File::create(path)?,
             buf: Vec::with_capacity(64 * 1024),
             written: 0,
             seq: 0,
             head: b"{\"seq\":0".to_vec(),
-            clock_ms: None,
-            since_clock: 0,
+            since_clock: CLOCK_EVERY,
             dropped: 0,
-            mid: Vec::with_capacity(96),
-            mid_ms: 0,
+            mid: Vec::new(),
+            // No real clock reading: the first event builds `mid`.
+            mid_ms: i64::MIN,
             mid_stream: Stream::Runner,
-            mid_valid: false,
-            step_some: false,
-            step_raw: Vec::new(),
-            step_json: b"null".to_vec(),
-            esc: Escapes::from_miniserde(),
+            mid_step: None,
         })
     }
 
@@ -107,63 +96,44 @@ impl Spool {
                 return;
             }
         }
-        let ms = match self.clock_ms {
-            Some(ms) if self.since_clock < CLOCK_EVERY => {
-                self.since_clock += 1;
-                ms
-            }
-            _ => {
-                let ms = millis(SystemTime::now());
-                self.clock_ms = Some(ms);
-                self.since_clock = 1;
-                ms
-            }
-        };
-        let step_changed = match step {
-            None => self.step_some,
-            Some(s) => !self.step_some || self.step_raw != s.as_bytes(),
-        };
-        if step_changed {
-            self.set_step(step);
+        let mut ms = self.mid_ms;
+        if self.since_clock >= CLOCK_EVERY {
+            ms = millis(SystemTime::now());
+            self.since_clock = 0;
         }
-        if step_changed || !self.mid_valid || ms != self.mid_ms || stream != self.mid_stream {
-            self.rebuild_mid(ms, stream);
+        self.since_clock += 1;
+        if ms != self.mid_ms || stream != self.mid_stream || step != self.mid_step.as_deref() {
+            self.rebuild_mid(ms, stream, step);
         }
-        // Four copies per event: opt-level "z" does not inline Vec's methods.
         let b = &mut self.buf;
-        b.reserve(self.head.len() + self.mid.len() + text.len() + 3);
         b.extend_from_slice(&self.head);
-        if self.esc.own && is_plain_ascii(text) {
-            b.extend_from_slice(&self.mid);
-            b.extend_from_slice(text);
-            b.extend_from_slice(b"\"}\n");
-        } else {
-            b.extend_from_slice(&self.mid[..self.mid.len() - 1]);
-            self.esc.push_json_str(b, text);
-            b.extend_from_slice(b"}\n");
-        }
+        b.extend_from_slice(&self.mid);
+        push_escaped(b, text);
+        b.extend_from_slice(b"\"}\n");
         self.seq += 1;
-        self.bump_head();
-    }
-
-    fn bump_head(&mut self) {
-        let digits_from = b"{\"seq\":".len();
-        for i in (digits_from..self.head.len()).rev() {
-            if self.head[i] == b'9' {
-                self.head[i] = b'0';
-            } else {
-                self.head[i] += 1;
-                return;
+        // Increments the decimal digits of `head` (after `{"seq":`).
+        let mut i = self.head.len();
+        loop {
+            i -= 1;
+            match self.head[i] {
+                b'9' => self.head[i] = b'0',
+                b':' => {
+                    self.head.insert(i + 1, b'1');
+                    break;
+                }
+                _ => {
+                    self.head[i] += 1;
+                    break;
+                }
             }
         }
-        self.head.insert(digits_from, b'1');
     }
 
     /// Writes the buffered events to the file. On an error the unwritten rest
     /// stays buffered and the next flush continues where this one stopped, so
     /// the file never holds a torn event followed by another one.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.clock_ms = None;
+        self.since_clock = CLOCK_EVERY;
         self.write_out()?;
         if self.dropped > 0 {
             let msg = format!(
@@ -198,10 +168,11 @@ impl Spool {
     fn write_out(&mut self) -> io::Result<()> {
         let mut done = 0;
         let res = loop {
-            if done == self.buf.len() {
+            let rest = &self.buf[done..];
+            if rest.is_empty() {
                 break Ok(());
             }
-            match self.file.write(&self.buf[done..]) {
+            match self.file.write(rest) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -209,230 +180,147 @@ impl Spool {
             }
         };
         self.written += done as u64;
-        if done == self.buf.len() {
-            self.buf.clear();
-        } else {
-            self.buf.drain(..done);
-        }
+        self.buf.drain(..done);
         res
     }
 
-    fn set_step(&mut self, step: Option<&str>) {
-        self.step_raw.clear();
-        self.step_json.clear();
-        match step {
-            None => {
-                self.step_some = false;
-                self.step_json.extend_from_slice(b"null");
-            }
-            Some(s) => {
-                self.step_some = true;
-                self.step_raw.extend_from_slice(s.as_bytes());
-                self.esc.push_json_str(&mut self.step_json, s.as_bytes());
-            }
-        }
-    }
-
-    fn rebuild_mid(&mut self, ms: i64, stream: Stream) {
-        let mut ts = [0u8; 24];
-        format_millis(ms, &mut ts);
+    fn rebuild_mid(&mut self, ms: i64, stream: Stream, step: Option<&str>) {
         let m = &mut self.mid;
         m.clear();
         m.extend_from_slice(b",\"ts\":\"");
-        m.extend_from_slice(&ts);
+        m.extend_from_slice(&format_millis(ms));
         m.extend_from_slice(b"\",\"stream\":\"");
         m.extend_from_slice(stream.as_str().as_bytes());
         m.extend_from_slice(b"\",\"step\":");
-        m.extend_from_slice(&self.step_json);
+        match step {
+            Some(s) => push_json_str(m, s.as_bytes()),
+            None => m.extend_from_slice(b"null"),
+        }
         m.extend_from_slice(b",\"text\":\"");
         self.mid_ms = ms;
         self.mid_stream = stream;
-        self.mid_valid = true;
+        self.mid_step = step.map(str::to_string);
     }
 }
 
-/// miniserde's JSON string escaping, one ASCII character at a time.
-///
-/// miniserde escapes byte by byte, without context, and passes non-ASCII
-/// through, so its escape of a whole string is the concatenation of its
-/// escapes of each character. Asking it once per ASCII character up front
-/// lets an event be escaped in place, where `miniserde::json::to_string`
-/// would allocate and grow a String per event (5-9 times the cost of a
-/// plain line, and colored compiler output has escapes on most lines).
-struct Escapes {
-    /// `[len, bytes...]` of each ASCII character's escape; len 0: kept as is.
-    table: [[u8; 8]; 128],
-    /// The table has the shape `is_plain_ascii` assumes (exactly the
-    /// control characters, `"` and `\` escaped); when a future miniserde
-    /// disagrees, every string goes through `miniserde::json::to_string`.
-    own: bool,
+/// Appends `text` as a JSON string, quotes included (see `push_escaped`).
+pub(crate) fn push_json_str(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    push_escaped(out, text);
+    out.push(b'"');
 }
 
-impl Escapes {
-    fn from_miniserde() -> Escapes {
-        let mut table = [[0u8; 8]; 128];
-        let mut own = true;
-        for c in 0..128u8 {
-            let one = miniserde::json::to_string(&*(c as char).to_string());
-            let inner = one
-                .as_bytes()
-                .get(1..one.len().saturating_sub(1))
-                .unwrap_or(&[]);
-            if inner == [c] {
-                own &= !needs_escape(c);
-            } else if (1..8).contains(&inner.len()) {
-                table[usize::from(c)][0] = inner.len() as u8;
-                table[usize::from(c)][1..=inner.len()].copy_from_slice(inner);
-                own &= needs_escape(c);
-            } else {
-                own = false;
-            }
+/// Appends `text` escaped as the inside of a JSON string (RFC 8259), byte for
+/// byte as miniserde and serde_json write it: `"` and `\` with a backslash,
+/// `\b \t \n \f \r`, other control characters as `\u00xx`, everything else,
+/// non-ASCII included, as it is. Invalid UTF-8 becomes U+FFFD.
+fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    // Most lines are plain ASCII: skip over it eight bytes at a time, since
+    // opt-level "z" does not vectorise a byte loop.
+    let mut i = 0;
+    while let Some(w) = text.get(i..i + 8) {
+        if special(w) != 0 {
+            break;
         }
-        Escapes { table, own }
+        i += 8;
     }
-
-    /// Appends `text` as a JSON string; invalid UTF-8 becomes U+FFFD.
-    fn push_json_str(&self, out: &mut Vec<u8>, text: &[u8]) {
-        let s = match std::str::from_utf8(text) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
-            Err(_) => String::from_utf8_lossy(text),
+    let (plain, rest) = text.split_at(i);
+    if rest
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(text);
+        return;
+    }
+    out.extend_from_slice(plain);
+    // The rest byte by byte (`plain` is ASCII: `rest` starts a character).
+    let rest = String::from_utf8_lossy(rest);
+    let s = rest.as_bytes();
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        start = i + 1;
+        let short = match b {
+            b'"' | b'\\' => b,
+            _ => b"uuuuuuuubtnufruuuuuuuuuuuuuuuuuu"[usize::from(b)],
         };
-        if !self.own {
-            out.extend_from_slice(miniserde::json::to_string(&*s).as_bytes());
-            return;
+        if short == b'u' {
+            let hex = b"0123456789abcdef"[usize::from(b & 15)];
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', b'0' + (b >> 4), hex]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
         }
-        let bytes = s.as_bytes();
-        out.push(b'"');
-        let mut start = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            if let Some(w) = bytes.get(i..i + 8) {
-                if escapes_in(w) & HIGH == 0 {
-                    i += 8;
-                    continue;
-                }
-            }
-            let b = bytes[i];
-            if b < 0x80 && self.table[usize::from(b)][0] != 0 {
-                let e = &self.table[usize::from(b)];
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(&e[1..=usize::from(e[0])]);
-                start = i + 1;
-            }
-            i += 1;
-        }
-        out.extend_from_slice(&bytes[start..]);
-        out.push(b'"');
     }
+    out.extend_from_slice(&s[start..]);
 }
 
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of the result flags (at least) the first of the
-/// eight bytes that is < 0x20, `"` or `\`, and it is zero when there is none:
-/// the classic "has a byte less than n" and "has a zero byte" word tests. A
-/// borrow can only flag a byte above one that really matched, so "any" is
-/// exact. Bytes >= 0x80 are never flagged.
-#[inline(always)]
-fn escapes_in(w: &[u8]) -> u64 {
+/// Nonzero when one of the eight bytes is not printable ASCII or is `"` or
+/// `\` (the classic "has a byte less than n" and "has a zero byte" word
+/// tests, plus the high bits).
+fn special(w: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
     let mut a = [0u8; 8];
     a.copy_from_slice(w);
     let x = u64::from_le_bytes(a);
-    let ctrl = x.wrapping_sub(ONES * 0x20) & !x;
-    let q = x ^ (ONES * b'"' as u64);
-    let quote = q.wrapping_sub(ONES) & !q;
-    let b = x ^ (ONES * b'\\' as u64);
-    let bslash = b.wrapping_sub(ONES) & !b;
-    ctrl | quote | bslash
-}
-
-/// True when every byte is printable ASCII other than `"` and `\`. Eight bytes
-/// at a time, since opt-level "z" does not vectorise a byte loop.
-fn is_plain_ascii(text: &[u8]) -> bool {
-    let mut chunks = text.chunks_exact(8);
-    for c in &mut chunks {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(c);
-        let x = u64::from_le_bytes(a);
-        let ctrl = x.wrapping_sub(ONES * 0x20) & !x;
-        let q = x ^ (ONES * b'"' as u64);
-        let quote = q.wrapping_sub(ONES) & !q;
-        let b = x ^ (ONES * b'\\' as u64);
-        let bslash = b.wrapping_sub(ONES) & !b;
-        if (x | ctrl | quote | bslash) & HIGH != 0 {
-            return false;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&b| b < 0x80 && !needs_escape(b))
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    (x | x.wrapping_sub(ONES * 0x20)
+        | quote.wrapping_sub(ONES) & !quote
+        | backslash.wrapping_sub(ONES) & !backslash)
+        & (ONES << 7)
 }
 
 /// Milliseconds since the Unix epoch, rounded down (also before the epoch).
 fn millis(t: SystemTime) -> i64 {
+    // Seconds are capped far beyond what `format_millis` clamps to anyway.
+    let ms = |d: std::time::Duration, up: u32| {
+        d.as_secs().min(1 << 40) as i64 * 1000 + i64::from((d.subsec_nanos() + up) / 1_000_000)
+    };
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => {
-            let ns = e.duration().as_nanos();
-            let ms = ns.div_ceil(1_000_000);
-            i64::try_from(ms).map(|m| -m).unwrap_or(i64::MIN)
-        }
+        Ok(d) => ms(d, 0),
+        Err(e) => -ms(e.duration(), 999_999),
     }
 }
 
 /// `t` as RFC 3339 in UTC with milliseconds: `2026-11-27T16:29:17.123Z`.
 /// Times outside years 0000..=9999, which RFC 3339 cannot write, are clamped.
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    let mut ts = [0u8; 24];
-    format_millis(millis(t), &mut ts);
-    ts.iter().map(|&b| b as char).collect()
+    String::from_utf8_lossy(&format_millis(millis(t))).into_owned()
 }
 
-fn format_millis(ms: i64, out: &mut [u8; 24]) {
+fn format_millis(ms: i64) -> [u8; 24] {
     // 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z.
     const MIN: i64 = -62_167_219_200_000;
     const MAX: i64 = 253_402_300_799_999;
-    let ms = ms.clamp(MIN, MAX);
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let secs = in_day / 1000;
-    let fields: [(usize, i64, usize); 7] = [
-        (0, y, 4),
-        (5, m, 2),
-        (8, d, 2),
-        (11, secs / 3600, 2),
-        (14, secs / 60 % 60, 2),
-        (17, secs % 60, 2),
-        (20, in_day % 1000, 3),
-    ];
-    *out = *b"0000-00-00T00:00:00.000Z";
-    for (at, mut v, width) in fields {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count from 1970-01-01,
-/// after Howard Hinnant's `civil_from_days`: shifting the year to start in
-/// March puts the leap day last, so each 400-year era is regular.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
+    // From 0000-01-01 on, so that all arithmetic is unsigned.
+    let ms = (ms.clamp(MIN, MAX) - MIN) as u64;
+    let in_day = ms % 86_400_000;
+    // Howard Hinnant's `civil_from_days`: counting years from March puts
+    // the leap day last, so each 400-year era (146,097 days) is regular.
+    // Day 0 is 0000-03-01 minus one era (-0400-03-01), to stay unsigned.
+    let z = ms / 86_400_000 + 146_097 - 60;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
     let mp = (5 * doy + 2) / 153; // March = 0
-    let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let y = yoe + era * 400 + u64::from(m <= 2) - 400;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let secs = in_day / 1000;
+    // All fields as one decimal number, YYYYMMDDhhmmssmmm (17 digits fit a
+    // u64), written right to left over the template's zeros.
+    let hms = (secs / 3600 * 100 + secs / 60 % 60) * 100 + secs % 60;
+    let mut v = (((y * 100 + m) * 100 + d) * 1_000_000 + hms) * 1000 + in_day % 1000;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    for c in out.iter_mut().rev() {
+        if *c == b'0' {
+            *c += (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    out
 }

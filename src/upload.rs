@@ -9,14 +9,21 @@
 //!
 //! Everything the server sends is untrusted: malformed answers are errors to
 //! retry or give up on, never panics (panic=abort would kill the job).
+//!
+//! Written for size (the binary is downloaded at every VM boot): no JSON
+//! library (the status is written by hand, and `length` is the only field
+//! read), no std address parsing or formatting, one message per shape.
 
 use crate::error::{Error, Result};
-use miniserde::{Deserialize, Serialize};
+use crate::spool::push_json_str;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,14 +34,11 @@ const MAX_BATCH: usize = 256 * 1024;
 const INTERVAL: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 5000;
 /// Limits on what the server may send: our answers are tiny JSON objects.
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
-
-const NDJSON: &str = "application/x-ndjson";
-const JSON: &str = "application/json";
 
 /// Where the orchestrator listens: `http://host:port/prefix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,11 +52,12 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let (l, r) = if self.host.contains(':') {
+            ("[", "]")
         } else {
-            format!("{}:{}", self.host, self.port)
-        }
+            ("", "")
+        };
+        format!("{l}{}{r}:{}", self.host, self.port)
     }
 }
 
@@ -62,88 +67,85 @@ impl fmt::Display for Endpoint {
     }
 }
 
+const URL_VAR: &str = "SOLSTICE_ORCHESTRATOR_URL";
+/// Said without the URL, which may hold a password.
+const USERINFO: &str = "SOLSTICE_ORCHESTRATOR_URL must not contain user information \
+     (user@ or user:password@): the runner authenticates with SOLSTICE_JOB_TOKEN";
+
 /// Parses `SOLSTICE_ORCHESTRATOR_URL`: `http://host[:port][/prefix]`, port 80
 /// when absent.
 pub fn parse_url(s: &str) -> Result<Endpoint> {
-    const VAR: &str = "SOLSTICE_ORCHESTRATOR_URL";
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return Err(Error::input(format!(
-            "{VAR} {s:?} is not a URL: expected http://host:port[/prefix]"
-        )));
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    // Checked before anything echoes the URL: user information may hold a password.
-    if authority.contains('@') {
-        return Err(Error::input(format!(
-            "{VAR} must not contain user information (user@ or user:password@): \
-             the runner authenticates with SOLSTICE_JOB_TOKEN"
-        )));
-    }
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(Error::input(format!(
-            "{VAR} {s:?} uses https, which the runner does not speak: it talks plain HTTP \
-             to the orchestrator on the host side of the VM network; use http://host:port"
-        )));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
-        return Err(Error::input(format!(
-            "{VAR} {s:?} has the scheme {scheme:?}: expected http://host:port[/prefix]"
-        )));
-    }
-    let bad = |why: &str| Error::input(format!("{VAR} {s:?}: {why}"));
+    split_url(s).map_err(|why| {
+        Error::input(if why == USERINFO {
+            why.to_string()
+        } else {
+            format!("{URL_VAR} \"{s}\" {why}")
+        })
+    })
+}
 
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return Err(bad("an IPv6 address needs a closing ]"));
-        };
-        if addr.is_empty()
-            || !addr
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return Err(bad("the IPv6 address is not valid"));
+fn split_url(s: &str) -> std::result::Result<Endpoint, &'static str> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err("is not a URL: expected http://host:port[/prefix]");
+    };
+    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
+    let (authority, tail) = rest.split_at(end.unwrap_or(rest.len()));
+    // Checked before anything echoes the URL.
+    if authority.contains('@') {
+        return Err(USERINFO);
+    }
+    let scheme = scheme.as_bytes();
+    if is_ci(scheme, b"https") {
+        return Err(
+            "uses https, which the runner does not speak: it talks plain HTTP to the \
+             orchestrator on the host side of the VM network; use http://host:port",
+        );
+    }
+    if !is_ci(scheme, b"http") {
+        return Err("has a scheme other than http: expected http://host:port[/prefix]");
+    }
+    let (host, port, host_ok) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or("needs a ] after the IPv6 address")?;
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or("needs :port after the IPv6 address")?,
+                ),
+            };
+            let ok = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
+            (addr, port, addr.bytes().all(ok))
         }
-        let port = match after {
-            "" => None,
-            p => match p.strip_prefix(':') {
-                Some(p) => Some(p),
-                None => return Err(bad("expected :port after the IPv6 address")),
-            },
-        };
-        (addr, port)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+            (host, port, host.bytes().all(ok))
         }
     };
-    if host.is_empty() {
-        return Err(bad("the host is missing"));
-    }
-    if !authority.starts_with('[')
-        && !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-    {
-        return Err(bad(
-            "the host may only contain letters, digits, '-', '_' and '.'",
-        ));
+    if host.is_empty() || !host_ok {
+        return Err("needs a host of letters, digits, '-', '_' and '.', or an IPv6 address in [ ]");
     }
     let port = match port {
         None => 80,
-        Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        Some(p) => match parse_num(p.as_bytes(), 10) {
+            Some(n @ 1..=65535) => n as u16,
+            _ => return Err("needs a port from 1 to 65535"),
         },
     };
-    if tail.contains(['?', '#']) {
-        return Err(bad("the URL must not have a query (?) or a fragment (#)"));
-    }
-    if !tail.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(bad(
-            "the path may only contain printable ASCII without spaces",
-        ));
+    if !tail
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
+    {
+        return Err(
+            "may only have a path of printable ASCII, without spaces, a query (?) or a \
+             fragment (#)",
+        );
     }
     Ok(Endpoint {
         host: host.to_string(),
@@ -169,7 +171,7 @@ impl fmt::Debug for Config {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepReport {
     pub name: String,
     pub state: String,
@@ -185,18 +187,42 @@ pub struct Status {
     pub steps: Vec<StepReport>,
 }
 
-#[derive(Serialize)]
-struct StatusBody<'a> {
-    state: &'a str,
-    exit_code: Option<i32>,
-    log_length: u64,
-    runner_version: &'a str,
-    steps: &'a [StepReport],
-}
-
-#[derive(Deserialize)]
-struct LengthBody {
-    length: u64,
+/// The status PUT's body (docs/protocol.md), keys in the documented order.
+fn status_json(status: &Status, log_length: u64) -> Vec<u8> {
+    // `,"exit_code":C<key>N`: the tail both the status and a step end with.
+    fn code_and(b: &mut Vec<u8>, code: Option<i32>, key: &str, n: u64) {
+        let code: &dyn fmt::Display = match &code {
+            Some(c) => c,
+            None => &"null",
+        };
+        b.extend_from_slice(format!(",\"exit_code\":{code}{key}{n}").as_bytes());
+    }
+    let mut b = b"{\"state\":".to_vec();
+    push_json_str(&mut b, status.state.as_bytes());
+    code_and(&mut b, status.exit_code, ",\"log_length\":", log_length);
+    b.extend_from_slice(
+        concat!(
+            ",\"runner_version\":\"",
+            env!("CARGO_PKG_VERSION"),
+            "\",\"steps\":["
+        )
+        .as_bytes(),
+    );
+    for (i, step) in status.steps.iter().enumerate() {
+        b.extend_from_slice(&b",{\"name\":"[usize::from(i == 0)..]);
+        push_json_str(&mut b, step.name.as_bytes());
+        b.extend_from_slice(b",\"state\":");
+        push_json_str(&mut b, step.state.as_bytes());
+        code_and(
+            &mut b,
+            step.exit_code,
+            ",\"duration_ms\":",
+            step.duration_ms,
+        );
+        b.push(b'}');
+    }
+    b.extend_from_slice(b"]}");
+    b
 }
 
 /// The state the job thread and the upload thread share.
@@ -206,7 +232,8 @@ struct Shared {
 }
 
 struct State {
-    finish: Option<(Status, u64)>,
+    /// Set by `finish`: the final status body and the log length it reports.
+    finish: Option<(Vec<u8>, u64)>,
     abandoned: bool,
     /// Set once by the upload thread when it stops: whether everything,
     /// final status included, was acknowledged.
@@ -219,6 +246,33 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits for a change or `until`; false once `until` has passed.
+    fn wait<'a>(&self, st: MutexGuard<'a, State>, until: Instant) -> (MutexGuard<'a, State>, bool) {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (st, false);
+        }
+        let st = self.cv.wait_timeout(st, left);
+        (st.unwrap_or_else(|e| e.into_inner()).0, true)
+    }
+}
+
+/// Logs `job <id>: <what>`, the shape of every message of the uploader.
+fn say(level: log::Level, job: &str, what: fmt::Arguments) {
+    log::log!(level, "job {job}: {what}");
+}
+
+/// Logs why the upload stops for good; returns false, for `run`'s result.
+fn stop(job: &str, why: fmt::Arguments) -> bool {
+    say(
+        log::Level::Error,
+        job,
+        format_args!(
+            "{why}; the log is not uploaded further (the job goes on, its log stays in the spool)"
+        ),
+    );
+    false
 }
 
 /// Handle on the upload thread.
@@ -242,12 +296,24 @@ impl Uploader {
             cv: Condvar::new(),
         });
         let job_id = cfg.job_id.clone();
-        let worker = Worker::new(cfg, spool_path.clone(), shared.clone());
-        let spawned = std::thread::Builder::new()
-            .name("upload".to_string())
-            .spawn(move || worker.run());
-        if let Err(e) = spawned {
-            log::error!("cannot start the log upload thread: {e}; the log stays in the spool only");
+        let token_ok = !cfg.token.is_empty() && cfg.token.bytes().all(|b| b.is_ascii_graphic());
+        let started = if !token_ok {
+            stop(
+                &job_id,
+                format_args!(
+                    "SOLSTICE_JOB_TOKEN is empty or has characters that cannot go in an HTTP \
+                     header"
+                ),
+            )
+        } else if let Err(e) = spawn(Worker::new(cfg, spool_path.clone(), shared.clone())) {
+            stop(
+                &job_id,
+                format_args!("cannot start the log upload thread: {e}"),
+            )
+        } else {
+            true
+        };
+        if !started {
             shared.lock().outcome = Some(false);
         }
         Uploader {
@@ -262,41 +328,35 @@ impl Uploader {
     /// everything within `deadline`; returns at the deadline regardless.
     /// The caller flushes the spool and stops appending before calling this.
     pub fn finish(self, status: Status, deadline: Duration) -> bool {
+        // An unrepresentable deadline is none: an hour at a time.
         let end = Instant::now().checked_add(deadline);
-        let log_length = std::fs::metadata(&self.spool_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let log_length = std::fs::metadata(&self.spool_path).map_or(0, |m| m.len());
         let mut st = self.shared.lock();
-        st.finish = Some((status, log_length));
+        st.finish = Some((status_json(&status, log_length), log_length));
         self.shared.cv.notify_all();
         loop {
             if let Some(ok) = st.outcome {
                 return ok;
             }
-            let now = Instant::now();
-            let left = match end {
-                Some(end) if end > now => end - now,
-                Some(_) => {
-                    st.abandoned = true;
-                    self.shared.cv.notify_all();
-                    log::warn!(
-                        "job {}: the orchestrator did not take the whole log within {} ms \
-                         ({} of {} bytes acknowledged); giving up on the upload",
-                        self.job_id,
-                        deadline.as_millis(),
+            let waited;
+            let until = end.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            (st, waited) = self.shared.wait(st, until);
+            if !waited {
+                st.abandoned = true;
+                self.shared.cv.notify_all();
+                say(
+                    log::Level::Warn,
+                    &self.job_id,
+                    format_args!(
+                        "the orchestrator did not take the whole log within {} ms ({} of {} \
+                         bytes acknowledged); giving up on the upload",
+                        deadline.as_millis() as u64,
                         st.acked,
                         log_length
-                    );
-                    return false;
-                }
-                None => Duration::from_secs(3600),
-            };
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+                    ),
+                );
+                return false;
+            }
         }
     }
 }
@@ -307,6 +367,35 @@ impl Drop for Uploader {
         self.shared.lock().abandoned = true;
         self.shared.cv.notify_all();
     }
+}
+
+/// Runs `worker` on a thread of its own, with pthreads directly: std::thread's
+/// spawning machinery (thread handles and names, spawn hooks, stack-guard
+/// bookkeeping) is some 13 KB of the binary, and nothing else uses it.
+fn spawn(worker: Worker) -> io::Result<()> {
+    extern "C" fn upload_thread(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the box `spawn` leaked for this thread alone.
+        unsafe { Box::from_raw(arg.cast::<Worker>()) }.run();
+        std::ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(worker)).cast::<libc::c_void>();
+    // SAFETY: pthread calls on local values they initialise; the new thread
+    // owns `arg`, which is freed here if there is none.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut tid: libc::pthread_t = std::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        // What std gives its threads; musl's default is only 128 KiB.
+        libc::pthread_attr_setstacksize(&mut attr, 2 << 20);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let rc = libc::pthread_create(&mut tid, &attr, upload_thread, arg);
+        libc::pthread_attr_destroy(&mut attr);
+        if rc != 0 {
+            drop(Box::from_raw(arg.cast::<Worker>()));
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
 }
 
 /// What became of one request.
@@ -323,7 +412,6 @@ enum Reply {
 struct Worker {
     endpoint: Endpoint,
     job_id: String,
-    token: String,
     spool_path: PathBuf,
     shared: Arc<Shared>,
     file: Option<File>,
@@ -332,38 +420,50 @@ struct Worker {
     acked: u64,
     body: Vec<u8>,
     last_post: Option<Instant>,
-    backoff: Duration,
+    /// The current backoff step, in milliseconds.
+    backoff_ms: u64,
     rng: u64,
     /// A failure streak has been logged; later failures go to debug.
     troubled: bool,
-    /// The request head up to the request-specific headers.
+    /// The request head after the request line, up to Content-Type.
     head_common: String,
-    log_path: String,
-    status_path: String,
+    /// `{prefix}/v1/jobs/{job}/`, to which `log` or `status` is appended.
+    job_path: String,
 }
 
 impl Worker {
     fn new(cfg: Config, spool_path: PathBuf, shared: Arc<Shared>) -> Worker {
-        let job = percent_encode(&cfg.job_id);
-        let prefix = &cfg.endpoint.prefix;
         let head_common = format!(
             "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/{}\r\n\
-             Connection: keep-alive\r\n",
+             Connection: keep-alive\r\nContent-Type: application/",
             cfg.endpoint.authority(),
             cfg.token,
             env!("CARGO_PKG_VERSION")
         );
+        // Percent-encodes everything but RFC 3986 unreserved characters, so
+        // the job id is always exactly one path segment.
+        let mut job_path = format!("{}/v1/jobs/", cfg.endpoint.prefix);
+        for b in cfg.job_id.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                job_path.push(b as char);
+            } else {
+                job_path.push('%');
+                for nibble in [b >> 4, b & 15] {
+                    job_path.push(b"0123456789ABCDEF"[usize::from(nibble)] as char);
+                }
+            }
+        }
+        job_path.push('/');
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let seed =
-            (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+        let seed = u64::from(t.subsec_nanos())
+            ^ t.as_secs()
+            ^ (u64::from(std::process::id()) << 32)
+            ^ 0x9E37_79B9_7F4A_7C15;
         Worker {
-            log_path: format!("{prefix}/v1/jobs/{job}/log"),
-            status_path: format!("{prefix}/v1/jobs/{job}/status"),
             endpoint: cfg.endpoint,
             job_id: cfg.job_id,
-            token: cfg.token,
             spool_path,
             shared,
             file: None,
@@ -371,111 +471,95 @@ impl Worker {
             acked: 0,
             body: Vec::with_capacity(MAX_BATCH),
             last_post: None,
-            backoff: BACKOFF_MIN,
+            backoff_ms: BACKOFF_MIN_MS,
             rng: seed | 1,
             troubled: false,
             head_common,
+            job_path,
         }
     }
 
     fn run(mut self) {
         let ok = self.run_inner();
-        let mut st = self.shared.lock();
-        st.outcome = Some(ok);
+        self.shared.lock().outcome = Some(ok);
         self.shared.cv.notify_all();
     }
 
     fn run_inner(&mut self) -> bool {
-        if self.token.is_empty() || !self.token.bytes().all(|b| b.is_ascii_graphic()) {
-            log::error!(
-                "job {}: SOLSTICE_JOB_TOKEN is empty or has characters that cannot go in an \
-                 HTTP header; the log is not uploaded (the job goes on)",
-                self.job_id
-            );
-            return false;
-        }
-        let running = Status {
-            state: "running",
-            exit_code: None,
-            steps: Vec::new(),
-        };
+        // The first request; no log is sent before it is acknowledged.
+        let running = status_json(
+            &Status {
+                state: "running",
+                exit_code: None,
+                steps: Vec::new(),
+            },
+            0,
+        );
+        let mut started = false;
         loop {
             if self.abandoned() {
                 return false;
             }
-            match self.put_status(&running, self.acked) {
-                Reply::Done => break,
+            let mut final_sent = false;
+            let reply = if !started {
+                self.request(true, &running)
+            } else {
+                let fin = self.shared.lock().finish.as_ref().map(|f| f.1);
+                let more = match self.read_batch(fin) {
+                    Ok(more) => more,
+                    // The spool is ours; losing it is not the orchestrator's fault.
+                    Err(e) => return self.spool_error(e),
+                };
+                if !self.body.is_empty() {
+                    // Gather a trickle into one request per interval.
+                    let since = self.last_post.map_or(INTERVAL, |t| t.elapsed());
+                    if fin.is_none() && !more && since < INTERVAL {
+                        self.pause(INTERVAL - since, true);
+                        continue;
+                    }
+                    self.last_post = Some(Instant::now());
+                    let body = std::mem::take(&mut self.body);
+                    let reply = self.request(false, &body);
+                    self.body = body;
+                    reply
+                } else if fin.is_some_and(|fin| self.acked >= fin) {
+                    let body = match &self.shared.lock().finish {
+                        Some(f) => f.0.clone(),
+                        None => continue,
+                    };
+                    final_sent = true;
+                    self.request(true, &body)
+                } else {
+                    // Nothing new yet; or, after finish, nothing readable
+                    // below the final length: the file is shorter than it
+                    // was then, which only a broken disk does.
+                    self.pause(INTERVAL, fin.is_none());
+                    continue;
+                }
+            };
+            match reply {
+                Reply::Done if final_sent => return true,
+                Reply::Done => {
+                    started = true;
+                    self.recovered();
+                }
                 Reply::Resume(m) => {
+                    // The orchestrator holds another length: continue from
+                    // there (after a final status, the status goes again).
+                    let before = self.acked;
                     if !self.resume_at(m) {
                         return false;
                     }
-                    break;
-                }
-                Reply::Retry(why) => self.trouble(&why),
-                Reply::GiveUp => return false,
-            }
-        }
-        loop {
-            if self.abandoned() {
-                return false;
-            }
-            let fin = self.shared.lock().finish.as_ref().map(|f| f.1);
-            let more = match self.read_batch(fin) {
-                Ok(more) => more,
-                Err(e) => {
-                    // The spool is ours; losing it is not the orchestrator's fault.
-                    log::error!(
-                        "job {}: cannot read the log spool: {e}; upload stopped",
-                        self.job_id
-                    );
-                    return false;
-                }
-            };
-            if !self.body.is_empty() {
-                if fin.is_none() && !more {
-                    // Gather a trickle into one request per interval.
-                    if let Some(due) = self.last_post.map(|t| t + INTERVAL) {
-                        if Instant::now() < due {
-                            self.wait_until(due, true);
-                            continue;
-                        }
+                    // Not moving forward is legitimate once (an orchestrator
+                    // that restarted from older state), but repeated it would
+                    // be a hot loop, so it pauses like a failure.
+                    if started && m <= before {
+                        self.trouble(&format!(
+                            "the orchestrator reports {m} log bytes where {before} were \
+                             acknowledged"
+                        ));
                     }
-                }
-                self.last_post = Some(Instant::now());
-                match self.post_log() {
-                    Reply::Done => self.recovered(),
-                    Reply::Resume(m) => {
-                        if !self.resume(m) {
-                            return false;
-                        }
-                    }
-                    Reply::Retry(why) => self.trouble(&why),
-                    Reply::GiveUp => return false,
-                }
-                continue;
-            }
-            let Some(fin) = fin else {
-                self.wait_until(Instant::now() + INTERVAL, true);
-                continue;
-            };
-            if self.acked < fin {
-                // Nothing readable yet below the final length: the file is
-                // shorter than it was at finish, which only a broken disk does.
-                self.wait_until(Instant::now() + INTERVAL, false);
-                continue;
-            }
-            let status = match self.shared.lock().finish.as_ref() {
-                Some(f) => f.0.clone(),
-                None => continue,
-            };
-            match self.put_status(&status, fin) {
-                Reply::Done => return true,
-                Reply::Resume(m) => {
-                    // The orchestrator says it has not got the whole log: send
-                    // from where it is, then the status again.
-                    if !self.resume(m) {
-                        return false;
-                    }
+                    started = true;
                 }
                 Reply::Retry(why) => self.trouble(&why),
                 Reply::GiveUp => return false,
@@ -487,61 +571,53 @@ impl Worker {
         self.shared.lock().abandoned
     }
 
-    /// Sleeps until `until`, or until abandoned, or (with `on_finish`) until
+    /// Sleeps for `d`, or until abandoned, or (with `on_finish`) until
     /// `finish` is called.
-    fn wait_until(&self, until: Instant, on_finish: bool) {
+    fn pause(&self, d: Duration, on_finish: bool) {
+        let until = Instant::now() + d;
         let mut st = self.shared.lock();
-        loop {
-            if st.abandoned || (on_finish && st.finish.is_some()) {
-                return;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return;
-            }
-            st = self
-                .shared
-                .cv
-                .wait_timeout(st, until - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let mut waiting = true;
+        while waiting && !st.abandoned && !(on_finish && st.finish.is_some()) {
+            (st, waiting) = self.shared.wait(st, until);
         }
     }
 
     fn trouble(&mut self, why: &str) {
-        if !self.troubled {
-            log::warn!(
-                "job {}: upload to {} failed: {why}; retrying with backoff (the job goes on, \
-                 its log is kept in the spool)",
-                self.job_id,
-                self.endpoint
-            );
-            self.troubled = true;
+        // The first failure of a streak is a warning, the rest debug.
+        let (level, tail) = if self.troubled {
+            (log::Level::Debug, "")
         } else {
-            log::debug!(
-                "job {}: upload to {} failed again: {why}",
-                self.job_id,
-                self.endpoint
-            );
-        }
+            (
+                log::Level::Warn,
+                "; retrying with backoff (the job goes on, its log is kept in the spool)",
+            )
+        };
+        let ep = &self.endpoint;
+        say(
+            level,
+            &self.job_id,
+            format_args!("upload to {ep} failed: {why}{tail}"),
+        );
+        self.troubled = true;
         // Full jitter over the upper half: spreads runners that failed
         // together without ever retrying hot.
-        let cap = self.backoff.as_millis() as u64;
+        let cap = self.backoff_ms;
         let pause = cap / 2 + self.random() % (cap / 2 + 1);
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.wait_until(Instant::now() + Duration::from_millis(pause), false);
+        self.backoff_ms = (cap * 2).min(BACKOFF_MAX_MS);
+        self.pause(Duration::from_millis(pause), false);
     }
 
     fn recovered(&mut self) {
         if self.troubled {
-            log::info!(
-                "job {}: upload to {} works again",
-                self.job_id,
-                self.endpoint
+            let ep = &self.endpoint;
+            say(
+                log::Level::Info,
+                &self.job_id,
+                format_args!("upload to {ep} works again"),
             );
             self.troubled = false;
         }
-        self.backoff = BACKOFF_MIN;
+        self.backoff_ms = BACKOFF_MIN_MS;
     }
 
     fn random(&mut self) -> u64 {
@@ -559,62 +635,43 @@ impl Worker {
         self.shared.lock().acked = n;
     }
 
-    /// Continues from the length the orchestrator reported. Not moving
-    /// forward is legitimate once (an orchestrator that restarted from older
-    /// state), but repeated it would be a hot loop, so it pauses like a
-    /// failure.
-    fn resume(&mut self, m: u64) -> bool {
-        let before = self.acked;
-        if !self.resume_at(m) {
-            return false;
-        }
-        if m <= before {
-            self.trouble(&format!(
-                "the orchestrator reports {m} log bytes where {before} were acknowledged"
-            ));
-        }
-        true
+    fn spool_error(&self, e: io::Error) -> bool {
+        stop(&self.job_id, format_args!("cannot read the log spool: {e}"))
     }
 
     /// Accepts a length the orchestrator reported, if it is a line boundary
-    /// of our spool; anything else means the orchestrator holds a different
-    /// log, and uploading more could only corrupt it.
+    /// of our spool (0, or just after a `\n`, and not past its end); anything
+    /// else means the orchestrator holds a different log, and uploading more
+    /// could only corrupt it.
     fn resume_at(&mut self, m: u64) -> bool {
-        match self.is_line_boundary(m) {
-            Ok(true) => {
-                self.set_acked(m);
-                true
-            }
-            Ok(false) => {
-                log::error!(
-                    "job {}: the orchestrator reports {m} log bytes, which is not a line boundary \
-                     of this job's spool; the log is not uploaded further (the job goes on)",
-                    self.job_id
-                );
-                false
-            }
-            Err(e) => {
-                log::error!(
-                    "job {}: cannot read the log spool: {e}; upload stopped",
-                    self.job_id
-                );
-                false
+        let mut b = [b'\n'];
+        if m > 0 {
+            let read = self.spool().and_then(|f| {
+                if m > f.metadata()?.len() {
+                    b[0] = 0;
+                    return Ok(());
+                }
+                f.read_exact_at(&mut b, m - 1)
+            });
+            if let Err(e) = read {
+                return self.spool_error(e);
             }
         }
+        if b[0] != b'\n' {
+            return stop(
+                &self.job_id,
+                format_args!(
+                    "the orchestrator reports {m} log bytes, which is not a line boundary of \
+                     this job's spool"
+                ),
+            );
+        }
+        self.set_acked(m);
+        true
     }
 
-    fn is_line_boundary(&mut self, m: u64) -> io::Result<bool> {
-        if m == 0 {
-            return Ok(true);
-        }
-        let file = open_spool(&mut self.file, &self.spool_path)?;
-        if m > file.metadata()?.len() {
-            return Ok(false);
-        }
-        file.seek(SeekFrom::Start(m - 1))?;
-        let mut b = [0u8; 1];
-        file.read_exact(&mut b)?;
-        Ok(b[0] == b'\n')
+    fn spool(&mut self) -> io::Result<&File> {
+        open_spool(&mut self.file, &self.spool_path)
     }
 
     /// Loads the next request body into `self.body`: whole lines from
@@ -627,121 +684,99 @@ impl Worker {
         self.body.clear();
         let acked = self.acked;
         let file = match open_spool(&mut self.file, &self.spool_path) {
-            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound && limit.is_none() => return Ok(false),
-            Err(e) => return Err(e),
+            f => f?,
         };
         let size = file.metadata()?.len();
-        let end = limit.map_or(size, |l| l.min(size));
-        if end <= acked {
-            return Ok(false);
-        }
-        let avail = end - acked;
-        file.seek(SeekFrom::Start(acked))?;
-        read_up_to(file, &mut self.body, avail.min(MAX_BATCH as u64) as usize)?;
-        if let Some(i) = self.body.iter().rposition(|&b| b == b'\n') {
-            self.body.truncate(i + 1);
-            return Ok(avail > MAX_BATCH as u64);
-        }
-        // No line end in a whole batch: one line longer than a batch, which
-        // goes whole and alone, or a line still being written.
-        loop {
-            let from = self.body.len();
-            if from as u64 >= avail {
-                break;
+        let avail = limit.map_or(size, |l| l.min(size)).saturating_sub(acked);
+        let body = &mut self.body;
+        // A batch, then (with no line end in a whole batch: one line longer
+        // than a batch, or one still being written) 64 KiB at a time up to
+        // the end of that line, which goes whole and alone.
+        let mut want = MAX_BATCH;
+        while (body.len() as u64) < avail {
+            let from = body.len();
+            let n = (avail - from as u64).min(want as u64) as usize;
+            body.resize(from + n, 0);
+            let mut got = 0;
+            while got < n {
+                match file.read_at(&mut body[from + got..], acked + (from + got) as u64) {
+                    Ok(0) => break, // the file shrank under us
+                    Ok(k) => got += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-            read_up_to(
-                file,
-                &mut self.body,
-                (avail - from as u64).min(64 * 1024) as usize,
-            )?;
-            if self.body.len() == from {
-                break; // the file shrank under us
-            }
-            if let Some(i) = self.body[from..].iter().position(|&b| b == b'\n') {
-                self.body.truncate(from + i + 1);
+            body.truncate(from + got);
+            let new = &body[from..];
+            let nl = if from == 0 {
+                new.iter().rposition(|&b| b == b'\n')
+            } else {
+                new.iter().position(|&b| b == b'\n')
+            };
+            if let Some(i) = nl {
+                body.truncate(from + i + 1);
                 return Ok(avail > MAX_BATCH as u64);
             }
+            if got == 0 {
+                break;
+            }
+            want = 64 * 1024;
         }
         if limit.is_none() {
-            self.body.clear();
+            body.clear();
         }
         Ok(false)
     }
 
-    fn post_log(&mut self) -> Reply {
-        let path = format!("{}?offset={}", self.log_path, self.acked);
-        let body = std::mem::take(&mut self.body);
-        let sent = body.len() as u64;
-        let reply = self.exchange("POST", &path, NDJSON, &body);
-        self.body = body;
-        let resp = match reply {
+    /// One request: `PUT status` with `put`, else `POST log` from `acked`.
+    fn request(&mut self, put: bool, body: &[u8]) -> Reply {
+        let (what, path, ctype) = if put {
+            ("PUT status", "PUT ", "status")
+        } else {
+            ("POST log", "POST ", "log")
+        };
+        let mut head = format!("{path}{}{ctype}", self.job_path);
+        if !put {
+            head.push_str(&format!("?offset={}", self.acked));
+        }
+        let ctype = if put { "json" } else { "x-ndjson" };
+        head.push_str(&format!(
+            " HTTP/1.1\r\n{}{ctype}\r\nContent-Length: {}\r\n\r\n",
+            self.head_common,
+            body.len()
+        ));
+        let resp = match self.exchange(head.as_bytes(), body) {
             Ok(r) => r,
             Err(why) => return Reply::Retry(why),
         };
-        match resp.status {
+        let length = parse_length(&resp.body);
+        let status = resp.status;
+        let why = match status {
+            200..=299 if put => return Reply::Done,
             200..=299 => {
                 // A 2xx without a readable length still means "appended".
-                let m = parse_length(&resp.body).unwrap_or(self.acked + sent);
-                if m == self.acked + sent {
-                    self.set_acked(m);
-                    Reply::Done
-                } else {
-                    Reply::Resume(m)
+                let end = self.acked + body.len() as u64;
+                let m = length.unwrap_or(end);
+                if m != end {
+                    return Reply::Resume(m);
                 }
+                self.set_acked(m);
+                return Reply::Done;
             }
-            409 => match parse_length(&resp.body) {
-                Some(m) => Reply::Resume(m),
-                None => self.give_up("POST log", 409, "its answer has no length to resume from"),
+            409 => match length {
+                Some(m) => return Reply::Resume(m),
+                None => "its answer has no length to resume from",
             },
-            s => self.classify(s, "POST log"),
-        }
-    }
-
-    fn put_status(&mut self, status: &Status, log_length: u64) -> Reply {
-        let body = miniserde::json::to_string(&StatusBody {
-            state: status.state,
-            exit_code: status.exit_code,
-            log_length,
-            runner_version: env!("CARGO_PKG_VERSION"),
-            steps: &status.steps,
-        });
-        let path = self.status_path.clone();
-        let resp = match self.exchange("PUT", &path, JSON, body.as_bytes()) {
-            Ok(r) => r,
-            Err(why) => return Reply::Retry(why),
+            401 | 403 => "it does not accept the job token",
+            300..=399 => "redirects are not followed",
+            400..=499 if status != 408 && status != 429 => "the request is not retried",
+            _ => return Reply::Retry(format!("the orchestrator answered {status} to {what}")),
         };
-        match resp.status {
-            200..=299 => {
-                self.recovered();
-                Reply::Done
-            }
-            409 => match parse_length(&resp.body) {
-                Some(m) => Reply::Resume(m),
-                None => self.give_up("PUT status", 409, "its answer has no length to resume from"),
-            },
-            s => self.classify(s, "PUT status"),
-        }
-    }
-
-    fn classify(&mut self, status: u16, what: &str) -> Reply {
-        match status {
-            408 | 429 | 500..=599 => {
-                Reply::Retry(format!("the orchestrator answered {status} to {what}"))
-            }
-            401 | 403 => self.give_up(what, status, "it does not accept the job token"),
-            300..=399 => self.give_up(what, status, "redirects are not followed"),
-            400..=499 => self.give_up(what, status, "the request is not retried"),
-            _ => Reply::Retry(format!("the orchestrator answered {status} to {what}")),
-        }
-    }
-
-    fn give_up(&mut self, what: &str, status: u16, why: &str) -> Reply {
-        log::error!(
-            "job {}: the orchestrator at {} answered {status} to {what}: {why}; the log is \
-             not uploaded further (the job goes on, its log stays in the spool)",
-            self.job_id,
-            self.endpoint
+        let ep = &self.endpoint;
+        stop(
+            &self.job_id,
+            format_args!("the orchestrator at {ep} answered {status} to {what}: {why}"),
         );
         Reply::GiveUp
     }
@@ -750,100 +785,105 @@ impl Worker {
     /// one. A kept-alive connection the server closed meanwhile fails before
     /// any answer byte; then the request is sent once more on a new one
     /// (safe: every request is idempotent thanks to the offset).
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        ctype: &str,
-        body: &[u8],
-    ) -> std::result::Result<Response, String> {
-        let mut head = String::with_capacity(256);
-        head.push_str(method);
-        head.push(' ');
-        head.push_str(path);
-        head.push_str(" HTTP/1.1\r\n");
-        head.push_str(&self.head_common);
-        head.push_str("Content-Type: ");
-        head.push_str(ctype);
-        head.push_str("\r\nContent-Length: ");
-        head.push_str(&body.len().to_string());
-        head.push_str("\r\n\r\n");
-        for attempt in 0..2 {
+    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
+        loop {
             let reused = self.conn.is_some();
             let mut conn = match self.conn.take() {
                 Some(c) => c,
                 None => Conn::open(&self.endpoint)?,
             };
-            match conn.exchange(head.as_bytes(), body) {
+            match conn.exchange(head, body) {
                 Ok(resp) => {
                     if resp.keep_alive {
                         self.conn = Some(conn);
                     }
                     return Ok(resp);
                 }
-                Err(e) if reused && e.before_answer && attempt == 0 => {
-                    log::debug!(
-                        "job {}: kept-alive connection gone ({}); reconnecting",
-                        self.job_id,
-                        e.msg
-                    );
-                }
-                Err(e) => return Err(e.msg),
+                // Then `self.conn` is None: the next round is on a new one.
+                Err(_) if reused && conn.received == 0 => {}
+                Err(e) => return Err(e),
             }
         }
-        Err("the connection failed twice".to_string())
     }
 }
 
-fn open_spool<'a>(file: &'a mut Option<File>, path: &Path) -> io::Result<&'a mut File> {
+/// The spool, opened on first use (the job may not have written it yet).
+fn open_spool<'a>(file: &'a mut Option<File>, path: &std::path::Path) -> io::Result<&'a File> {
     if file.is_none() {
         *file = Some(File::open(path)?);
     }
-    file.as_mut().ok_or_else(|| io::ErrorKind::NotFound.into())
+    file.as_ref().ok_or_else(|| io::ErrorKind::NotFound.into())
 }
 
-/// Appends up to `n` bytes from `r` to `out`; fewer only at end of file.
-fn read_up_to(r: &mut File, out: &mut Vec<u8>, n: usize) -> io::Result<()> {
-    let start = out.len();
-    out.resize(start + n, 0);
-    let mut got = 0;
-    while got < n {
-        match r.read(&mut out[start + got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                out.truncate(start + got);
-                return Err(e);
-            }
-        }
+/// A decimal or hexadecimal number of digits only, without overflow.
+fn parse_num(s: &[u8], radix: u32) -> Option<u64> {
+    if s.is_empty() {
+        return None;
     }
-    out.truncate(start + got);
-    Ok(())
+    let mut n: u64 = 0;
+    for &b in s {
+        let d = (b as char).to_digit(radix)?;
+        n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+    }
+    Some(n)
 }
 
+/// The non-negative integer `length` of a JSON object such as
+/// `{"length": 93, "note": "…"}`, without a JSON parser: a scan that skips
+/// strings whole and looks at the keys of the top level only. Anything but
+/// a plain JSON integer there (`1.5`, `-1`, `"9"`, `007`) is no length; the
+/// last `length` counts, as with a parser. The rest of the body is not
+/// checked: an orchestrator's answer is not a place to be strict.
 fn parse_length(body: &[u8]) -> Option<u64> {
-    let s = std::str::from_utf8(body).ok()?;
-    miniserde::json::from_str::<LengthBody>(s)
-        .ok()
-        .map(|b| b.length)
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a job id
-/// is always exactly one path segment.
-fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
+    let mut found = None;
+    let mut depth = 0u32;
+    let mut i = 0;
+    while let Some(&b) = body.get(i) {
+        i += 1;
+        match b {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i;
+                loop {
+                    match *body.get(i)? {
+                        b'"' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                let key = body.get(start..i)?;
+                i += 1;
+                let rest = body.get(i..)?.trim_ascii_start();
+                if depth == 1 && key == b"length" && rest.first() == Some(&b':') {
+                    let value = rest[1..].trim_ascii_start();
+                    let end = value
+                        .iter()
+                        .position(|&b| !b.is_ascii_digit())
+                        .unwrap_or(value.len());
+                    let after = value[end..].trim_ascii_start().first();
+                    let plain =
+                        matches!(after, Some(b',' | b'}')) && (end == 1 || value[0] != b'0');
+                    found = parse_num(&value[..end], 10).filter(|_| plain);
+                }
+            }
+            _ => {}
         }
     }
-    out
+    found
+}
+
+/// Whether `s` is `lower` in any ASCII case (`lower` is lowercase).
+fn is_ci(s: &[u8], lower: &[u8]) -> bool {
+    s.len() == lower.len()
+        && s.iter()
+            .zip(lower)
+            .all(|(a, b)| a.to_ascii_lowercase() == *b)
+}
+
+/// The comma-separated items of a header value, trimmed.
+fn items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 struct Response {
@@ -852,17 +892,11 @@ struct Response {
     keep_alive: bool,
 }
 
-struct NetError {
-    msg: String,
-    /// Failed before any byte of an answer arrived.
-    before_answer: bool,
-}
+const CLOSED: &str = "the orchestrator closed the connection";
+const TOO_LONG: &str = "the answer is too long";
 
-fn net_err(msg: impl Into<String>, before_answer: bool) -> NetError {
-    NetError {
-        msg: msg.into(),
-        before_answer,
-    }
+fn io_error(doing: &str, e: io::Error) -> String {
+    format!("{doing}: {e}")
 }
 
 /// One HTTP/1.1 client connection with its read buffer (RFC 9112 framing).
@@ -875,216 +909,256 @@ struct Conn {
 }
 
 impl Conn {
+    /// Connects to the first address of the host that answers. Names are
+    /// resolved with getaddrinfo directly: `ToSocketAddrs` would run std's
+    /// IPv4 and IPv6 text parsers first, which getaddrinfo has anyway.
     fn open(ep: &Endpoint) -> std::result::Result<Conn, String> {
-        let addrs = (ep.host.as_str(), ep.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?;
-        let mut last = format!("{} resolves to no address", ep.host);
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
-                Ok(stream) => {
-                    let setup = stream
-                        .set_read_timeout(Some(IO_TIMEOUT))
-                        .and_then(|_| stream.set_write_timeout(Some(IO_TIMEOUT)))
-                        .and_then(|_| stream.set_nodelay(true));
-                    if let Err(e) = setup {
-                        last = format!("cannot set up the connection to {addr}: {e}");
-                        continue;
-                    }
-                    return Ok(Conn {
-                        stream,
-                        buf: Vec::with_capacity(4096),
-                        pos: 0,
-                        received: 0,
-                    });
+        let host = CString::new(ep.host.as_str()).map_err(|_| "a NUL in the host".to_string())?;
+        // SAFETY: all-zero is a valid addrinfo (null pointers, no flags).
+        let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+        hints.ai_socktype = libc::SOCK_STREAM;
+        let mut list = std::ptr::null_mut();
+        // SAFETY: valid C string and hints; `list` is freed below.
+        let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut list) };
+        if rc != 0 {
+            // SAFETY: gai_strerror returns a static C string.
+            let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+            return Err(format!(
+                "cannot resolve {}: {}",
+                ep.host,
+                why.to_string_lossy()
+            ));
+        }
+        let mut last = io::Error::from(io::ErrorKind::NotFound);
+        let mut stream = None;
+        let mut ai = list;
+        // SAFETY: getaddrinfo's list is valid until freeaddrinfo, and each
+        // ai_addr points to the sockaddr its ai_family says.
+        while let Some(a) = unsafe { ai.as_ref() } {
+            ai = a.ai_next;
+            let addr = match a.ai_family {
+                libc::AF_INET => {
+                    let sin = unsafe { &*(a.ai_addr as *const libc::sockaddr_in) };
+                    let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                    SocketAddr::from((ip, ep.port))
                 }
-                Err(e) => last = format!("cannot connect to {addr}: {e}"),
+                libc::AF_INET6 => {
+                    let sin6 = unsafe { &*(a.ai_addr as *const libc::sockaddr_in6) };
+                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    SocketAddr::V6(std::net::SocketAddrV6::new(
+                        ip,
+                        ep.port,
+                        0,
+                        sin6.sin6_scope_id,
+                    ))
+                }
+                _ => continue,
+            };
+            let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                s.set_nodelay(true)?;
+                Ok(s)
+            });
+            match connected {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
             }
         }
-        Err(last)
+        // SAFETY: `list` came from getaddrinfo and is freed once.
+        unsafe { libc::freeaddrinfo(list) };
+        match stream {
+            Some(stream) => Ok(Conn {
+                stream,
+                buf: Vec::with_capacity(4096),
+                pos: 0,
+                received: 0,
+            }),
+            None => Err(io_error(
+                &format!("cannot connect to {}", ep.authority()),
+                last,
+            )),
+        }
     }
 
-    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, NetError> {
-        // Leftover bytes from the previous answer mean the server broke framing.
+    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
+        // Leftover bytes from the previous answer mean the server broke
+        // framing (and, with `received` still counting them, no resend).
         if self.pos != self.buf.len() {
-            return Err(net_err("stray bytes after the previous answer", false));
+            return Err("stray bytes after the previous answer".into());
         }
-        self.buf.clear();
-        self.pos = 0;
         self.received = 0;
         let sent = self
             .stream
             .write_all(head)
             .and_then(|_| self.stream.write_all(body));
-        if let Err(e) = sent {
-            return Err(net_err(format!("sending the request: {e}"), true));
-        }
-        self.read_response().map_err(|mut e| {
-            e.before_answer = self.received == 0;
-            e
-        })
+        sent.map_err(|e| io_error("sending the request", e))?;
+        self.read_response()
     }
 
     /// Reads more of the answer; false at end of stream.
-    fn fill(&mut self) -> std::result::Result<bool, NetError> {
+    fn fill(&mut self) -> std::result::Result<bool, String> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
         }
-        let mut tmp = [0u8; 4096];
+        let from = self.buf.len();
+        self.buf.resize(from + 4096, 0);
         loop {
-            match self.stream.read(&mut tmp) {
-                Ok(0) => return Ok(false),
+            match self.stream.read(&mut self.buf[from..]) {
                 Ok(n) => {
+                    self.buf.truncate(from + n);
                     self.received += n;
-                    self.buf.extend_from_slice(&tmp[..n]);
-                    return Ok(true);
+                    return Ok(n > 0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(net_err(format!("reading the answer: {e}"), false)),
+                Err(e) => {
+                    self.buf.truncate(from);
+                    return Err(io_error("reading the answer", e));
+                }
             }
         }
     }
 
-    fn more(&mut self) -> std::result::Result<(), NetError> {
-        if self.fill()? {
-            Ok(())
-        } else {
-            Err(net_err("the orchestrator closed the connection", false))
-        }
-    }
-
-    /// One line without its CRLF (a bare LF is accepted too, RFC 9112 2.2).
-    fn line(&mut self, budget: &mut usize) -> std::result::Result<String, NetError> {
-        let mut scanned = self.pos;
+    /// One line without its CRLF (a bare LF is accepted too, RFC 9112 2.2),
+    /// counted against `budget`, the bytes of head the answer may still use;
+    /// where it is in `buf`, valid until the next read.
+    fn line(&mut self, budget: &mut usize) -> std::result::Result<Range<usize>, String> {
+        // Bytes after `pos` known to hold no line end (`fill` moves the
+        // buffer's start only when everything was consumed).
+        let mut scanned = 0;
         loop {
-            if let Some(i) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
-                let end = scanned + i;
-                let len = end + 1 - self.pos;
-                if len > *budget {
-                    return Err(net_err("the answer's head is too long", false));
-                }
-                *budget -= len;
-                let mut line = &self.buf[self.pos..end];
-                if let [rest @ .., b'\r'] = line {
-                    line = rest;
-                }
-                let s = String::from_utf8_lossy(line).into_owned();
+            let rest = &self.buf[self.pos + scanned..];
+            if let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                let end = self.pos + scanned + i;
+                *budget = budget.checked_sub(end + 1 - self.pos).ok_or(TOO_LONG)?;
+                let start = self.pos;
                 self.pos = end + 1;
-                return Ok(s);
+                let cr = end > start && self.buf[end - 1] == b'\r';
+                return Ok(start..end - usize::from(cr));
             }
-            scanned = self.buf.len();
-            if self.buf.len() - self.pos > *budget {
-                return Err(net_err("the answer's head is too long", false));
+            scanned = self.buf.len() - self.pos;
+            if scanned > *budget {
+                return Err(TOO_LONG.into());
             }
-            self.more()?;
+            if !self.fill()? {
+                return Err(CLOSED.into());
+            }
         }
     }
 
-    fn take(&mut self, n: usize, out: &mut Vec<u8>) -> std::result::Result<(), NetError> {
-        let mut left = n;
-        while left > 0 {
-            if self.pos == self.buf.len() {
-                self.more()?;
-            }
+    /// Appends `n` bytes of the answer to `out`, or with `None` all up to
+    /// the end of the stream; more than MAX_BODY in all is an error.
+    fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        if n.is_some_and(|n| n > (MAX_BODY - out.len()) as u64) {
+            return Err(TOO_LONG.into());
+        }
+        let mut left = n.map_or(usize::MAX, |n| n as usize);
+        loop {
             let k = left.min(self.buf.len() - self.pos);
+            if out.len() + k > MAX_BODY {
+                return Err(TOO_LONG.into());
+            }
             out.extend_from_slice(&self.buf[self.pos..self.pos + k]);
             self.pos += k;
             left -= k;
+            if left == 0 {
+                return Ok(());
+            }
+            if !self.fill()? {
+                return match n {
+                    Some(_) => Err(CLOSED.into()),
+                    None => Ok(()),
+                };
+            }
         }
-        Ok(())
     }
 
-    fn read_response(&mut self) -> std::result::Result<Response, NetError> {
+    fn read_response(&mut self) -> std::result::Result<Response, String> {
         let mut budget = MAX_HEAD;
         loop {
-            let status_line = self.line(&mut budget)?;
-            let mut parts = status_line.splitn(3, ' ');
-            let version = parts.next().unwrap_or("");
-            let code = parts.next().unwrap_or("");
-            let http11 = match version {
-                "HTTP/1.1" => true,
-                "HTTP/1.0" => false,
-                _ => {
-                    return Err(net_err(
-                        format!("not an HTTP/1.x answer: {:.60}", status_line),
-                        false,
-                    ))
-                }
+            // `HTTP/1.1 200 OK`; the reason phrase is optional.
+            let r = self.line(&mut budget)?;
+            let line = &self.buf[r];
+            let http11 = match line.get(..9) {
+                Some(b"HTTP/1.1 ") => true,
+                Some(b"HTTP/1.0 ") => false,
+                _ => return Err("not an HTTP/1.x answer".into()),
             };
-            let status = match code.parse::<u16>() {
-                Ok(s) if code.len() == 3 && (100..=999).contains(&s) => s,
-                _ => {
-                    return Err(net_err(
-                        format!("bad status line: {:.60}", status_line),
-                        false,
-                    ))
-                }
+            let status = match (line.get(9..12).and_then(|c| parse_num(c, 10)), line.get(12)) {
+                (Some(s @ 100..), None | Some(b' ')) => s as u16,
+                _ => return Err("bad status line".into()),
             };
-            let mut length: Option<usize> = None;
-            let mut chunked = false;
-            let mut other_coding = false;
+            let mut length = None;
+            // Some(true): chunked; Some(false): another coding.
+            let mut coding = None;
             let mut close = !http11;
             loop {
-                let line = self.line(&mut budget)?;
+                let r = self.line(&mut budget)?;
+                let line = &self.buf[r];
                 if line.is_empty() {
                     break;
                 }
-                let Some((name, value)) = line.split_once(':') else {
-                    return Err(net_err("a header line without a colon", false));
-                };
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    let n = match value.parse::<usize>() {
-                        Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => n,
-                        _ => return Err(net_err("bad Content-Length", false)),
-                    };
+                let colon = line.iter().position(|&b| b == b':');
+                let (name, value) = line.split_at(colon.ok_or("a header line without a colon")?);
+                let value = value[1..].trim_ascii();
+                if is_ci(name, b"content-length") {
+                    let n = parse_num(value, 10).ok_or("bad Content-Length")?;
                     if length.is_some_and(|l| l != n) {
-                        return Err(net_err("conflicting Content-Length headers", false));
+                        return Err("conflicting Content-Length headers".into());
                     }
                     length = Some(n);
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    let last = value.rsplit(',').next().unwrap_or("").trim();
-                    chunked = last.eq_ignore_ascii_case("chunked");
-                    other_coding = !chunked;
-                } else if name.eq_ignore_ascii_case("connection") {
-                    for token in value.split(',') {
-                        let token = token.trim();
-                        if token.eq_ignore_ascii_case("close") {
+                } else if is_ci(name, b"transfer-encoding") {
+                    coding = Some(is_ci(items(value).last().unwrap_or(b""), b"chunked"));
+                } else if is_ci(name, b"connection") {
+                    for token in items(value) {
+                        if is_ci(token, b"close") {
                             close = true;
-                        } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                        } else if is_ci(token, b"keep-alive") && !http11 {
                             close = false;
                         }
                     }
                 }
             }
-            if (100..200).contains(&status) {
+            if status < 200 {
                 if status == 101 {
-                    return Err(net_err("the orchestrator switched protocols", false));
+                    return Err("the orchestrator switched protocols".into());
                 }
                 // Interim answers (100 Continue) have no body; the real one follows.
                 continue;
             }
             let mut body = Vec::new();
-            if status == 204 || status == 304 {
-                // No body by definition (RFC 9112 6.3).
-            } else if chunked {
-                self.read_chunked(&mut body, &mut budget)?;
-            } else if other_coding {
-                // Framed by the close only (RFC 9112 6.3, item 4).
-                self.read_to_close(&mut body)?;
-                close = true;
-            } else if let Some(n) = length {
-                if n > MAX_BODY {
-                    return Err(net_err(
-                        format!("an answer body of {n} bytes is too long"),
-                        false,
-                    ));
+            // 204 and 304 have no body by definition (RFC 9112 6.3).
+            if status != 204 && status != 304 {
+                match (coding, length) {
+                    (Some(true), _) => loop {
+                        let r = self.line(&mut budget)?;
+                        let line = &self.buf[r];
+                        // Chunk extensions (`;name=value`) are ignored.
+                        let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
+                        let size =
+                            parse_num(line[..end].trim_ascii(), 16).ok_or("bad chunk size")?;
+                        if size == 0 {
+                            // Trailer fields, ignored, up to the empty line.
+                            while !self.line(&mut budget)?.is_empty() {}
+                            break;
+                        }
+                        self.take(Some(size), &mut body)?;
+                        if !self.line(&mut budget)?.is_empty() {
+                            return Err("a chunk does not end with CRLF".into());
+                        }
+                    },
+                    (None, Some(n)) => self.take(Some(n), &mut body)?,
+                    // Another coding, or no framing: the close ends the body
+                    // (RFC 9112 6.3, items 4 and 8).
+                    _ => {
+                        self.take(None, &mut body)?;
+                        close = true;
+                    }
                 }
-                self.take(n, &mut body)?;
-            } else {
-                self.read_to_close(&mut body)?;
-                close = true;
             }
             return Ok(Response {
                 status,
@@ -1093,49 +1167,80 @@ impl Conn {
             });
         }
     }
+}
 
-    fn read_chunked(
-        &mut self,
-        body: &mut Vec<u8>,
-        budget: &mut usize,
-    ) -> std::result::Result<(), NetError> {
-        loop {
-            let line = self.line(budget)?;
-            let size_text = line.split(';').next().unwrap_or("").trim();
-            let size = match usize::from_str_radix(size_text, 16) {
-                Ok(n)
-                    if !size_text.is_empty()
-                        && size_text.bytes().all(|b| b.is_ascii_hexdigit()) =>
-                {
-                    n
-                }
-                _ => return Err(net_err("bad chunk size", false)),
-            };
-            if size == 0 {
-                // Trailer fields, ignored, up to the empty line.
-                while !self.line(budget)?.is_empty() {}
-                return Ok(());
-            }
-            if body.len() + size > MAX_BODY {
-                return Err(net_err("the chunked answer body is too long", false));
-            }
-            self.take(size, body)?;
-            if !self.line(budget)?.is_empty() {
-                return Err(net_err("a chunk does not end with CRLF", false));
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn parse_length_reads_the_top_level_integer_only() {
+        let cases: [(&str, Option<u64>); 14] = [
+            (r#"{"length":93}"#, Some(93)),
+            (
+                r#"{ "length" : 207 , "note": "offset mismatch" }"#,
+                Some(207),
+            ),
+            (r#"{"note":"\"length\": 5","length":6}"#, Some(6)),
+            (r#"{"a":{"length":3},"b":[{"length":4}]}"#, None),
+            (r#"{"length":7,"length":8}"#, Some(8)),
+            (r#"{"length":0}"#, Some(0)),
+            (r#"{"length":18446744073709551615}"#, Some(u64::MAX)),
+            (r#"{"length":18446744073709551616}"#, None),
+            (r#"{"length":-1}"#, None),
+            (r#"{"length":1.5}"#, None),
+            (r#"{"length":1e3}"#, None),
+            (r#"{"length":"9"}"#, None),
+            (r#"{"length":007}"#, None),
+            ("", None),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse_length(body.as_bytes()), want, "{body}");
         }
     }
 
-    fn read_to_close(&mut self, body: &mut Vec<u8>) -> std::result::Result<(), NetError> {
-        loop {
-            body.extend_from_slice(&self.buf[self.pos..]);
-            self.pos = self.buf.len();
-            if body.len() > MAX_BODY {
-                return Err(net_err("the answer body is too long", false));
+    /// Answers that arrive a line at a time on one kept-alive connection,
+    /// so that lines end exactly where reads end.
+    #[test]
+    fn answers_split_across_reads() {
+        let answers: [&[u8]; 3] = [
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5;x=y\r\n{\"len\r\n8\r\ngth\": 7}\r\n0\r\nTrailer: 1\r\n\r\n",
+            b"HTTP/1.1 409 Conflict\nContent-Length: 13\n\n{\"length\":93}",
+            b"HTTP/1.0 503 Busy\r\n\r\nclosed",
+        ];
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            for answer in answers {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    s.read_exact(&mut b).unwrap();
+                    head.push(b[0]);
+                }
+                for line in answer.split_inclusive(|&b| b == b'\n') {
+                    s.write_all(line).unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
-            if !self.fill()? {
-                return Ok(());
-            }
-        }
+        });
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            prefix: String::new(),
+        };
+        let mut conn = Conn::open(&ep).unwrap();
+        let mut ask = || {
+            let r = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"").unwrap();
+            (r.status, String::from_utf8(r.body).unwrap(), r.keep_alive)
+        };
+        assert_eq!(ask(), (200, r#"{"length": 7}"#.into(), true));
+        assert_eq!(ask(), (409, r#"{"length":93}"#.into(), true));
+        assert_eq!(ask(), (503, "closed".into(), false));
+        server.join().unwrap();
     }
 }
