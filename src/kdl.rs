@@ -2,7 +2,7 @@
 //! or an input error at `path:line:col` that quotes the offending line.
 //!
 //! Hand-written and dependency-free because the runner is downloaded at every
-//! VM boot: one recursive-descent pass over chars, no tables, no generics.
+//! VM boot: one recursive-descent pass over chars, no generics.
 //! Input is hostile as far as this module cares: nothing here may panic
 //! (release builds abort), and nesting is bounded so the stack is too.
 
@@ -128,15 +128,34 @@ const MAX_RADIX_DIGITS: usize = 4096;
 const KEYWORD_HINT: &str = "KDL 2 writes booleans and null with a `#`: #true, #false, #null; \
      for the string, quote it";
 
+/// `src` as `Error::with_source` (which splits on LF) must see it to quote
+/// the line KDL counts: KDL's other line breaks (CR, NEL, VT, FF, LS, PS)
+/// become LF, CRLF stays one break, and a leading BOM, which the parser
+/// skips, goes.
+pub fn lf_only(src: &str) -> String {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let mut out = String::with_capacity(src.len());
+    let mut prev = ' ';
+    for c in src.chars() {
+        if !(prev == '\r' && c == '\n') {
+            out.push(if is_nl(c) { '\n' } else { c });
+        }
+        prev = c;
+    }
+    out
+}
+
 /// Parses a whole KDL 2 document; `path` only labels errors. Stops at the
 /// first error.
 pub fn parse(path: &str, src: &str) -> Result<Document> {
-    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let text = src.strip_prefix('\u{feff}').unwrap_or(src);
     let mut p = Parser {
         path,
-        s: src.chars().collect(),
+        src,
+        s: text.chars().collect(),
         i: 0,
         lines: vec![0],
+        error: None,
     };
     let mut bad = None;
     for (k, &c) in p.s.iter().enumerate() {
@@ -149,30 +168,44 @@ pub fn parse(path: &str, src: &str) -> Result<Document> {
     }
     // Checked up front because the spec bans these everywhere, comments
     // included; it also frees '\0' to mean end of input below.
-    if let Some((k, c)) = bad {
-        let e = p.err(
+    let nodes = match bad {
+        Some((k, c)) => Err(p.fail(
             k,
             &format!("the character U+{:04X} is not allowed in KDL", c as u32),
-        );
-        return Err(match c {
-            '\u{feff}' => e.with_hint("a byte order mark may only be the very first character"),
-            _ => e.with_hint("inside a quoted string it can be written as an escape: \\u{...}"),
-        });
+            if c == '\u{feff}' {
+                "a byte order mark may only be the very first character"
+            } else {
+                "inside a quoted string it can be written as an escape: \\u{...}"
+            },
+        )),
+        None => p.document(),
+    };
+    match p.error {
+        Some(e) => Err(e),
+        None => Ok(Document {
+            nodes: nodes.unwrap_or_default(),
+        }),
     }
-    let nodes = p.nodes(0)?;
-    if p.peek() == '}' {
-        return Err(p.err(p.i, "unexpected `}`: no children block is open"));
-    }
-    Ok(Document { nodes })
 }
+
+/// What the parser's steps return. The parse stops at its first error, which
+/// `Parser::fail` keeps in the parser, so only this empty marker travels up:
+/// far less code to pass along than a whole `Error` at every `?`.
+type Parse<T> = std::result::Result<T, Failed>;
+
+/// The parse failed; the error is in `Parser::error`.
+struct Failed;
 
 struct Parser<'a> {
     path: &'a str,
+    /// The whole input, BOM included, to quote in errors.
+    src: &'a str,
     s: Vec<char>,
     i: usize,
     /// Index in `s` where each line starts, for line/col without tracking
     /// them on every step.
     lines: Vec<usize>,
+    error: Option<Error>,
 }
 
 fn is_nl(c: char) -> bool {
@@ -204,18 +237,23 @@ fn disallowed(c: char) -> bool {
 }
 
 fn is_ident(c: char) -> bool {
-    !(is_ws(c) || is_nl(c) || disallowed(c) || "(){}[]/\\\"#;=".contains(c))
+    !(is_ws(c)
+        || is_nl(c)
+        || disallowed(c)
+        || matches!(
+            c,
+            '(' | ')' | '{' | '}' | '[' | ']' | '/' | '\\' | '"' | '#' | ';' | '='
+        ))
 }
 
-fn describe(c: char) -> String {
-    match c {
-        '\0' => "end of file".into(),
-        c if is_nl(c) => "end of line".into(),
-        c => format!("`{c}`"),
-    }
+fn starts_digit(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 impl Parser<'_> {
+    /// The char `k` past the current one; '\0' past the end. Not inlined:
+    /// it is used everywhere, and a call is smaller than its bounds check.
+    #[inline(never)]
     fn at(&self, k: usize) -> char {
         self.s.get(self.i + k).copied().unwrap_or('\0')
     }
@@ -247,22 +285,42 @@ impl Parser<'_> {
         (line, at.saturating_sub(start) + 1)
     }
 
-    fn err(&self, at: usize, msg: &str) -> Error {
+    /// Records the error at char `at`, with a hint unless `hint` is empty;
+    /// for `Err(self.fail(..))`.
+    fn fail(&mut self, at: usize, msg: &str, hint: &str) -> Failed {
         let (line, col) = self.pos(at);
-        // `with_source` splits lines on LF only; give it KDL's line breaks
-        // (CR, NEL, FF, ...) as LF so the quoted line matches `line`.
-        let mut src = String::with_capacity(self.s.len());
-        for (k, &c) in self.s.iter().enumerate() {
-            if !is_nl(c) {
-                src.push(c);
-            } else if !(c == '\r' && self.s.get(k + 1) == Some(&'\n')) {
-                src.push('\n');
-            }
+        let mut e = Error::at(self.path, line, col, msg).with_source(&lf_only(self.src));
+        if !hint.is_empty() {
+            e = e.with_hint(hint);
         }
-        Error::at(self.path, line, col, msg).with_source(&src)
+        self.error = Some(e);
+        Failed
     }
 
-    fn nodes(&mut self, depth: usize) -> Result<Vec<Node>> {
+    /// Fails with `before` followed by what is at `at`.
+    fn found(&mut self, at: usize, before: &str) -> Failed {
+        let mut msg = String::from(before);
+        match self.s.get(at).copied().unwrap_or('\0') {
+            '\0' => msg += "end of file",
+            c if is_nl(c) => msg += "end of line",
+            c => {
+                msg.push('`');
+                msg.push(c);
+                msg.push('`');
+            }
+        }
+        self.fail(at, &msg, "")
+    }
+
+    fn document(&mut self) -> Parse<Vec<Node>> {
+        let nodes = self.nodes(0)?;
+        if self.peek() == '}' {
+            return Err(self.fail(self.i, "unexpected `}`: no children block is open", ""));
+        }
+        Ok(nodes)
+    }
+
+    fn nodes(&mut self, depth: usize) -> Parse<Vec<Node>> {
         let mut out = Vec::new();
         loop {
             self.line_space()?;
@@ -270,14 +328,11 @@ impl Parser<'_> {
                 return Ok(out);
             }
             let dash = self.slashdash()?;
-            let node = self.node(depth)?;
-            if !dash {
-                out.push(node);
-            }
+            self.node(depth, &mut out, !dash)?;
         }
     }
 
-    fn slashdash(&mut self) -> Result<bool> {
+    fn slashdash(&mut self) -> Parse<bool> {
         if !self.starts("/-") {
             return Ok(false);
         }
@@ -285,16 +340,17 @@ impl Parser<'_> {
         self.i += 2;
         self.line_space()?;
         if matches!(self.peek(), '\0' | '}' | ';') || self.starts("/-") {
-            return Err(self.err(
+            return Err(self.fail(
                 at,
                 "`/-` must be followed by the node, argument, property or children block it comments out",
+                "",
             ));
         }
         Ok(true)
     }
 
     /// Whitespace where newlines are allowed: between nodes, after `/-`.
-    fn line_space(&mut self) -> Result<()> {
+    fn line_space(&mut self) -> Parse<()> {
         loop {
             if is_nl(self.peek()) {
                 self.bump_nl();
@@ -308,7 +364,7 @@ impl Parser<'_> {
 
     /// Whitespace inside a node: spaces, `/* */`, and `\` line continuations.
     /// Returns whether there was any, since entries must be separated.
-    fn node_space(&mut self) -> Result<bool> {
+    fn node_space(&mut self) -> Parse<bool> {
         let start = self.i;
         loop {
             self.ws()?;
@@ -323,12 +379,12 @@ impl Parser<'_> {
             } else if is_nl(self.peek()) {
                 self.bump_nl();
             } else if self.peek() != '\0' {
-                return Err(self.err(at, "a line continuation `\\` must end its line"));
+                return Err(self.fail(at, "a line continuation `\\` must end its line", ""));
             }
         }
     }
 
-    fn ws(&mut self) -> Result<()> {
+    fn ws(&mut self) -> Parse<()> {
         loop {
             if is_ws(self.peek()) {
                 self.i += 1;
@@ -350,7 +406,7 @@ impl Parser<'_> {
     }
 
     // A counter rather than recursion, so nesting depth costs no stack.
-    fn block_comment(&mut self) -> Result<()> {
+    fn block_comment(&mut self) -> Parse<()> {
         let at = self.i;
         let mut depth = 1usize;
         self.i += 2;
@@ -365,24 +421,31 @@ impl Parser<'_> {
                     return Ok(());
                 }
             } else if self.peek() == '\0' {
-                return Err(self.err(at, "unterminated `/*` comment"));
+                return Err(self.fail(at, "unterminated `/*` comment", ""));
             } else {
                 self.i += 1;
             }
         }
     }
 
-    fn node(&mut self, depth: usize) -> Result<Node> {
+    /// A value that must be a string: a node name or a type.
+    fn text(&mut self, what: &str, expected: &str, at: usize) -> Parse<String> {
+        match self.value(expected)? {
+            Value::String(s) => Ok(s),
+            v => Err(self.fail(
+                at,
+                &format!("{what} must be a string, not a {}", v.type_name()),
+                "",
+            )),
+        }
+    }
+
+    /// A node, added to `out` unless it is slashdashed. Adding it here
+    /// rather than returning it saves copying it out of a `Result`.
+    fn node(&mut self, depth: usize, out: &mut Vec<Node>, keep: bool) -> Parse<()> {
         let ty = self.ty()?;
-        let at = self.i;
-        let (line, col) = self.pos(at);
-        let name = match self.value("a node name")? {
-            Value::String(s) => s,
-            v => {
-                let msg = format!("a node name must be a string, not a {}", v.type_name());
-                return Err(self.err(at, &msg));
-            }
-        };
+        let (line, col) = self.pos(self.i);
+        let name = self.text("a node name", "expected a node name, found ", self.i)?;
         let mut node = Node {
             ty,
             name,
@@ -396,21 +459,21 @@ impl Parser<'_> {
             let spaced = self.node_space()?;
             let c = self.peek();
             if c == '\0' || c == '}' {
-                return Ok(node);
+                break;
             }
             if c == ';' || is_nl(c) {
                 self.bump_nl();
-                return Ok(node);
+                break;
             }
             if self.starts("//") {
                 self.line_comment();
-                return Ok(node);
+                break;
             }
             let at = self.i;
             let dash = self.slashdash()?;
             if self.peek() == '{' {
                 if real_block && !dash {
-                    return Err(self.err(at, "a node can have only one children block"));
+                    return Err(self.fail(at, "a node can have only one children block", ""));
                 }
                 let kids = self.children(depth)?;
                 any_block = true;
@@ -422,119 +485,106 @@ impl Parser<'_> {
             }
             // The grammar puts children last, slashdashed blocks included.
             if any_block {
-                let msg = format!(
-                    "expected `;` or a newline after the children block, found {}",
-                    describe(c)
-                );
-                return Err(self.err(at, &msg));
+                return Err(self.found(
+                    at,
+                    "expected `;` or a newline after the children block, found ",
+                ));
             }
             if !dash && !spaced {
-                return Err(self.err(at, &format!("expected a space before {}", describe(c))));
+                return Err(self.found(at, "expected a space before "));
             }
-            let e = self.entry()?;
-            if !dash {
-                node.entries.push(e);
-            }
+            self.entry(&mut node.entries, !dash)?;
         }
+        if keep {
+            out.push(node);
+        }
+        Ok(())
     }
 
-    fn children(&mut self, depth: usize) -> Result<Vec<Node>> {
+    fn children(&mut self, depth: usize) -> Parse<Vec<Node>> {
         let at = self.i;
         if depth >= MAX_DEPTH {
-            let msg = format!("children blocks nested more than {MAX_DEPTH} deep");
-            return Err(self.err(at, &msg));
+            // MAX_DEPTH, spelled out: no formatting for a constant.
+            return Err(self.fail(at, "children blocks nested more than 256 deep", ""));
         }
         self.i += 1;
         let kids = self.nodes(depth + 1)?;
         if !self.eat('}') {
-            return Err(self.err(at, "this `{` is never closed"));
+            return Err(self.fail(at, "this `{` is never closed", ""));
         }
         Ok(kids)
     }
 
-    fn entry(&mut self) -> Result<Entry> {
+    /// An argument or property, added to `out` unless it is slashdashed.
+    fn entry(&mut self, out: &mut Vec<Entry>, keep: bool) -> Parse<()> {
         let at = self.i;
         let (line, col) = self.pos(at);
-        let ty = self.ty()?;
-        let what = if ty.is_some() {
-            "a value after the type annotation"
+        let mut ty = self.ty()?;
+        let mut value = self.value(if ty.is_some() {
+            "expected a value after the type annotation, found "
         } else {
-            "an argument or property"
-        };
-        let value = self.value(what)?;
+            "expected an argument or property, found "
+        })?;
         let after = self.i;
         self.node_space()?;
-        if !self.eat('=') {
+        let mut key = None;
+        if self.eat('=') {
+            key = Some(match value {
+                _ if ty.is_some() => {
+                    return Err(self.fail(
+                        at,
+                        "a property key cannot have a type annotation",
+                        "annotate the value instead: key=(type)value",
+                    ))
+                }
+                Value::String(s) => s,
+                v => {
+                    return Err(self.fail(
+                        at,
+                        &format!("a property key must be a string, not a {}", v.type_name()),
+                        "",
+                    ))
+                }
+            });
+            self.node_space()?;
+            ty = self.ty()?;
+            value = self.value("expected a value after `=`, found ")?;
+        } else {
             self.i = after;
-            return Ok(Entry {
-                key: None,
+        }
+        if keep {
+            out.push(Entry {
+                key,
                 ty,
                 value,
                 line,
                 col,
             });
         }
-        let key = match value {
-            Value::String(s) if ty.is_none() => s,
-            _ if ty.is_some() => {
-                return Err(self
-                    .err(at, "a property key cannot have a type annotation")
-                    .with_hint("annotate the value instead: key=(type)value"))
-            }
-            v => {
-                return Err(self.err(
-                    at,
-                    &format!("a property key must be a string, not a {}", v.type_name()),
-                ))
-            }
-        };
-        self.node_space()?;
-        let ty = self.ty()?;
-        let value = self.value("a value after `=`")?;
-        Ok(Entry {
-            key: Some(key),
-            ty,
-            value,
-            line,
-            col,
-        })
+        Ok(())
     }
 
     /// An optional `(type)` and the space after it.
-    fn ty(&mut self) -> Result<Option<String>> {
+    fn ty(&mut self) -> Parse<Option<String>> {
         if !self.eat('(') {
             return Ok(None);
         }
         let at = self.i - 1;
         self.node_space()?;
         if self.peek() == ')' {
-            return Err(self
-                .err(at, "empty type annotation")
-                .with_hint("quote an empty type: (\"\")"));
+            return Err(self.fail(at, "empty type annotation", "quote an empty type: (\"\")"));
         }
-        let name = match self.value("a type name")? {
-            Value::String(s) => s,
-            v => {
-                let msg = format!(
-                    "a type annotation must be a string, not a {}",
-                    v.type_name()
-                );
-                return Err(self.err(at + 1, &msg));
-            }
-        };
+        let name = self.text("a type annotation", "expected a type name, found ", at + 1)?;
         self.node_space()?;
         if !self.eat(')') {
-            let msg = format!(
-                "expected `)` to close the type annotation, found {}",
-                describe(self.peek())
-            );
-            return Err(self.err(self.i, &msg));
+            return Err(self.found(self.i, "expected `)` to close the type annotation, found "));
         }
         self.node_space()?;
         Ok(Some(name))
     }
 
-    fn value(&mut self, what: &str) -> Result<Value> {
+    /// A value; `expected` starts the error for a missing one.
+    fn value(&mut self, expected: &str) -> Parse<Value> {
         let at = self.i;
         let mut hashes = 0;
         while self.at(hashes) == '#' {
@@ -546,132 +596,125 @@ impl Parser<'_> {
         }
         if hashes > 0 {
             self.i += 1;
-            let word = self.word();
-            return Ok(match word.as_str() {
-                "true" => Value::Bool(true),
-                "false" => Value::Bool(false),
-                "null" => Value::Null,
-                "inf" => Value::Number(Number::Inf),
-                "-inf" => Value::Number(Number::NegInf),
-                "nan" => Value::Number(Number::NaN),
-                _ => return Err(self.err(at, &format!("unknown keyword `#{word}`"))),
-            });
         }
         let word = self.word();
-        if word.is_empty() {
-            return Err(self.err(
-                at,
-                &format!("expected {what}, found {}", describe(self.peek())),
-            ));
-        }
-        let unsigned = word.strip_prefix(['+', '-']).unwrap_or(&word);
-        if unsigned.starts_with(|c: char| c.is_ascii_digit()) {
-            return match number(&word) {
-                Ok(n) => Ok(Value::Number(n)),
-                Err(why) => Err(self
-                    .err(at, &format!("invalid number `{word}`: {why}"))
-                    .with_hint(&format!("if it is meant as a string, quote it: \"{word}\""))),
+        let keyword = match word.as_str() {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            "null" => Some(Value::Null),
+            "inf" => Some(Value::Number(Number::Inf)),
+            "-inf" => Some(Value::Number(Number::NegInf)),
+            "nan" => Some(Value::Number(Number::NaN)),
+            _ => None,
+        };
+        if hashes > 0 {
+            return match keyword {
+                Some(v) => Ok(v),
+                None => Err(self.fail(at, &format!("unknown keyword `#{word}`"), "")),
             };
         }
-        if unsigned
-            .strip_prefix('.')
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        {
-            return Err(self
-                .err(
+        if word.is_empty() {
+            return Err(self.found(at, expected));
+        }
+        let unsigned = word.strip_prefix(['+', '-']).unwrap_or(&word);
+        if starts_digit(unsigned) {
+            return match number(&word) {
+                Ok(n) => Ok(Value::Number(n)),
+                Err(why) => Err(self.fail(
                     at,
-                    &format!("invalid number `{word}`: it needs a digit before the `.`"),
-                )
-                .with_hint("write 0.5, not .5; quote it if it is a string"));
-        }
-        match word.as_str() {
-            "true" | "false" | "null" => {
-                let msg = format!("`{word}` cannot be a bare string");
-                Err(self.err(at, &msg).with_hint(KEYWORD_HINT))
-            }
-            "inf" | "-inf" | "nan" => Err(self
-                .err(at, &format!("`{word}` cannot be a bare string"))
-                .with_hint(
-                    "the float keywords are #inf, #-inf and #nan; for the string, quote it",
+                    &format!("invalid number `{word}`: {why}"),
+                    &format!("if it is meant as a string, quote it: \"{word}\""),
                 )),
-            "r" if matches!(self.peek(), '"' | '#') => Err(self
-                .err(at, "`r\"...\"` raw strings are KDL 1 syntax")
-                .with_hint(
-                    "KDL 2 writes raw strings as #\"...\"#, with as many # on each side as needed",
-                )),
-            _ => Ok(Value::String(word)),
+            };
         }
+        if unsigned.strip_prefix('.').is_some_and(starts_digit) {
+            return Err(self.fail(
+                at,
+                &format!("invalid number `{word}`: it needs a digit before the `.`"),
+                "write 0.5, not .5; quote it if it is a string",
+            ));
+        }
+        if let Some(v) = keyword {
+            return Err(self.fail(
+                at,
+                &format!("`{word}` cannot be a bare string"),
+                if !matches!(v, Value::Number(_)) {
+                    KEYWORD_HINT
+                } else {
+                    "the float keywords are #inf, #-inf and #nan; for the string, quote it"
+                },
+            ));
+        }
+        if word == "r" && matches!(self.peek(), '"' | '#') {
+            return Err(self.fail(
+                at,
+                "`r\"...\"` raw strings are KDL 1 syntax",
+                "KDL 2 writes raw strings as #\"...\"#, with as many # on each side as needed",
+            ));
+        }
+        Ok(Value::String(word))
     }
 
     fn word(&mut self) -> String {
-        let mut w = String::new();
+        let start = self.i;
         while is_ident(self.peek()) {
-            w.push(self.peek());
             self.i += 1;
         }
-        w
-    }
-
-    /// A quoted string; `self.i` is at its first `"`, `at` at any `#` before.
-    /// `hashes` > 0 makes it raw, closed by `"` and as many `#`.
-    fn string(&mut self, at: usize, hashes: usize) -> Result<String> {
-        if self.starts("\"\"\"") {
-            return self.multi_line(at, hashes);
-        }
-        self.i += 1;
-        let mut s = String::new();
-        loop {
-            let c = self.peek();
-            if c == '\0' {
-                return Err(self.err(at, "unterminated string"));
-            }
-            if is_nl(c) {
-                return Err(self
-                    .err(self.i, "a quoted string cannot span lines")
-                    .with_hint("write \\n, or use a multi-line string: \"\"\" on its own line"));
-            }
-            if c == '"' && self.closes(1, hashes) {
-                self.i += 1 + hashes;
-                return Ok(s);
-            }
-            if c == '\\' && hashes == 0 {
-                s.extend(self.escape()?);
-            } else {
-                s.push(c);
-                self.i += 1;
-            }
-        }
+        self.s
+            .get(start..self.i)
+            .unwrap_or_default()
+            .iter()
+            .collect()
     }
 
     fn closes(&self, from: usize, hashes: usize) -> bool {
         (from..from + hashes).all(|k| self.at(k) == '#')
     }
 
-    /// Dedent works on literal characters only, so escapes are kept apart
-    /// (`false`) until then: `\s` is not indentation, an escaped newline
-    /// does not split lines, and `\` + whitespace is already gone.
-    fn multi_line(&mut self, at: usize, hashes: usize) -> Result<String> {
-        self.i += 3;
-        if !is_nl(self.peek()) {
-            return Err(self
-                .err(
+    /// A quoted string; `self.i` is at its first `"`, `at` at any `#` before.
+    /// `hashes` > 0 makes it raw, closed by `"` and as many `#`.
+    ///
+    /// A multi-line string's dedent works on literal characters only, so
+    /// escapes are kept apart (`false`) until then: `\s` is not indentation,
+    /// an escaped newline does not split lines, and `\` + whitespace is
+    /// already gone.
+    fn string(&mut self, at: usize, hashes: usize) -> Parse<String> {
+        let multi = self.starts("\"\"\"");
+        let quotes = if multi { 3 } else { 1 };
+        self.i += quotes;
+        if multi {
+            if !is_nl(self.peek()) {
+                return Err(self.fail(
                     self.i,
                     "a multi-line string must start a new line right after its opening \"\"\"",
-                )
-                .with_hint("for a single-line string use one \" on each side"));
+                    "for a single-line string use one \" on each side",
+                ));
+            }
+            self.bump_nl();
         }
-        self.bump_nl();
         let mut buf: Vec<(char, bool)> = Vec::new();
         let mut starts = vec![self.i];
         loop {
             let c = self.peek();
             if c == '\0' {
-                return Err(self.err(at, "unterminated multi-line string"));
+                let msg = if multi {
+                    "unterminated multi-line string"
+                } else {
+                    "unterminated string"
+                };
+                return Err(self.fail(at, msg, ""));
             }
-            if self.starts("\"\"\"") && self.closes(3, hashes) {
+            if c == '"' && (!multi || self.starts("\"\"\"")) && self.closes(quotes, hashes) {
                 break;
             }
             if is_nl(c) {
+                if !multi {
+                    return Err(self.fail(
+                        self.i,
+                        "a quoted string cannot span lines",
+                        "write \\n, or use a multi-line string: \"\"\" on its own line",
+                    ));
+                }
                 self.bump_nl();
                 buf.push(('\n', true));
                 starts.push(self.i);
@@ -685,23 +728,27 @@ impl Parser<'_> {
             }
         }
         let close = self.i;
-        self.i += 3 + hashes;
-        let lines: Vec<&[(char, bool)]> = buf.split(|&(c, lit)| lit && c == '\n').collect();
+        self.i += quotes + hashes;
+        if !multi {
+            return Ok(buf.iter().map(|p| p.0).collect());
+        }
+        // The last line holds the indentation to remove from the others.
+        let lit_nl = |&(c, lit): &(char, bool)| lit && c == '\n';
         let blank = |l: &[(char, bool)]| l.iter().all(|&(c, lit)| lit && is_ws(c));
-        let (prefix, body) = lines
-            .split_last()
-            .map_or((&[][..], &[][..]), |(p, b)| (*p, b));
-        let line_at = |k: usize| starts.get(k).copied().unwrap_or(at);
+        let cut = buf.iter().rposition(lit_nl);
+        let prefix = buf.get(cut.map_or(0, |p| p + 1)..).unwrap_or_default();
         if !blank(prefix) {
-            return Err(self
-                .err(
-                    close,
-                    "the closing \"\"\" of a multi-line string must be on its own line",
-                )
-                .with_hint("only whitespace may come before it on that line"));
+            return Err(self.fail(
+                close,
+                "the closing \"\"\" of a multi-line string must be on its own line",
+                "only whitespace may come before it on that line",
+            ));
         }
         let mut out = String::new();
-        for (k, line) in body.iter().enumerate() {
+        let Some(cut) = cut else {
+            return Ok(out);
+        };
+        for (k, line) in buf.get(..cut).unwrap_or_default().split(lit_nl).enumerate() {
             if k > 0 {
                 out.push('\n');
             }
@@ -711,9 +758,11 @@ impl Parser<'_> {
             match line.strip_prefix(prefix) {
                 Some(rest) => out.extend(rest.iter().map(|p| p.0)),
                 None => {
-                    return Err(self
-                        .err(line_at(k), "this line of a multi-line string does not start with the indentation of its closing \"\"\"")
-                        .with_hint("every line must start with exactly the whitespace before the closing \"\"\""))
+                    return Err(self.fail(
+                        starts.get(k).copied().unwrap_or(at),
+                        "this line of a multi-line string does not start with the indentation of its closing \"\"\"",
+                        "every line must start with exactly the whitespace before the closing \"\"\"",
+                    ))
                 }
             }
         }
@@ -722,7 +771,7 @@ impl Parser<'_> {
 
     /// At a `\` in a quoted string: the character it stands for, or None
     /// for escaped whitespace, which is dropped.
-    fn escape(&mut self) -> Result<Option<char>> {
+    fn escape(&mut self) -> Parse<Option<char>> {
         let at = self.i;
         self.i += 1;
         let c = self.peek();
@@ -733,134 +782,149 @@ impl Parser<'_> {
             return Ok(None);
         }
         if c == '\0' {
-            return Err(self.err(at, "unterminated string"));
+            return Err(self.fail(at, "unterminated string", ""));
         }
         self.i += 1;
-        Ok(Some(match c {
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            '\\' => '\\',
-            '"' => '"',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            's' => ' ',
-            'u' => {
-                let mut v = 0u32;
-                let mut n = 0;
-                let mut ok = self.eat('{');
-                while ok && n <= 6 {
-                    match self.peek().to_digit(16) {
-                        Some(d) => v = v * 16 + d,
-                        None => break,
-                    }
-                    n += 1;
-                    self.i += 1;
+        // Parallel lists, which compile smaller than a `match`.
+        const NAMES: &[u8] = b"nrt\\\"bfs";
+        const CHARS: &[u8] = b"\n\r\t\\\"\x08\x0c ";
+        if let Some(k) = NAMES.iter().position(|&b| b as char == c) {
+            return Ok(CHARS.get(k).map(|&b| b as char));
+        }
+        if c == 'u' {
+            let mut v = 0u32;
+            let mut n = 0;
+            let mut ok = self.eat('{');
+            while ok && n <= 6 {
+                match self.peek().to_digit(16) {
+                    Some(d) => v = v * 16 + d,
+                    None => break,
                 }
-                ok = ok && (1..=6).contains(&n) && self.eat('}');
-                match char::from_u32(v) {
-                    Some(c) if ok => c,
-                    _ => {
-                        return Err(self.err(at, "`\\u{...}` needs 1 to 6 hex digits naming a Unicode scalar value"))
-                    }
-                }
+                n += 1;
+                self.i += 1;
             }
-            '/' => return Err(self.err(at, "`\\/` is not an escape in KDL 2").with_hint("write / as it is")),
-            _ => {
-                return Err(self
-                    .err(at, &format!("invalid escape `\\{c}`"))
-                    .with_hint("the escapes are \\n \\r \\t \\\\ \\\" \\b \\f \\s \\u{hex}, and \\ before whitespace"))
-            }
-        }))
+            ok = ok && (1..=6).contains(&n) && self.eat('}');
+            return match char::from_u32(v) {
+                Some(c) if ok => Ok(Some(c)),
+                _ => Err(self.fail(
+                    at,
+                    "`\\u{...}` needs 1 to 6 hex digits naming a Unicode scalar value",
+                    "",
+                )),
+            };
+        }
+        Err(if c == '/' {
+            self.fail(at, "`\\/` is not an escape in KDL 2", "write / as it is")
+        } else {
+            self.fail(
+                at,
+                &format!("invalid escape `\\{c}`"),
+                "the escapes are \\n \\r \\t \\\\ \\\" \\b \\f \\s \\u{hex}, and \\ before whitespace",
+            )
+        })
     }
 }
 
 /// A bare word that starts like a number must be one.
 fn number(word: &str) -> std::result::Result<Number, &'static str> {
-    let (neg, s) = match word.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, word.strip_prefix('+').unwrap_or(word)),
+    let (neg, s) = match word.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        all => (false, all),
     };
-    let radix = match s.get(..2) {
-        Some("0x") => 16,
-        Some("0o") => 8,
-        Some("0b") => 2,
+    let radix = match s {
+        [b'0', b'x', ..] => 16,
+        [b'0', b'o', ..] => 8,
+        [b'0', b'b', ..] => 2,
         _ => 10,
     };
+    // ASCII: an integer's decimal digits, maybe with leading zeros, or a
+    // float's text.
+    let mut out: Vec<u8> = Vec::new();
+    // 0 in the integer part, 1 in the fraction, 2 in the exponent.
+    let mut part = 0;
     if radix != 10 {
-        let ds = s.get(2..).unwrap_or("");
-        if !ds.starts_with(|c: char| c.is_digit(radix)) {
+        let ds = s.get(2..).unwrap_or_default();
+        // `to_digit(radix)` would bring a panic for a radix it cannot
+        // know is valid.
+        let digit = |c: &u8| (*c as char).to_digit(16).filter(|&d| d < radix);
+        if ds.first().and_then(digit).is_none() {
             return Err("the digits must start right after the prefix");
         }
         if ds.len() > MAX_RADIX_DIGITS {
             return Err("too many digits");
         }
-        // Little-endian base 10^9 limbs, so any size converts exactly.
-        let mut limbs: Vec<u32> = vec![0];
-        for c in ds.chars().filter(|&c| c != '_') {
-            let mut carry = c
-                .to_digit(radix)
-                .ok_or("a digit is out of range for its base")? as u64;
-            for l in limbs.iter_mut() {
-                let v = *l as u64 * radix as u64 + carry;
-                *l = (v % 1_000_000_000) as u32;
-                carry = v / 1_000_000_000;
+        // Little-endian decimal digit values, so any size converts exactly.
+        let mut dec: Vec<u8> = Vec::new();
+        for c in ds.iter().filter(|&&c| c != b'_') {
+            let mut carry = digit(c).ok_or("a digit is out of range for its base")?;
+            for d in dec.iter_mut() {
+                let v = *d as u32 * radix + carry;
+                *d = (v % 10) as u8;
+                carry = v / 10;
             }
-            if carry > 0 {
-                limbs.push(carry as u32);
+            while carry > 0 {
+                dec.push((carry % 10) as u8);
+                carry /= 10;
             }
         }
-        let mut out = String::new();
-        if neg && limbs.iter().any(|&l| l != 0) {
-            out.push('-');
+        out.extend(dec.iter().rev().map(|d| b'0' + d));
+    } else {
+        // digit (digit | _)* in each part; the exponent's sign is explicit
+        // in the output.
+        let mut need_digit = true;
+        let mut k = 0;
+        while let Some(&c) = s.get(k) {
+            k += 1;
+            match c {
+                b'0'..=b'9' => need_digit = false,
+                b'_' if !need_digit => continue,
+                b'.' if part == 0 && !need_digit => {
+                    part = 1;
+                    need_digit = true;
+                }
+                b'e' | b'E' if part < 2 && !need_digit => {
+                    part = 2;
+                    need_digit = true;
+                    out.push(b'E');
+                    match s.get(k) {
+                        Some(&c @ (b'+' | b'-')) => {
+                            k += 1;
+                            out.push(c);
+                        }
+                        _ => out.push(b'+'),
+                    }
+                    continue;
+                }
+                _ => {
+                    need_digit = true;
+                    break;
+                }
+            }
+            out.push(c);
         }
-        let mut it = limbs.iter().rev();
-        if let Some(top) = it.next() {
-            out += &top.to_string();
+        if need_digit {
+            return Err(match part {
+                0 => "expected only digits and `_` before the `.` or exponent",
+                1 => "expected digits after the `.`",
+                _ => "expected digits in the exponent",
+            });
         }
-        for l in it {
-            out += &format!("{l:09}");
-        }
-        return Ok(Number::Int(out));
     }
-    let (mantissa, exp) = match s.split_once(['e', 'E']) {
-        Some((m, e)) => (m, Some(e)),
-        None => (s, None),
+    let lead = match part {
+        0 => out.iter().take_while(|&&c| c == b'0').count(),
+        _ => 0,
     };
-    let (int, frac) = match mantissa.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (mantissa, None),
+    let digits = std::str::from_utf8(out.get(lead..).unwrap_or_default()).unwrap_or_default();
+    let (sign, digits) = match digits {
+        "" => ("", "0"),
+        d => (if neg { "-" } else { "" }, d),
     };
-    let int = digits(int).ok_or("expected only digits and `_` before the `.` or exponent")?;
-    if frac.is_none() && exp.is_none() {
-        let int = int.trim_start_matches('0');
-        return Ok(Number::Int(match (neg, int) {
-            (_, "") => "0".into(),
-            (true, i) => format!("-{i}"),
-            (false, i) => i.into(),
-        }));
-    }
-    let mut out = String::from(if neg { "-" } else { "" });
-    out += &int;
-    if let Some(f) = frac {
-        out.push('.');
-        out += &digits(f).ok_or("expected digits after the `.`")?;
-    }
-    if let Some(e) = exp {
-        let (sign, e) = match e.strip_prefix('-') {
-            Some(rest) => ('-', rest),
-            None => ('+', e.strip_prefix('+').unwrap_or(e)),
-        };
-        out.push('E');
-        out.push(sign);
-        out += &digits(e).ok_or("expected digits in the exponent")?;
-    }
-    Ok(Number::Float(out))
-}
-
-/// `digit (digit | _)*` without the underscores.
-fn digits(s: &str) -> Option<String> {
-    let ok = s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_digit() || c == '_');
-    ok.then(|| s.chars().filter(|&c| c != '_').collect())
+    let mut text = String::from(sign);
+    text += digits;
+    Ok(if part == 0 {
+        Number::Int(text)
+    } else {
+        Number::Float(text)
+    })
 }

@@ -2,12 +2,17 @@
 //! (rejecting every unknown word, wrong type and missing piece with its
 //! line:col), selects the job to run, and runs its steps in order with their
 //! environment layers, working directories, conditions and timeouts.
+//!
+//! Names in messages and in the plan are quoted as written (`"name"`), never
+//! with `{:?}`: a name may be a secret's value, which the log masker finds as
+//! written but not as Rust escapes it (`\u{a0}`).
 
 use crate::context::{is_env_name, parse_duration, Context};
 use crate::error::{Error, Result};
 use crate::exec::{End, Limits};
 use crate::kdl::{self, Entry, Node, Value};
 use crate::secrets::Secrets;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,7 +36,7 @@ pub struct Step {
     pub secrets: Vec<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Job {
     pub name: String,
     pub runs_on: Option<String>,
@@ -51,10 +56,28 @@ pub struct Workflow {
 
 pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 
+impl When {
+    /// The word `if=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            When::Success => "success",
+            When::Failure => "failure",
+            When::Always => "always",
+        }
+    }
+}
+
+/// A node's first argument.
+fn arg(node: &Node) -> Option<&Entry> {
+    node.entries.iter().find(|e| e.key.is_none())
+}
+
 /// Collects every problem in a file instead of stopping at the first, so
 /// `check` can list them all.
 struct Checker<'a> {
     path: &'a str,
+    /// The file as `Error::with_source` quotes it.
+    src: String,
     errors: Vec<Error>,
     /// The secrets file, when there is one to check secret names against.
     secrets: Option<&'a Secrets>,
@@ -69,7 +92,9 @@ impl Checker<'_> {
                 .as_ref()
                 .is_some_and(|l| (l.line, l.col) <= (line, col))
         });
-        self.errors.insert(at, Error::at(self.path, line, col, msg));
+        let e = Error::at(self.path, line, col, msg).with_source(&self.src);
+        // `min` shows the compiler that `insert` cannot panic.
+        self.errors.insert(at.min(self.errors.len()), e);
     }
 
     /// Refuses a children block on a node that takes none.
@@ -83,21 +108,28 @@ impl Checker<'_> {
         }
     }
 
-    fn string(&mut self, e: &Entry, what: &str) -> Option<String> {
+    fn unknown(&mut self, node: &Node, place: &str) {
+        let msg = format!("unknown node `{}` {place}", node.name);
+        self.err(node.line, node.col, msg);
+    }
+
+    /// The string `e` holds; else an error calling it `what` + `name`.
+    fn string(&mut self, e: &Entry, what: &str, name: &str) -> Option<String> {
         match &e.value {
             Value::String(s) => Some(s.clone()),
             other => {
                 self.err(
                     e.line,
                     e.col,
-                    format!("{what} must be a string, not a {}", other.type_name()),
+                    format!("{what}{name} must be a string, not a {}", other.type_name()),
                 );
                 None
             }
         }
     }
 
-    fn duration(&mut self, e: &Entry, what: &str) -> Option<Duration> {
+    /// A `timeout`, the only duration there is.
+    fn duration(&mut self, e: &Entry) -> Option<Duration> {
         let parsed = match &e.value {
             Value::String(s) => parse_duration(s),
             Value::Number(n) => match n.as_i64() {
@@ -109,81 +141,73 @@ impl Checker<'_> {
                 other.type_name()
             )),
         };
-        match parsed {
-            Ok(d) if d.is_zero() => {
-                self.err(e.line, e.col, format!("{what} must be more than zero"))
-            }
+        let msg = match parsed {
+            Ok(d) if d.is_zero() => "timeout must be more than zero".to_string(),
             Ok(d) => return Some(d),
-            Err(m) => self.err(e.line, e.col, format!("{what}: {m}")),
-        }
+            Err(m) => format!("timeout: {m}"),
+        };
+        self.err(e.line, e.col, msg);
         None
     }
 
-    /// Refuses properties and arguments a node does not take.
-    fn only(&mut self, node: &Node, props: &[&str], args: usize) {
+    /// Refuses properties and arguments a node does not take. `props` lists
+    /// the properties it does take as "a, b" (one string rather than a slice
+    /// of them, which would need a relocation per name).
+    fn only(&mut self, node: &Node, props: &str, args: usize) {
         let mut seen_args = 0;
         for e in &node.entries {
-            match &e.key {
-                Some(k) if !props.contains(&k.as_str()) => {
-                    let allowed = if props.is_empty() {
-                        "none".to_string()
-                    } else {
-                        props.join(", ")
-                    };
-                    self.err(
-                        e.line,
-                        e.col,
-                        format!(
-                            "unknown property `{k}` on `{}` (allowed: {allowed})",
-                            node.name
-                        ),
-                    );
+            let msg = match &e.key {
+                Some(k) if props.is_empty() || !props.split(", ").any(|p| p == k) => {
+                    let allowed = if props.is_empty() { "none" } else { props };
+                    format!(
+                        "unknown property `{k}` on `{}` (allowed: {allowed})",
+                        node.name
+                    )
                 }
-                Some(_) => {}
+                Some(_) => continue,
                 None => {
                     seen_args += 1;
-                    if seen_args > args {
-                        self.err(
-                            e.line,
-                            e.col,
-                            format!("unexpected argument to `{}`", node.name),
-                        );
+                    if seen_args <= args {
+                        continue;
                     }
+                    format!("unexpected argument to `{}`", node.name)
                 }
-            }
+            };
+            self.err(e.line, e.col, msg);
         }
     }
 
     fn env(&mut self, node: &Node, out: &mut Vec<(String, String)>) {
-        self.only(node, &[], 0);
+        self.only(node, "", 0);
         for var in &node.children {
-            if !is_env_name(&var.name) {
+            let name = &var.name;
+            if !is_env_name(name) {
                 self.err(
                     var.line,
                     var.col,
-                    format!("`{}` is not a valid environment variable name", var.name),
+                    format!("`{name}` is not a valid environment variable name"),
                 );
             }
-            self.only(var, &[], 1);
+            self.only(var, "", 1);
             self.leaf(var);
-            match var.entries.iter().find(|e| e.key.is_none()) {
+            match arg(var) {
                 Some(e) => {
-                    if let Some(v) = self.string(e, &format!("the value of {}", var.name)) {
-                        out.retain(|(k, _)| k != &var.name);
-                        out.push((var.name.clone(), v));
+                    if let Some(v) = self.string(e, "the value of ", name) {
+                        out.retain(|(k, _)| k != name);
+                        out.push((name.clone(), v));
                     }
                 }
                 None => self.err(
                     var.line,
                     var.col,
-                    format!("`{}` needs a value: {} \"...\"", var.name, var.name),
+                    format!("`{name}` needs a value: {name} \"...\""),
                 ),
             }
         }
     }
 
     fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
-        self.only(node, &[], usize::MAX);
+        self.only(node, "", usize::MAX);
         if !node.children.is_empty() {
             self.err(
                 node.line,
@@ -192,12 +216,12 @@ impl Checker<'_> {
             );
         }
         for e in node.entries.iter().filter(|e| e.key.is_none()) {
-            if let Some(name) = self.string(e, "a secret name") {
+            if let Some(name) = self.string(e, "a secret name", "") {
                 if !is_env_name(&name) {
                     self.err(
                         e.line,
                         e.col,
-                        format!("{name:?} is not a valid environment variable name"),
+                        format!("\"{name}\" is not a valid environment variable name"),
                     );
                 }
                 if let Some(known) = self.secrets.filter(|s| s.found) {
@@ -205,7 +229,7 @@ impl Checker<'_> {
                         self.err(
                             e.line,
                             e.col,
-                            format!("no secret {name:?} in the secrets file {}", known.path),
+                            format!("no secret \"{name}\" in the secrets file {}", known.path),
                         );
                     }
                 }
@@ -215,36 +239,27 @@ impl Checker<'_> {
     }
 
     fn job(&mut self, node: &Node) -> Job {
-        self.only(node, &["runs-on", "timeout"], 1);
-        let name = match node.entries.iter().find(|e| e.key.is_none()) {
+        self.only(node, "runs-on, timeout", 1);
+        let mut job = Job::default();
+        match arg(node) {
             Some(e) => {
-                let name = self.string(e, "a job name").unwrap_or_default();
-                if matches!(e.value, Value::String(_)) && name.trim().is_empty() {
-                    self.err(e.line, e.col, "a job name cannot be empty".into());
+                if let Some(name) = self.string(e, "a job name", "") {
+                    if name.trim().is_empty() {
+                        self.err(e.line, e.col, "a job name cannot be empty".into());
+                    }
+                    job.name = name;
                 }
-                name
             }
-            None => {
-                self.err(
-                    node.line,
-                    node.col,
-                    "a job needs a name: job \"build\" { ... }".into(),
-                );
-                String::new()
-            }
-        };
-        let mut job = Job {
-            name,
-            runs_on: None,
-            timeout: None,
-            env: Vec::new(),
-            secrets: Vec::new(),
-            steps: Vec::new(),
-        };
+            None => self.err(
+                node.line,
+                node.col,
+                "a job needs a name: job \"build\" { ... }".into(),
+            ),
+        }
         for e in &node.entries {
             match e.key.as_deref() {
-                Some("runs-on") => job.runs_on = self.string(e, "runs-on"),
-                Some("timeout") => job.timeout = self.duration(e, "timeout"),
+                Some("runs-on") => job.runs_on = self.string(e, "runs-on", ""),
+                Some("timeout") => job.timeout = self.duration(e),
                 _ => {}
             }
         }
@@ -252,44 +267,30 @@ impl Checker<'_> {
             match child.name.as_str() {
                 "env" => self.env(child, &mut job.env),
                 "secrets" => self.secrets(child, &mut job.secrets),
-                "step" => {
-                    let n = job.steps.len() + 1;
-                    let step = self.step(child, n);
-                    job.steps.push(step);
-                }
-                other => self.err(
-                    child.line,
-                    child.col,
-                    format!("unknown node `{other}` in job (allowed: env, secrets, step)"),
-                ),
+                "step" => self.step(child, &mut job),
+                _ => self.unknown(child, "in job (allowed: env, secrets, step)"),
             }
         }
         if job.steps.is_empty() {
             self.err(
                 node.line,
                 node.col,
-                format!("job {:?} has no steps", job.name),
+                format!("job \"{}\" has no steps", job.name),
             );
         }
         job
     }
 
-    fn step(&mut self, node: &Node, n: usize) -> Step {
+    /// Checks a `step` node and adds it to `job`.
+    fn step(&mut self, node: &Node, job: &mut Job) {
         self.only(
             node,
-            &[
-                "run",
-                "workdir",
-                "timeout",
-                "continue-on-error",
-                "if",
-                "shell",
-            ],
+            "run, workdir, timeout, continue-on-error, if, shell",
             1,
         );
-        let name = match node.entries.iter().find(|e| e.key.is_none()) {
-            Some(e) => self.string(e, "a step name").unwrap_or_default(),
-            None => format!("step {n}"),
+        let name = match arg(node) {
+            Some(e) => self.string(e, "a step name", "").unwrap_or_default(),
+            None => format!("step {}", job.steps.len() + 1),
         };
         let mut step = Step {
             name,
@@ -304,45 +305,56 @@ impl Checker<'_> {
         };
         let mut runs = 0;
         for e in &node.entries {
-            match e.key.as_deref() {
-                Some("run") => {
-                    runs += 1;
-                    step.run = self.string(e, "run").unwrap_or_default();
-                }
-                Some("workdir") => {
-                    step.workdir = self.string(e, "workdir");
-                    if let Some(w) = &step.workdir {
-                        if Path::new(w).is_absolute() || escapes(w) {
-                            self.err(e.line, e.col, format!("workdir {w:?} must be a relative path inside the workspace"));
-                        }
-                    }
-                }
-                Some("timeout") => step.timeout = self.duration(e, "timeout"),
-                Some("continue-on-error") => match e.value {
+            let key = e.key.as_deref().unwrap_or_default();
+            match key {
+                "timeout" => step.timeout = self.duration(e),
+                "continue-on-error" => match e.value {
                     Value::Bool(b) => step.continue_on_error = b,
                     ref other => self.err(
                         e.line,
                         e.col,
-                        format!("continue-on-error must be #true or #false, not a {}", other.type_name()),
+                        format!(
+                            "continue-on-error must be #true or #false, not a {}",
+                            other.type_name()
+                        ),
                     ),
                 },
-                Some("if") => match self.string(e, "if").as_deref() {
-                    Some("success") => step.when = When::Success,
-                    Some("failure") => step.when = When::Failure,
-                    Some("always") => step.when = When::Always,
-                    Some(other) => self.err(
-                        e.line,
-                        e.col,
-                        format!("if={other:?} is not a condition: use \"success\", \"failure\" or \"always\""),
-                    ),
-                    None => {}
-                },
-                Some("shell") => {
-                    if let Some(s) = self.string(e, "shell") {
-                        if s.split_whitespace().next().is_none() {
-                            self.err(e.line, e.col, "shell is empty".into());
+                "run" | "workdir" | "if" | "shell" => {
+                    runs += (key == "run") as usize;
+                    // A value of the wrong type is an error, so the step is
+                    // never used and need not be updated.
+                    let Some(s) = self.string(e, key, "") else {
+                        continue;
+                    };
+                    match key {
+                        "run" => step.run = s,
+                        "workdir" => {
+                            // `Path::is_absolute` on Unix, without the parsing.
+                            if s.starts_with('/') || escapes(&s) {
+                                self.err(
+                                    e.line,
+                                    e.col,
+                                    format!("workdir \"{s}\" must be a relative path inside the workspace"),
+                                );
+                            }
+                            step.workdir = Some(s);
                         }
-                        step.shell = s;
+                        "if" => match s.as_str() {
+                            "success" => step.when = When::Success,
+                            "failure" => step.when = When::Failure,
+                            "always" => step.when = When::Always,
+                            _ => self.err(
+                                e.line,
+                                e.col,
+                                format!("if=\"{s}\" is not a condition: use \"success\", \"failure\" or \"always\""),
+                            ),
+                        },
+                        _ => {
+                            if s.trim().is_empty() {
+                                self.err(e.line, e.col, "shell is empty".into());
+                            }
+                            step.shell = s;
+                        }
                     }
                 }
                 _ => {}
@@ -354,10 +366,10 @@ impl Checker<'_> {
                 "secrets" => self.secrets(child, &mut step.secrets),
                 "run" => {
                     runs += 1;
-                    self.only(child, &[], 1);
+                    self.only(child, "", 1);
                     self.leaf(child);
-                    match child.entries.iter().find(|e| e.key.is_none()) {
-                        Some(e) => step.run = self.string(e, "run").unwrap_or_default(),
+                    match arg(child) {
+                        Some(e) => step.run = self.string(e, "run", "").unwrap_or_default(),
                         None => self.err(
                             child.line,
                             child.col,
@@ -365,27 +377,18 @@ impl Checker<'_> {
                         ),
                     }
                 }
-                other => self.err(
-                    child.line,
-                    child.col,
-                    format!("unknown node `{other}` in step (allowed: env, secrets, run)"),
-                ),
+                _ => self.unknown(child, "in step (allowed: env, secrets, run)"),
             }
         }
-        match runs {
-            0 => self.err(
+        if runs != 1 {
+            let many = if runs == 0 { "no" } else { "more than one" };
+            self.err(
                 node.line,
                 node.col,
-                format!("step {:?} has no `run`", step.name),
-            ),
-            1 => {}
-            _ => self.err(
-                node.line,
-                node.col,
-                format!("step {:?} has more than one `run`", step.name),
-            ),
+                format!("step \"{}\" has {many} `run`", step.name),
+            );
         }
-        step
+        job.steps.push(step);
     }
 }
 
@@ -413,9 +416,14 @@ pub fn parse(
     src: &str,
     secrets: Option<&Secrets>,
 ) -> std::result::Result<Workflow, Vec<Error>> {
-    let doc = kdl::parse(path, src).map_err(|e| vec![e])?;
+    let doc = match kdl::parse(path, src) {
+        Ok(doc) => doc,
+        Err(e) => return Err(vec![e]),
+    };
     let mut c = Checker {
         path,
+        // Quoted with KDL's own line breaks, so line N is the parser's line N.
+        src: kdl::lf_only(src),
         errors: Vec::new(),
         secrets,
     };
@@ -427,18 +435,13 @@ pub fn parse(
             "job" => {
                 let job = c.job(node);
                 if !job.name.is_empty() && wf.jobs.iter().any(|j| j.name == job.name) {
-                    let at = node.entries.iter().find(|e| e.key.is_none());
-                    let (line, col) = at.map_or((node.line, node.col), |e| (e.line, e.col));
-                    c.err(line, col, format!("duplicate job name {:?}", job.name));
+                    let (line, col) = arg(node).map_or((node.line, node.col), |e| (e.line, e.col));
+                    c.err(line, col, format!("duplicate job name \"{}\"", job.name));
                 }
                 wf.jobs.push(job);
             }
             "step" => top_steps.push(node),
-            other => c.err(
-                node.line,
-                node.col,
-                format!("unknown node `{other}` at the top level (allowed: env, job, step)"),
-            ),
+            _ => c.unknown(node, "at the top level (allowed: env, job, step)"),
         }
     }
     if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
@@ -446,23 +449,17 @@ pub fn parse(
             at.line,
             at.col,
             format!(
-                "`step` at the top level next to jobs (like {:?}); put it inside a job",
+                "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
                 job.name
             ),
         );
     } else if !top_steps.is_empty() {
         let mut job = Job {
             name: "default".to_string(),
-            runs_on: None,
-            timeout: None,
-            env: Vec::new(),
-            secrets: Vec::new(),
-            steps: Vec::new(),
+            ..Job::default()
         };
         for node in top_steps {
-            let n = job.steps.len() + 1;
-            let step = c.step(node, n);
-            job.steps.push(step);
+            c.step(node, &mut job);
         }
         wf.jobs.push(job);
     }
@@ -474,59 +471,58 @@ pub fn parse(
         );
     }
     if c.errors.is_empty() {
-        return Ok(wf);
+        Ok(wf)
+    } else {
+        Err(c.errors)
     }
-    // Quoted with KDL's own line breaks, so line N is the parser's line N.
-    let src = lf_only(src);
-    Err(c.errors.into_iter().map(|e| e.with_source(&src)).collect())
-}
-
-/// `src` as `Error::with_source` (which splits on LF) must see it: KDL's
-/// other line breaks (CR, NEL, VT, FF, LS, PS) become LF, CRLF stays one
-/// break, and a leading BOM, which the KDL parser skips, goes.
-fn lf_only(src: &str) -> String {
-    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let mut out = String::with_capacity(src.len());
-    let mut chars = src.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\r' | '\u{85}' | '\u{b}' | '\u{c}' | '\u{2028}' | '\u{2029}' => out.push('\n'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn read(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::input(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(bytes).map_err(|e| {
-        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let before = lf_only(std::str::from_utf8(ok).unwrap_or_default());
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        Error::at(&path.display().to_string(), line, col, "invalid UTF-8")
-    })
+    let shown = path.display();
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(Error::input(format!("cannot read {shown}: {e}"))),
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            // The first bad byte's line and column, counted the way KDL counts.
+            let ok = e.as_bytes().get(..e.utf8_error().valid_up_to());
+            let before =
+                kdl::lf_only(std::str::from_utf8(ok.unwrap_or_default()).unwrap_or_default());
+            let (mut line, mut col) = (1, 1);
+            for c in before.chars() {
+                if c == '\n' {
+                    line += 1;
+                    col = 1;
+                } else {
+                    col += 1;
+                }
+            }
+            Err(Error::at(
+                &path.to_string_lossy(),
+                line,
+                col,
+                "invalid UTF-8",
+            ))
+        }
+    }
 }
 
 /// Logs every error and folds them into one input error.
-fn report_errors(path: &Path, errors: Vec<Error>) -> Error {
+fn report_errors(shown: &str, errors: Vec<Error>) -> Error {
     let n = errors.len();
-    for e in errors {
-        log::error!("{e}");
+    for e in &errors {
+        error!("{e}");
     }
-    Error::input(format!(
-        "{}: {n} error{} in the workflow",
-        path.display(),
-        if n == 1 { "" } else { "s" }
-    ))
+    let s = if n == 1 { "" } else { "s" };
+    Error::input(format!("{shown}: {n} error{s} in the workflow"))
 }
 
 /// `solstice-runner check [FILE]`: validate and print the plan.
 pub fn check(file: Option<&str>) -> Result<()> {
-    let path = PathBuf::from(file.unwrap_or(crate::plan::WORKFLOW));
-    let src = read(&path)?;
+    let shown = file.unwrap_or(crate::plan::WORKFLOW);
+    let src = read(Path::new(shown))?;
     let secrets_path = std::env::var("SOLSTICE_SECRETS_FILE");
     let secrets = crate::secrets::read(
         secrets_path
@@ -534,67 +530,69 @@ pub fn check(file: Option<&str>) -> Result<()> {
             .unwrap_or(crate::secrets::DEFAULT_FILE),
     )?;
     if !secrets.found {
-        log::warn!(
+        warn!(
             "no secrets file at {}: secret names are not checked",
             secrets.path
         );
     }
-    let wf = parse(&path.display().to_string(), &src, Some(&secrets))
-        .map_err(|errors| report_errors(&path, errors))?;
+    let wf = match parse(shown, &src, Some(&secrets)) {
+        Ok(wf) => wf,
+        Err(errors) => return Err(report_errors(shown, errors)),
+    };
     print!("{}", describe(&wf));
     Ok(())
+}
+
+/// A plan's `env` and `secrets` lines at `indent`.
+fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secrets: &[String]) {
+    for (k, v) in env {
+        let _ = writeln!(out, "{indent}env {k}={v}");
+    }
+    if !secrets.is_empty() {
+        let _ = write!(out, "{indent}secrets");
+        for s in secrets {
+            out.push(' ');
+            out.push_str(s);
+        }
+        out.push('\n');
+    }
 }
 
 /// The plan in words: jobs, steps and what each runs.
 pub fn describe(wf: &Workflow) -> String {
     let mut out = String::new();
-    for (k, v) in &wf.env {
-        out.push_str(&format!("env {k}={v}\n"));
-    }
+    describe_env(&mut out, "", &wf.env, &[]);
     for job in &wf.jobs {
-        out.push_str(&format!("job {:?}", job.name));
+        let _ = write!(out, "job \"{}\"", job.name);
         if let Some(r) = &job.runs_on {
-            out.push_str(&format!(" runs-on={r:?}"));
+            let _ = write!(out, " runs-on=\"{r}\"");
         }
         if let Some(t) = job.timeout {
-            out.push_str(&format!(" timeout={}s", t.as_secs()));
+            let _ = write!(out, " timeout={}s", t.as_secs());
         }
         out.push('\n');
-        for (k, v) in &job.env {
-            out.push_str(&format!("  env {k}={v}\n"));
-        }
-        if !job.secrets.is_empty() {
-            out.push_str(&format!("  secrets {}\n", job.secrets.join(" ")));
-        }
+        describe_env(&mut out, "  ", &job.env, &job.secrets);
         for (i, s) in job.steps.iter().enumerate() {
-            out.push_str(&format!("  [{}/{}] {:?}", i + 1, job.steps.len(), s.name));
+            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.steps.len(), s.name);
             if s.when != When::Success {
-                out.push_str(&format!(
-                    " if={:?}",
-                    format!("{:?}", s.when).to_ascii_lowercase()
-                ));
+                let _ = write!(out, " if=\"{}\"", s.when.name());
             }
             if s.continue_on_error {
                 out.push_str(" continue-on-error");
             }
             if let Some(t) = s.timeout {
-                out.push_str(&format!(" timeout={}s", t.as_secs()));
+                let _ = write!(out, " timeout={}s", t.as_secs());
             }
             if let Some(w) = &s.workdir {
-                out.push_str(&format!(" workdir={w:?}"));
+                let _ = write!(out, " workdir=\"{w}\"");
             }
             if s.shell != DEFAULT_SHELL {
-                out.push_str(&format!(" shell={:?}", s.shell));
+                let _ = write!(out, " shell=\"{}\"", s.shell);
             }
             out.push('\n');
-            for (k, v) in &s.env {
-                out.push_str(&format!("      env {k}={v}\n"));
-            }
-            if !s.secrets.is_empty() {
-                out.push_str(&format!("      secrets {}\n", s.secrets.join(" ")));
-            }
+            describe_env(&mut out, "      ", &s.env, &s.secrets);
             for line in s.run.lines() {
-                out.push_str(&format!("      | {line}\n"));
+                let _ = writeln!(out, "      | {line}");
             }
         }
     }
@@ -603,24 +601,24 @@ pub fn describe(wf: &Workflow) -> String {
 
 /// Picks the job to run: the named one, or the only one.
 pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
-    let names = || {
-        wf.jobs
-            .iter()
-            .map(|j| format!("{:?}", j.name))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match (wanted, wf.jobs.as_slice()) {
-        (Some(name), jobs) => jobs
-            .iter()
-            .find(|j| j.name == name)
-            .ok_or_else(|| Error::input(format!("no job named {name:?} in the workflow; it has {}", names()))),
-        (None, [only]) => Ok(only),
-        (None, _) => Err(Error::input(format!(
-            "the workflow has several jobs ({}); choose one with SOLSTICE_JOB, the job file key `job`, or --job",
-            names()
-        ))),
+    let mut names = String::new();
+    for j in &wf.jobs {
+        if !names.is_empty() {
+            names += ", ";
+        }
+        let _ = write!(names, "\"{}\"", j.name);
     }
+    let msg = match (wanted, wf.jobs.as_slice()) {
+        (Some(name), jobs) => match jobs.iter().find(|j| j.name == name) {
+            Some(job) => return Ok(job),
+            None => format!("no job named \"{name}\" in the workflow; it has {names}"),
+        },
+        (None, [only]) => return Ok(only),
+        (None, _) => format!(
+            "the workflow has several jobs ({names}); choose one with SOLSTICE_JOB, the job file key `job`, or --job"
+        ),
+    };
+    Err(Error::input(msg))
 }
 
 /// How one step ended, for the summary and the orchestrator.
@@ -643,15 +641,17 @@ pub fn run_file(
 ) -> Result<(i32, Vec<StepResult>)> {
     let src = read(path)?;
     let shown = crate::plan::WORKFLOW;
-    let mut wf = parse(shown, &src, Some(secrets))
-        .map_err(|errors| report_errors(Path::new(shown), errors))?;
+    let mut wf = match parse(shown, &src, Some(secrets)) {
+        Ok(wf) => wf,
+        Err(errors) => return Err(report_errors(shown, errors)),
+    };
     if !secrets.found
         && wf
             .jobs
             .iter()
             .any(|j| !j.secrets.is_empty() || j.steps.iter().any(|s| !s.secrets.is_empty()))
     {
-        log::warn!(
+        warn!(
             "the workflow names secrets but there is no secrets file at {}",
             secrets.path
         );
@@ -659,21 +659,21 @@ pub fn run_file(
     wf.secrets = secrets.vars.clone();
     let job = select(&wf, ctx.text("job"))?;
     let runs_on = match &job.runs_on {
-        Some(r) => format!(", runs-on {r:?}"),
+        Some(r) => format!(", runs-on \"{r}\""),
         None => String::new(),
     };
     let n = job.steps.len();
     let s = if n == 1 { "" } else { "s" };
-    log::info!(
-        "running job {:?} of {shown} ({n} step{s}{runs_on})",
+    info!(
+        "running job \"{}\" of {shown} ({n} step{s}{runs_on})",
         job.name
     );
     let (code, results) = run_job(ctx, &wf, job, limits)?;
     summary(&results);
     if code == 0 {
-        log::info!("job {:?} succeeded", job.name);
+        info!("job \"{}\" succeeded", job.name);
     } else {
-        log::error!("job {:?} failed with exit code {code}", job.name);
+        error!("job \"{}\" failed with exit code {code}", job.name);
     }
     Ok((code, results))
 }
@@ -700,12 +700,10 @@ pub fn run_job(
 ) -> Result<(i32, Vec<StepResult>)> {
     let deadline = earliest(limits.deadline, after(Instant::now(), job.timeout));
     let scripts = ScriptDir::create()?;
-    let workspace = ctx.workdir.canonicalize().map_err(|e| {
-        Error::internal(format!(
-            "cannot resolve the workspace {}: {e}",
-            ctx.workdir.display()
-        ))
-    })?;
+    let workspace = match ctx.workdir.canonicalize() {
+        Ok(w) => w,
+        Err(e) => return Err(io_error("resolve the workspace", &ctx.workdir, e)),
+    };
     let mut results: Vec<StepResult> = Vec::new();
     let mut failed_code: Option<i32> = None;
     // Once the job is out of time or cancelled, nothing more runs.
@@ -713,7 +711,7 @@ pub fn run_job(
     let total = job.steps.len();
     for (i, step) in job.steps.iter().enumerate() {
         if let (false, Some(sig)) = (stopped, crate::exec::cancelled()) {
-            log::warn!("cancelled by signal {sig}; no further step runs");
+            warn!("cancelled by signal {sig}; no further step runs");
             stopped = true;
             failed_code.get_or_insert(128 + sig);
         }
@@ -723,68 +721,68 @@ pub fn run_job(
                 When::Failure => failed_code.is_some(),
                 When::Always => true,
             };
-        if !run {
-            log::info!("==> [{}/{total}] {}: skipped", i + 1, step.name);
-            results.push(StepResult {
-                name: step.name.clone(),
-                state: "skipped",
-                exit_code: None,
-                duration: Duration::ZERO,
-            });
-            continue;
-        }
-        log::info!("==> [{}/{total}] {}", i + 1, step.name);
-        crate::output::set_step(Some(&step.name));
-        let step_started = Instant::now();
-        let step_limits = Limits {
-            deadline: earliest(deadline, after(step_started, step.timeout)),
-            grace: limits.grace,
-        };
-        let end = start_step(ctx, wf, job, step, &workspace, &scripts, i + 1, step_limits);
-        crate::output::set_step(None);
-        let duration = step_started.elapsed();
-        // A step that cannot start (its workdir leaves the workspace, its
-        // shell is missing) fails like any other, with the runner's code.
-        let (state, code) = match end {
-            Ok(End::Exited(0)) => ("ok", 0),
-            Ok(end @ End::TimedOut) => ("timed_out", end.exit_code()),
-            Ok(end @ End::Cancelled(_)) => ("cancelled", end.exit_code()),
-            Ok(end) => ("failed", end.exit_code()),
-            Err(e) => {
-                log::error!("{e}");
-                ("failed", e.exit_code())
-            }
-        };
-        results.push(StepResult {
+        let skipped = if run { "" } else { ": skipped" };
+        info!("==> [{}/{total}] {}{skipped}", i + 1, step.name);
+        let mut result = StepResult {
             name: step.name.clone(),
-            state,
-            exit_code: Some(code),
-            duration,
-        });
-        if state == "cancelled"
-            || (state == "timed_out" && deadline.is_some_and(|d| Instant::now() >= d))
-        {
-            stopped = true;
-        }
-        if code != 0 {
-            if step.continue_on_error && !stopped {
-                log::warn!(
-                    "step {:?} failed with {code}; continuing (continue-on-error)",
-                    step.name
+            state: "skipped",
+            exit_code: None,
+            duration: Duration::ZERO,
+        };
+        if run {
+            crate::output::set_step(Some(&step.name));
+            let step_started = Instant::now();
+            let step_limits = Limits {
+                deadline: earliest(deadline, after(step_started, step.timeout)),
+                grace: limits.grace,
+            };
+            let end = start_step(ctx, wf, job, step, &workspace, &scripts, i + 1, step_limits);
+            crate::output::set_step(None);
+            result.duration = step_started.elapsed();
+            // A step that cannot start (its workdir leaves the workspace, its
+            // shell is missing) fails like any other, with the runner's code.
+            let (state, code) = match end {
+                Ok(End::Exited(0)) => ("ok", 0),
+                Ok(end @ End::TimedOut) => ("timed_out", end.exit_code()),
+                Ok(end @ End::Cancelled(_)) => ("cancelled", end.exit_code()),
+                Ok(end) => ("failed", end.exit_code()),
+                Err(e) => {
+                    error!("{e}");
+                    ("failed", e.exit_code())
+                }
+            };
+            result.state = state;
+            result.exit_code = Some(code);
+            if state == "cancelled"
+                || (state == "timed_out" && deadline.is_some_and(|d| Instant::now() >= d))
+            {
+                stopped = true;
+            }
+            if code != 0 {
+                // One log call for both outcomes: a warning when the job goes
+                // on, else an error, and the job's code is this one.
+                let go_on = step.continue_on_error && !stopped;
+                let (level, how, tail) = if go_on {
+                    (
+                        log::Level::Warn,
+                        "failed with",
+                        "; continuing (continue-on-error)",
+                    )
+                } else if state == "timed_out" {
+                    (log::Level::Error, "timed out with exit code", "")
+                } else {
+                    (log::Level::Error, "failed with exit code", "")
+                };
+                crate::logger::emit(
+                    level,
+                    format_args!("step \"{}\" {how} {code}{tail}", step.name),
                 );
-            } else {
-                log::error!(
-                    "step {:?} {} with exit code {code}",
-                    step.name,
-                    if state == "timed_out" {
-                        "timed out"
-                    } else {
-                        "failed"
-                    }
-                );
-                failed_code.get_or_insert(code);
+                if !go_on {
+                    failed_code.get_or_insert(code);
+                }
             }
         }
+        results.push(result);
     }
     Ok((failed_code.unwrap_or(0), results))
 }
@@ -811,24 +809,30 @@ fn start_step(
         cmd.arg(w);
     }
     cmd.arg(&script).cwd(&dir);
-    for (k, v) in wf.env.iter().chain(&job.env).chain(&step.env) {
-        cmd.env(k, v);
-    }
-    // Least privilege: a step sees only the secrets it or its job names.
-    for name in job.secrets.iter().chain(&step.secrets) {
-        if let Some((k, v)) = wf.secrets.iter().find(|(k, _)| k == name) {
-            cmd.env(k, v);
+    // `&str` pairs throughout, so `Spec::env` is instantiated once.
+    for env in [&wf.env, &job.env, &step.env] {
+        for (k, v) in env {
+            cmd.env(k.as_str(), v.as_str());
         }
     }
-    cmd.env("SOLSTICE_JOB", &job.name)
-        .env("SOLSTICE_STEP", &step.name);
-    crate::output::run_job(&cmd, limits).map_err(|e| {
-        Error::input(format!(
-            "step {:?}: cannot start shell {program:?} in {}: {e}",
+    // Least privilege: a step sees only the secrets it or its job names.
+    for names in [&job.secrets, &step.secrets] {
+        for name in names {
+            if let Some((k, v)) = wf.secrets.iter().find(|(k, _)| k == name) {
+                cmd.env(k.as_str(), v.as_str());
+            }
+        }
+    }
+    cmd.env("SOLSTICE_JOB", job.name.as_str())
+        .env("SOLSTICE_STEP", step.name.as_str());
+    match crate::output::run_job(&cmd, limits) {
+        Ok(end) => Ok(end),
+        Err(e) => Err(Error::input(format!(
+            "step \"{}\": cannot start shell \"{program}\" in {}: {e}",
             step.name,
             dir.display()
-        ))
-    })
+        ))),
+    }
 }
 
 /// Resolves a step's workdir and refuses one that leaves the workspace
@@ -837,20 +841,28 @@ fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
     let Some(rel) = &step.workdir else {
         return Ok(workspace.to_path_buf());
     };
-    let dir = workspace.join(rel).canonicalize().map_err(|e| {
-        Error::input(format!(
-            "step {:?}: workdir {rel:?} cannot be used: {e}",
-            step.name
-        ))
-    })?;
+    let dir = match workspace.join(rel).canonicalize() {
+        Ok(dir) => dir,
+        Err(e) => {
+            return Err(Error::input(format!(
+                "step \"{}\": workdir \"{rel}\" cannot be used: {e}",
+                step.name
+            )))
+        }
+    };
     if !dir.starts_with(workspace) || !dir.is_dir() {
         return Err(Error::input(format!(
-            "step {:?}: workdir {rel:?} resolves to {}, which is not a directory inside the workspace",
+            "step \"{}\": workdir \"{rel}\" resolves to {}, which is not a directory inside the workspace",
             step.name,
             dir.display()
         )));
     }
     Ok(dir)
+}
+
+/// "cannot {what} {path}: {e}", an internal error: the runner's own files.
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("cannot {what} {}: {e}", path.display()))
 }
 
 /// Where step scripts are written: a private directory outside the
@@ -862,23 +874,23 @@ impl ScriptDir {
         use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!("solstice-runner-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::DirBuilder::new()
+        if let Err(e) = std::fs::DirBuilder::new()
             .mode(0o700)
             .recursive(true)
             .create(&dir)
-            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+        {
+            return Err(io_error("create", &dir, e));
+        }
         Ok(ScriptDir(dir))
     }
 
     fn write(&self, n: usize, script: &str) -> Result<PathBuf> {
         let path = self.0.join(format!("step-{n}.sh"));
-        let mut text = script.to_string();
-        if !text.ends_with('\n') {
-            text.push('\n');
+        let nl = if script.ends_with('\n') { "" } else { "\n" };
+        match std::fs::write(&path, format!("{script}{nl}")) {
+            Ok(()) => Ok(path),
+            Err(e) => Err(io_error("write", &path, e)),
         }
-        std::fs::write(&path, text)
-            .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
-        Ok(path)
     }
 }
 
@@ -890,19 +902,21 @@ impl Drop for ScriptDir {
 
 /// The closing table: every step, its result and its duration.
 pub fn summary(results: &[StepResult]) {
-    log::info!("summary:");
+    info!("summary:");
     for r in results {
-        let result = match (r.state, r.exit_code) {
-            ("failed", Some(c)) => format!("failed {c}"),
-            ("timed_out", _) => "timed out".to_string(),
-            (state, _) => state.to_string(),
-        };
-        let tenths = r.duration.as_millis() as u64 / 100;
-        log::info!(
+        let mut result = String::from(match r.state {
+            "timed_out" => "timed out",
+            state => state,
+        });
+        if let ("failed", Some(c)) = (r.state, r.exit_code) {
+            let _ = write!(result, " {c}");
+        }
+        let d = r.duration;
+        info!(
             "  {:<12} {:>6}.{}s  {}",
             result,
-            tenths / 10,
-            tenths % 10,
+            d.as_secs(),
+            d.subsec_millis() / 100,
             r.name
         );
     }

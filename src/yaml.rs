@@ -46,6 +46,18 @@ const TAB: &str = "tab characters are only supported inside quoted scalars and c
 const SURROGATE: &str = "escape is not a Unicode scalar value (surrogates are not supported)";
 const OPEN: &str = "unterminated quoted scalar (multi-line scalars are not supported)";
 
+/// Errors travel boxed inside this module: a pointer is much cheaper to pass
+/// up through every `?` than a whole `Error`.
+type Res<T> = std::result::Result<T, Box<Error>>;
+
+/// YAML's one-character escapes, and what each stands for: lists compile
+/// smaller than a `match`.
+const ESCAPES: &[u8] = b"0abt\tnvfre \"/\\N_LP";
+const ESCAPED: [char; 18] = [
+    '\0', '\x07', '\x08', '\t', '\t', '\n', '\x0b', '\x0c', '\r', '\x1b', ' ', '"', '/', '\\',
+    '\u{85}', '\u{a0}', '\u{2028}', '\u{2029}',
+];
+
 /// One line as characters, so columns are character counts and every lookup
 /// is bounds-checked.
 struct Line<'a> {
@@ -68,12 +80,12 @@ impl Line<'_> {
         i
     }
 
-    fn err(&self, i: usize, msg: &str) -> Error {
-        Error::at(self.path, self.n, i + 1, msg).with_source(self.text)
+    fn err(&self, i: usize, msg: &str) -> Box<Error> {
+        Box::new(Error::at(self.path, self.n, i + 1, msg).with_source(self.text))
     }
 
     /// Only spaces and a comment may follow `i`.
-    fn end(&self, i: usize, msg: &str) -> Result<()> {
+    fn end(&self, i: usize, msg: &str) -> Res<()> {
         let k = self.spaces(i);
         match self.at(k) {
             '\n' => Ok(()),
@@ -88,34 +100,19 @@ impl Line<'_> {
 
     /// The escape whose backslash is just before `*j` in the double-quoted
     /// scalar opened at `open`; moves `*j` past it.
-    fn escape(&self, open: usize, j: &mut usize) -> Result<char> {
+    fn escape(&self, open: usize, j: &mut usize) -> Res<char> {
         let b = *j - 1;
         let e = self.at(*j);
         *j += 1;
+        if let Some(k) = ESCAPES.iter().position(|&c| c as char == e) {
+            return Ok(ESCAPED.get(k).copied().unwrap_or(e));
+        }
         let n = match e {
             'x' => 2,
             'u' => 4,
             'U' => 8,
-            _ => {
-                return Ok(match e {
-                    '0' => '\0',
-                    'a' => '\x07',
-                    'b' => '\x08',
-                    't' | '\t' => '\t',
-                    'n' => '\n',
-                    'v' => '\x0b',
-                    'f' => '\x0c',
-                    'r' => '\r',
-                    'e' => '\x1b',
-                    ' ' | '"' | '/' | '\\' => e,
-                    'N' => '\u{85}',
-                    '_' => '\u{a0}',
-                    'L' => '\u{2028}',
-                    'P' => '\u{2029}',
-                    '\n' => return Err(self.err(open, OPEN)),
-                    _ => return Err(self.err(b, &format!("invalid escape `\\{e}`"))),
-                })
-            }
+            '\n' => return Err(self.err(open, OPEN)),
+            _ => return Err(self.err(b, &format!("invalid escape `\\{e}`"))),
         };
         let mut v = 0u32;
         for _ in 0..n {
@@ -130,7 +127,7 @@ impl Line<'_> {
 
     /// The scalar starting at `i`: its value, whether it was plain, and the
     /// index just past it.
-    fn scalar(&self, i: usize) -> Result<(String, bool, usize)> {
+    fn scalar(&self, i: usize) -> Res<(String, bool, usize)> {
         let q = self.at(i);
         let mut s = String::new();
         let mut j = i + 1;
@@ -157,24 +154,24 @@ impl Line<'_> {
         // YAML's rule for the first character of a plain scalar: no
         // indicator, except `-`, `?` and `:` followed by a non-space.
         let what = match q {
-            '-' | '?' | ':' if !matches!(self.at(j), ' ' | '\t' | '\n') => None,
-            '-' => Some("block sequences (`- item`) are not supported"),
-            '?' => Some("explicit keys (`? key`) are not supported"),
-            ':' => Some("`: ` without a key before it is not supported"),
-            '[' => Some("flow sequences (`[a, b]`) are not supported"),
-            '{' => Some("flow mappings (`{a: b}`) are not supported"),
-            '&' => Some("anchors (`&name`) are not supported"),
-            '*' => Some("aliases (`*name`) are not supported"),
-            '!' => Some("tags (`!tag`, `!!str`) are not supported"),
-            '|' | '>' => Some("block scalars (`|`, `>`) are not supported"),
-            ',' | ']' | '}' | '%' | '@' | '`' => {
-                let m = format!("a plain scalar cannot start with `{q}` (quote the value)");
-                return Err(self.err(i, &m));
-            }
-            _ => None,
+            '-' | '?' | ':' if !matches!(self.at(j), ' ' | '\t' | '\n') => "",
+            '-' => "block sequences (`- item`) are not supported",
+            '?' => "explicit keys (`? key`) are not supported",
+            ':' => "`: ` without a key before it is not supported",
+            '[' => "flow sequences (`[a, b]`) are not supported",
+            '{' => "flow mappings (`{a: b}`) are not supported",
+            '&' => "anchors (`&name`) are not supported",
+            '*' => "aliases (`*name`) are not supported",
+            '!' => "tags (`!tag`, `!!str`) are not supported",
+            '|' | '>' => "block scalars (`|`, `>`) are not supported",
+            _ => "",
         };
-        if let Some(m) = what {
-            return Err(self.err(i, m));
+        if !what.is_empty() {
+            return Err(self.err(i, what));
+        }
+        if b",]}%@`".iter().any(|&c| c as char == q) {
+            let m = format!("a plain scalar cannot start with `{q}` (quote the value)");
+            return Err(self.err(i, &m));
         }
         // Trailing spaces end the scalar only before a comment, a `: ` or
         // the line end, so remember where the last non-space was.
@@ -204,6 +201,10 @@ impl Line<'_> {
 /// Reads `src` (the contents of the file at `path`) as the flat mapping
 /// described at the top of this module, in file order.
 pub fn parse(path: &str, src: &[u8]) -> Result<Vec<Entry>> {
+    parse_boxed(path, src).map_err(|e| *e)
+}
+
+fn parse_boxed(path: &str, src: &[u8]) -> Res<Vec<Entry>> {
     let src = src.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(src);
     let text = match std::str::from_utf8(src) {
         Ok(t) => t,
@@ -211,11 +212,18 @@ pub fn parse(path: &str, src: &[u8]) -> Result<Vec<Entry>> {
             // Place the first bad byte: its line, and the characters before
             // it on that line (continuation bytes do not start one).
             let ok = src.get(..e.valid_up_to()).unwrap_or_default();
-            let start = ok.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-            let line = ok.iter().filter(|&&b| b == b'\n').count() + 1;
-            let col = ok.iter().skip(start).filter(|&&b| b & 0xC0 != 0x80).count() + 1;
+            let (mut line, mut col) = (1, 1);
+            for &b in ok {
+                if b == b'\n' {
+                    (line, col) = (line + 1, 1);
+                } else if b & 0xC0 != 0x80 {
+                    col += 1;
+                }
+            }
             let text = String::from_utf8_lossy(src);
-            return Err(Error::at(path, line, col, "invalid UTF-8").with_source(&text));
+            return Err(Box::new(
+                Error::at(path, line, col, "invalid UTF-8").with_source(&text),
+            ));
         }
     };
     let mut out: Vec<Entry> = Vec::new();
