@@ -21,7 +21,7 @@ fn at(src: &str) -> (String, usize, usize) {
     assert_eq!(e.kind, Kind::Input, "{e}");
     let loc = e.loc.clone().expect("a KDL error has a location");
     assert_eq!(loc.path, "job.kdl");
-    (e.msg, loc.line, loc.col)
+    (e.msg.clone(), loc.line, loc.col)
 }
 
 fn assert_at(src: &str, msg_part: &str, line: usize, col: usize) {

@@ -486,7 +486,7 @@ fn ours(src: &[u8]) -> Result<String, String> {
         Ok(entries) => Ok(entries.iter().fold("map".to_string(), |s, e| {
             s + &format!(" {}:{}", hex(e.key.as_bytes()), hex(e.value.as_bytes()))
         })),
-        Err(e) => Err(e.msg),
+        Err(e) => Err(e.msg.clone()),
     }
 }
 
@@ -836,7 +836,7 @@ fn never_panics_on_mutated_bytes() {
                 }
             }
             Err(e) => {
-                let loc = e.loc.expect("refusal without a location");
+                let loc = e.loc.clone().expect("refusal without a location");
                 assert!(
                     loc.line >= 1 && loc.line <= lines && loc.col >= 1,
                     "{b:?}: {loc:?}"
