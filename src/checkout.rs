@@ -160,7 +160,7 @@ impl Git<'_> {
                     warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
                         last_line(&f.message),
-                        delay.as_millis() as u64,
+                        exec::millis(delay),
                         attempt + 1,
                         self.opts.retries + 1
                     );
@@ -169,6 +169,14 @@ impl Git<'_> {
                 }
                 Err(f) => return Err(f),
             }
+        }
+    }
+
+    /// Runs a step whose failure ends the checkout.
+    fn must(&self, what: &str, args: &[&str]) -> Result<Vec<u8>> {
+        match self.run(what, args) {
+            Ok(out) => Ok(out),
+            Err(f) => Err(Error::fetch(format!("{what} failed: {}", f.message))),
         }
     }
 
@@ -281,18 +289,11 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             )));
         }
     }
-    git.run(
-        "checkout",
-        &["checkout", "--quiet", "--force", "--detach", sha],
-    )
-    .map_err(|f| Error::fetch(format!("checking out {sha} failed: {}", f.message)))?;
+    git.must("checkout", &["checkout", "--quiet", "--force", "--detach", sha])?;
     if reused {
-        git.run("clean", &["clean", "-ffdxq"])
-            .map_err(|f| Error::fetch(format!("cleaning the workdir failed: {}", f.message)))?;
+        git.must("cleaning the workdir", &["clean", "-ffdxq"])?;
     }
-    let head = git
-        .run("rev-parse", &["rev-parse", "HEAD"])
-        .map_err(|f| Error::fetch(format!("reading HEAD failed: {}", f.message)))?;
+    let head = git.must("reading HEAD", &["rev-parse", "HEAD"])?;
     let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
     if head != sha {
         return Err(Error::fetch(format!(
@@ -314,14 +315,10 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
                 "shallow submodule update failed ({}); fetching them in full",
                 last_line(&f.message)
             );
-            git.run("submodule update", &shallow[..5])
-                .map_err(|f| Error::fetch(format!("updating submodules failed: {}", f.message)))?;
+            git.must("submodule update", &shallow[..5])?;
         }
     }
-    info!(
-        "checked out {sha} in {} ms",
-        started.elapsed().as_millis() as u64
-    );
+    info!("checked out {sha} in {} ms", exec::millis(started.elapsed()));
     Ok(())
 }
 

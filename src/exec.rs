@@ -93,6 +93,11 @@ pub fn cancelled() -> Option<i32> {
     }
 }
 
+/// Whole milliseconds of `d`, without the 128-bit arithmetic of `as_millis`.
+pub fn millis(d: Duration) -> u64 {
+    d.as_secs() * 1000 + d.subsec_millis() as u64
+}
+
 /// Limits on one supervised process.
 #[derive(Clone, Copy)]
 pub struct Limits {
@@ -383,7 +388,7 @@ pub fn run(spec: &Spec, limits: Limits, sink: &mut dyn FnMut(Output)) -> io::Res
         {
             wake_at = wake_at.min(t.max(now));
         }
-        let timeout = wake_at.saturating_duration_since(now).as_millis() as libc::c_int;
+        let timeout = millis(wake_at.saturating_duration_since(now)) as libc::c_int;
         let mut fds = [
             libc::pollfd {
                 fd: pipes[0],

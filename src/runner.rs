@@ -268,7 +268,7 @@ fn execute(
                 name: plan::JOB_SCRIPT.to_string(),
                 state: state.to_string(),
                 exit_code: Some(code),
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms: exec::millis(started.elapsed()),
             };
             Ok(Status {
                 state,
@@ -298,7 +298,7 @@ fn execute(
                     }
                     .to_string(),
                     exit_code: r.exit_code,
-                    duration_ms: r.duration.as_millis() as u64,
+                    duration_ms: exec::millis(r.duration),
                 })
                 .collect();
             Ok(Status {
