@@ -94,7 +94,7 @@ impl Masker {
     pub fn mask<'a>(&self, text: &'a [u8]) -> Cow<'a, [u8]> {
         let mut spans = Vec::new();
         if let Some(ac) = self.automaton() {
-            ac.scan(0, text, 0, &mut spans);
+            ac.scan(0, text, 0, &mut spans, true);
         }
         if spans.is_empty() {
             return Cow::Borrowed(text);
@@ -102,6 +102,18 @@ impl Masker {
         let mut out = Vec::with_capacity(text.len());
         render(&mut out, text, &spans);
         Cow::Owned(out)
+    }
+}
+
+/// The first `\n` in `data`: libc's memchr is vectorised, a byte loop at
+/// opt-level "z" is not, and this search touches every byte of the log.
+fn find_newline(data: &[u8]) -> Option<usize> {
+    // SAFETY: memchr reads at most `data.len()` bytes from a valid slice.
+    let p = unsafe { libc::memchr(data.as_ptr().cast(), i32::from(b'\n'), data.len()) };
+    if p.is_null() {
+        None
+    } else {
+        Some(p as usize - data.as_ptr() as usize)
     }
 }
 
@@ -203,11 +215,14 @@ fn json(value: &[u8], hex: &[u8; 16], ascii: bool) -> Vec<u8> {
 struct Automaton {
     /// Dense transitions from the root only: it is where most bytes are read.
     root: Box<[u32; 256]>,
-    /// A bit per hash of the first 3 bytes of each pattern (all have 4 or
-    /// more): at the root, text is skipped while no pattern can start there.
-    /// A filter on the first byte alone would pass most text once there are
-    /// 100 secrets; this one passes about 1% of it.
-    starts: Box<[u64; 1024]>,
+    /// Wu-Manber shifts: for the hash of the 3 bytes that end a window of
+    /// `min_len` bytes, how far the window may move without passing the start
+    /// of a pattern. At the root, text is skipped by up to `min_len - 2`
+    /// bytes per lookup: the log is mostly secret-free, and a byte-by-byte
+    /// filter cost more than the rest of the pipeline together.
+    shift: Box<[u8]>,
+    /// The shortest pattern's length (4 or more).
+    min_len: usize,
     // Boxed slices rather than Vecs: their indexing is built in, which matters
     // in the hot loop at opt-level "z", where Vec's Index is not inlined.
     /// The byte on the edge into each state.
@@ -260,7 +275,8 @@ impl Automaton {
         let n = label.len();
         let mut ac = Automaton {
             root: Box::new([0; 256]),
-            starts: Box::new([0; 1024]),
+            shift: Vec::new().into(),
+            min_len: pats.iter().map(Vec::len).min().unwrap_or(4).max(3),
             label: label.into(),
             child: child.into(),
             fail: vec![0; n].into(),
@@ -269,18 +285,16 @@ impl Automaton {
         };
         for w in ac.children(0) {
             ac.root[usize::from(ac.label[w])] = w as u32;
-            for x in ac.children(w) {
-                for y in ac.children(x) {
-                    let h = hash3(u32::from_be_bytes([
-                        0,
-                        ac.label[w],
-                        ac.label[x],
-                        ac.label[y],
-                    ]));
-                    ac.starts[h >> 6] |= 1 << (h & 63);
-                }
+        }
+        let m = ac.min_len;
+        let mut shift = vec![(m - 2).min(255) as u8; 1 << 16];
+        for p in pats {
+            for (j, w) in p.get(..m).unwrap_or_default().windows(3).enumerate() {
+                let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
+                shift[h] = shift[h].min((m - 3 - j) as u8);
             }
         }
+        ac.shift = shift.into();
         for v in 1..n {
             for w in ac.children(v) {
                 let f = ac.next(ac.fail[v], ac.label[w]);
@@ -293,22 +307,25 @@ impl Automaton {
         ac
     }
 
-    /// The first place from `i` where a pattern may start, or the last two
-    /// bytes, which the filter cannot judge. Skipping a place where none
-    /// starts leaves the state at the root, as scanning it would, for all
-    /// that matters to later matches.
+    /// The first place from `i` where a pattern may start. Near the end of
+    /// `hay`, where no whole window fits, a `complete` text can hold no more
+    /// matches; a stream's next bytes might, so its tail is left to the
+    /// automaton byte by byte. Skipping a place where no pattern starts
+    /// leaves the state at the root, as scanning it would, for all that
+    /// matters to later matches.
     #[inline(always)]
-    fn skip(&self, hay: &[u8], i: usize) -> usize {
-        let rest = hay.get(i..).unwrap_or_default();
-        let mut x = 0u32;
-        for (k, &c) in rest.iter().enumerate() {
-            x = x << 8 | u32::from(c);
-            let h = hash3(x);
-            if self.starts[h >> 6] & 1 << (h & 63) != 0 && k >= 2 {
-                return i + k - 2;
+    fn skip(&self, hay: &[u8], mut i: usize, complete: bool) -> usize {
+        let m = self.min_len;
+        loop {
+            let Some(w) = hay.get(i + m - 3..i + m) else {
+                return if complete { hay.len() } else { i };
+            };
+            let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
+            match self.shift.get(h) {
+                Some(&0) | None => return i,
+                Some(&sh) => i += usize::from(sh),
             }
         }
-        hay.len().saturating_sub(2).max(i)
     }
 
     #[inline]
@@ -332,11 +349,19 @@ impl Automaton {
 
     /// Feeds `hay` from `state`, adding the matches (offset by `base`) to the
     /// merged, sorted `spans`; returns the state to continue from.
-    fn scan(&self, mut s: u32, hay: &[u8], base: usize, spans: &mut Vec<(usize, usize)>) -> u32 {
+    /// `complete` says no bytes follow `hay` (a whole line or text).
+    fn scan(
+        &self,
+        mut s: u32,
+        hay: &[u8],
+        base: usize,
+        spans: &mut Vec<(usize, usize)>,
+        complete: bool,
+    ) -> u32 {
         let mut i = 0;
         while i < hay.len() {
             if s == 0 {
-                i = self.skip(hay, i);
+                i = self.skip(hay, i, complete);
             }
             let Some(&b) = hay.get(i) else { break };
             s = self.next(s, b);
@@ -427,7 +452,28 @@ impl LineSplitter {
         let keep = ac.map_or(0, |a| a.longest - 1);
         let cap = self.max.saturating_add(keep);
         loop {
-            let nl = data.iter().position(|&b| b == b'\n');
+            let nl = find_newline(data);
+            // The common case, a whole line inside this chunk, is masked and
+            // emitted in place rather than copied through `buf`.
+            if let Some(n) = nl.filter(|&n| n <= self.max && self.buf.is_empty() && self.state == 0)
+            {
+                let (line, rest) = data.split_at(n);
+                self.spans.clear();
+                if let Some(ac) = ac {
+                    ac.scan(0, line, 0, &mut self.spans, true);
+                }
+                if self.spans.is_empty() {
+                    emit(line, true);
+                } else {
+                    self.scratch.clear();
+                    render(&mut self.scratch, line, &self.spans);
+                    emit(&self.scratch, true);
+                    self.spans.clear();
+                }
+                self.partial = false;
+                data = rest.get(1..).unwrap_or_default();
+                continue;
+            }
             let (mut line, rest) = data.split_at(nl.unwrap_or(data.len()));
             loop {
                 let (now, later) =
@@ -435,7 +481,7 @@ impl LineSplitter {
                 let base = self.buf.len();
                 self.buf.extend_from_slice(now);
                 if let Some(ac) = ac {
-                    self.state = ac.scan(self.state, now, base, &mut self.spans);
+                    self.state = ac.scan(self.state, now, base, &mut self.spans, false);
                 }
                 line = later;
                 if line.is_empty() {
