@@ -289,7 +289,10 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             )));
         }
     }
-    git.must("checkout", &["checkout", "--quiet", "--force", "--detach", sha])?;
+    git.must(
+        "checkout",
+        &["checkout", "--quiet", "--force", "--detach", sha],
+    )?;
     if reused {
         git.must("cleaning the workdir", &["clean", "-ffdxq"])?;
     }
@@ -318,7 +321,10 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             git.must("submodule update", &shallow[..5])?;
         }
     }
-    info!("checked out {sha} in {} ms", exec::millis(started.elapsed()));
+    info!(
+        "checked out {sha} in {} ms",
+        exec::millis(started.elapsed())
+    );
     Ok(())
 }
 
