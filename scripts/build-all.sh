@@ -3,7 +3,8 @@
 # into dist/solstice-runner-<target>, with dist/SHA256SUMS and a size table.
 #
 #   scripts/build-all.sh          the release builds
-#   scripts/build-all.sh --tiny   also the nightly -Z build-std builds (dist/*-tiny)
+#   scripts/build-all.sh --tiny   also the nightly -Z build-std builds (dist/*-tiny,
+#                                 scripts/build-tiny.sh)
 #
 # With `cross` and a working container engine every target is built in its
 # cross image. Without them: cargo with rustup targets (installed on demand),
@@ -14,7 +15,7 @@ tiny=0
 for arg in "$@"; do
     case "$arg" in
         --tiny) tiny=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "build-all.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -67,32 +68,18 @@ for t in $TARGETS; do
 done
 
 if [ "$tiny" = 1 ]; then
-    if ! rustup toolchain list | grep -q '^nightly' ||
-       ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-        echo "== tiny builds skipped: they need the nightly toolchain and its rust-src:"
-        echo "   rustup toolchain install nightly && rustup component add rust-src --toolchain nightly"
-    else
-        for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
-            echo "== $t tiny (nightly, -Z build-std, immediate abort)"
-            linker=""
-            case "$t" in aarch64-*) linker=rust-lld ;; esac
-            if CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=${linker:-cc} \
-               RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort" \
-               cargo +nightly build --release --locked --target "$t" --target-dir target/tiny \
-                   -Z build-std=std,panic_abort; then
-                cp "target/tiny/$t/release/solstice-runner" "dist/solstice-runner-$t-tiny"
-            else
-                echo "== $t tiny: build failed; the release builds above are unaffected"
-            fi
-        done
-    fi
+    # x86_64 gnu and musl, and aarch64 musl where it links (see build-tiny.sh).
+    # A missing nightly or rust-src is explained there; the builds above stand.
+    echo "== tiny builds (nightly, -Z build-std, immediate-abort panics)"
+    scripts/build-tiny.sh --target-dir target/tiny --out dist >/dev/null ||
+        echo "== tiny builds: none built here (see above); the release builds are unaffected"
 fi
 
 (cd dist && for f in solstice-runner-*; do [ -f "$f" ] || continue; sha256sum "$f"; done > SHA256SUMS)
 echo
-printf '%-48s %10s %10s\n' file bytes gzip-9
+printf '%-52s %10s %10s\n' file bytes gzip-9
 for f in dist/solstice-runner-*; do
     [ -f "$f" ] || continue
-    printf '%-48s %10s %10s\n' "$f" "$(wc -c < "$f" | tr -d ' ')" "$(gzip -9c "$f" | wc -c | tr -d ' ')"
+    printf '%-52s %10s %10s\n' "$f" "$(wc -c < "$f" | tr -d ' ')" "$(gzip -9c "$f" | wc -c | tr -d ' ')"
 done
 [ -z "$skipped" ] || echo "not built here:$skipped"
