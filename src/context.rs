@@ -364,7 +364,7 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
     let scheme_end = url.find("://");
     let first_colon = url.find(':');
     if let Some(i) = url.find("::") {
-        if scheme_end.map_or(true, |s| i < s) && !url[..i].contains('/') {
+        if scheme_end.is_none_or(|s| i < s) && !url[..i].contains('/') {
             return Err(format!(
                 "the transport {:?} runs a remote helper command; only https, http, ssh, git, file, scp-style and local paths are accepted",
                 &url[..i + 2]

@@ -141,21 +141,33 @@ fn heapsort(v: &mut [Vec<u8>]) {
     }
 }
 
+/// Standard base64 with padding (RFC 4648): the masked forms, and the
+/// Authorization header the checkout sends.
+pub fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            out.push(if i <= c.len() {
+                B64[(n >> shift & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
 /// The part of the base64 encoding of `value` that does not depend on the
 /// `skip` bytes before it nor on what follows it.
 fn base64_core(value: &[u8], skip: usize) -> Option<Vec<u8>> {
     let mut bytes = vec![0; skip];
     bytes.extend_from_slice(value);
     bytes.resize(bytes.len().div_ceil(3) * 3, 0);
-    let mut enc = Vec::with_capacity(bytes.len() / 3 * 4);
-    for c in bytes.chunks_exact(3) {
-        if let [a, b, c] = *c {
-            let n = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
-            for shift in [18, 12, 6, 0] {
-                enc.push(B64[(n >> shift & 63) as usize]);
-            }
-        }
-    }
+    let enc = base64(&bytes).into_bytes();
     // Char i carries bits 6i..6i+6: keep those entirely inside the value.
     let (lo, hi) = ((8 * skip).div_ceil(6), 8 * (skip + value.len()) / 6);
     enc.get(lo..hi)

@@ -185,11 +185,8 @@ fn write_console(stream: Stream, bytes: &[u8]) {
 pub fn run_job(spec: &exec::Spec, limits: exec::Limits) -> std::io::Result<exec::End> {
     let mut captures = [Capture::new(Stream::Stdout), Capture::new(Stream::Stderr)];
     exec::run(spec, limits, &mut |event| match event {
-        exec::Output::Data(i, data) => captures
-            .iter_mut()
-            .nth(i)
-            .map_or((), |c| c.feed(Some(data))),
-        exec::Output::End(i) => captures.iter_mut().nth(i).map_or((), |c| c.feed(None)),
+        exec::Output::Data(i, data) => captures.get_mut(i).map_or((), |c| c.feed(Some(data))),
+        exec::Output::End(i) => captures.get_mut(i).map_or((), |c| c.feed(None)),
         exec::Output::Idle => captures.iter_mut().for_each(Capture::idle),
     })
 }
