@@ -21,18 +21,9 @@ pub struct GitOptions {
 
 impl GitOptions {
     pub fn from_env() -> Result<GitOptions> {
-        let num = |name: &str, default: u64| -> Result<u64> {
-            match std::env::var(name) {
-                Ok(v) if !v.trim().is_empty() => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| Error::input(format!("{name}={v:?} is not a whole number"))),
-                _ => Ok(default),
-            }
-        };
         Ok(GitOptions {
-            retries: num("SOLSTICE_GIT_RETRIES", 3)? as u32,
-            timeout: Duration::from_secs(num("SOLSTICE_GIT_TIMEOUT", 600)?),
+            retries: crate::context::env_number("SOLSTICE_GIT_RETRIES", 3)? as u32,
+            timeout: Duration::from_secs(crate::context::env_number("SOLSTICE_GIT_TIMEOUT", 600)?),
         })
     }
 }

@@ -283,6 +283,18 @@ fn read_job_file(path: &str) -> Result<Option<Vec<yaml::Entry>>> {
     }
 }
 
+/// A whole number from the environment variable `name`, or `default` when
+/// it is unset or empty.
+pub fn env_number(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse() {
+            Ok(n) => Ok(n),
+            Err(_) => Err(Error::input(format!("{name}={v:?} is not a whole number"))),
+        },
+        _ => Ok(default),
+    }
+}
+
 /// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();

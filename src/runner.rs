@@ -132,8 +132,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         ),
         None => None,
     };
-    let grace = Duration::from_secs(env_seconds("SOLSTICE_CANCEL_GRACE", 10)?);
-    let upload_deadline = Duration::from_secs(env_seconds("SOLSTICE_UPLOAD_DEADLINE", 30)?);
+    let grace = Duration::from_secs(context::env_number("SOLSTICE_CANCEL_GRACE", 10)?);
+    let upload_deadline = Duration::from_secs(context::env_number("SOLSTICE_UPLOAD_DEADLINE", 30)?);
     let upload = upload_config(&ctx)?;
     let spool_path = match ctx.text("spool") {
         Some(p) => Some(PathBuf::from(p)),
@@ -317,16 +317,6 @@ pub fn state_of(end: End) -> &'static str {
         End::TimedOut => "timed_out",
         End::Cancelled(_) => "cancelled",
         _ => "failed",
-    }
-}
-
-fn env_seconds(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|_| Error::input(format!("{name}={v:?} is not a whole number of seconds"))),
-        _ => Ok(default),
     }
 }
 
