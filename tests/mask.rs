@@ -4,22 +4,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use workflow_runner::mask::{LineSplitter, Masker};
-
-/// xorshift64: reproducible without a rand dependency.
-struct Rng(u64);
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
     fn bytes(&mut self, n: usize, alphabet: &[u8]) -> Vec<u8> {
         (0..n)
             .map(|_| alphabet[self.below(alphabet.len())])

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo, TempDir};
 use common::orchestrator::{Fault, Orchestrator};
+use common::rng::Rng;
 use common::runner::{wait_until, Output, Runner};
 use miniserde::{json, Deserialize};
 
@@ -61,23 +62,7 @@ const MATRIX: &[(&str, &str)] = &[
 // Reproducible randomness
 // ---------------------------------------------------------------------------
 
-/// xorshift64: reproducible without a rand dependency.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
     /// A number in `lo..=hi`.
     fn range(&mut self, lo: usize, hi: usize) -> usize {
         lo + self.below(hi - lo + 1)

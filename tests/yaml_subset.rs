@@ -9,6 +9,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 use workflow_runner::yaml::{parse, Entry};
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Refused inputs: the text, the expected line and column, and a fragment of
 /// the message.
@@ -558,21 +561,7 @@ fn pyyaml(inputs: &[Vec<u8>]) -> Option<Vec<String>> {
     Some(lines)
 }
 
-/// A deterministic xorshift64 generator: the same inputs on every run.
-struct Rng(u64);
-
 impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
     fn chance(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }

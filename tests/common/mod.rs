@@ -4,4 +4,5 @@
 
 pub mod git;
 pub mod orchestrator;
+pub mod rng;
 pub mod runner;
