@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Shared helpers for the deployment checks (scripts/test-*.sh,
 # scripts/check-illumos.sh). Sourced by bash, never run.
 #
