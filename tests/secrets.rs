@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::forms::{b64_core, json, pct};
 use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo, TempDir};
 use common::orchestrator::{Fault, Orchestrator};
 use common::rng::Rng;
@@ -73,64 +74,6 @@ impl Rng {
 // The forms a secret may take, derived independently of src/mask.rs
 // ---------------------------------------------------------------------------
 
-/// The chars of base64(prefix + secret + suffix) that no choice of the
-/// `skip`-byte prefix or of the suffix can change: encode with opposite
-/// bits around the secret and keep where the two agree.
-fn b64_core(secret: &[u8], skip: usize) -> Option<Vec<u8>> {
-    let wrap = |p: u8, s: u8| {
-        let mut v = vec![p; skip];
-        v.extend_from_slice(secret);
-        v.resize(v.len() + 3 + (3 - v.len() % 3) % 3, s);
-        base64(&v).into_bytes()
-    };
-    let (a, b) = (wrap(0, 0xff), wrap(0xff, 0));
-    let lo = a.iter().zip(&b).position(|(x, y)| x == y)?;
-    let hi = a.len() - a.iter().zip(&b).rev().position(|(x, y)| x == y)?;
-    Some(a[lo..hi].to_vec()).filter(|c| c.len() >= 4)
-}
-
-/// Percent-encoding of everything but `A-Za-z0-9-._~`.
-fn pct(v: &[u8], upper: bool) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &b in v {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b);
-        } else if upper {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            out.extend_from_slice(format!("%{b:02x}").as_bytes());
-        }
-    }
-    out
-}
-
-/// The body of a JSON string; `ascii` writes non-ASCII as `\uXXXX`.
-fn json_body(v: &str, ascii: bool, upper: bool) -> Vec<u8> {
-    let mut out = String::new();
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (ascii && !c.is_ascii()) => {
-                for u in c.encode_utf16(&mut [0; 2]) {
-                    out.push_str(&if upper {
-                        format!("\\u{u:04X}")
-                    } else {
-                        format!("\\u{u:04x}")
-                    });
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.into_bytes()
-}
-
 /// Every form the masker must hide for `v`, labelled.
 fn forms(v: &str) -> Vec<(String, Vec<u8>)> {
     let b = v.as_bytes();
@@ -148,9 +91,9 @@ fn forms(v: &str) -> Vec<(String, Vec<u8>)> {
     }
     f.push(("percent".into(), pct(b, true)));
     f.push(("percent-lower".into(), pct(b, false)));
-    f.push(("json".into(), json_body(v, false, false)));
-    f.push(("json-ascii".into(), json_body(v, true, true)));
-    f.push(("json-ascii-lower".into(), json_body(v, true, false)));
+    f.push(("json".into(), json(v.as_bytes(), false, false)));
+    f.push(("json-ascii".into(), json(v.as_bytes(), true, true)));
+    f.push(("json-ascii-lower".into(), json(v.as_bytes(), true, false)));
     f
 }
 
@@ -618,9 +561,9 @@ fn printables(name: Option<&str>, value: &str) -> Vec<Printable> {
     for bytes in [
         pct(b, true),
         pct(b, false),
-        json_body(value, false, false),
-        json_body(value, true, true),
-        json_body(value, true, false),
+        json(value.as_bytes(), false, false),
+        json(value.as_bytes(), true, true),
+        json(value.as_bytes(), true, false),
     ] {
         p.push(Printable { bytes, shell: None });
     }
