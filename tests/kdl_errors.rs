@@ -383,18 +383,28 @@ fn entries_and_props() {
     assert_eq!(Value::String(String::new()).type_name(), "string");
 }
 
-fn suite_inputs() -> Vec<(String, String)> {
+/// The suite's inputs; `None` (the caller skips) when the suite is absent
+/// outside CI, so a lone clone still passes `cargo test`.
+fn suite_inputs() -> Option<Vec<(String, String)>> {
     let dir = match std::env::var_os("KDL_SUITE_DIR") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kdl-suite"),
     }
     .join("input");
-    let rd = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the KDL suite at {} ({e}); set KDL_SUITE_DIR to point elsewhere",
-            dir.display()
-        )
-    });
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            let why = format!(
+                "cannot read the KDL suite at {} ({e}); set KDL_SUITE_DIR to point elsewhere",
+                dir.display()
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            println!("{why}: SKIPPED");
+            return None;
+        }
+    };
     let mut out: Vec<(String, String)> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -405,7 +415,7 @@ fn suite_inputs() -> Vec<(String, String)> {
         .collect();
     out.sort();
     assert!(!out.is_empty(), "no inputs in {}", dir.display());
-    out
+    Some(out)
 }
 
 /// Parses without letting a panic escape; returns the panic as a failure line.
@@ -418,7 +428,9 @@ fn survives(label: &str, src: &str) -> Option<String> {
 
 #[test]
 fn never_panics_on_truncated_inputs() {
-    let inputs = suite_inputs();
+    let Some(inputs) = suite_inputs() else {
+        return;
+    };
     let picks = [
         "all_node_fields.kdl",
         "escaped_whitespace.kdl",
@@ -457,7 +469,10 @@ fn never_panics_on_mutated_inputs() {
     };
     let mut failures = Vec::new();
     let mut runs = 0;
-    for (name, text) in suite_inputs() {
+    let Some(inputs) = suite_inputs() else {
+        return;
+    };
+    for (name, text) in inputs {
         for _ in 0..12 {
             let mut b = text.clone().into_bytes();
             for _ in 0..1 + next() % 3 {

@@ -24,11 +24,20 @@ fn kdl_suite() {
     let input = dir.join("input");
     let entries = match fs::read_dir(&input) {
         Ok(e) => e,
-        Err(e) => panic!(
-            "kdl-suite: cannot read {} ({e}); the KDL test suite is expected there, \
-             or set KDL_SUITE_DIR to the folder holding input/ and expected_kdl/",
-            input.display()
-        ),
+        Err(e) => {
+            let why = format!(
+                "kdl-suite: cannot read {} ({e}); the KDL test suite is expected there, \
+                 or set KDL_SUITE_DIR to the folder holding input/ and expected_kdl/",
+                input.display()
+            );
+            // CI always has the suite beside the checkout and must run it; a
+            // clone on its own says so plainly and runs the other tests.
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            let _ = writeln!(std::io::stdout(), "{why}: SKIPPED, 0 cases ran");
+            return;
+        }
     };
     let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
