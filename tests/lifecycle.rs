@@ -57,12 +57,7 @@ impl Job {
     }
 
     fn runner(&self) -> Runner {
-        Runner::new()
-            .env("SOLSTICE_REPO_URL", self.repo.path())
-            .env("SOLSTICE_COMMIT_SHA", &self.sha)
-            .env("SOLSTICE_WORKDIR", self.workdir())
-            .env("SOLSTICE_GIT_RETRIES", "0")
-            .env("SOLSTICE_GIT_TIMEOUT", "30")
+        Runner::for_job(self.repo.path(), &self.sha, &self.workdir())
     }
 
     fn release(&self) {

@@ -282,23 +282,7 @@ impl Orchestrator {
         deadline: Duration,
         mut pred: impl FnMut(&Counts) -> bool,
     ) -> bool {
-        let end = Instant::now() + deadline;
-        let mut st = self.inner.lock();
-        loop {
-            if pred(&st.counts) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= end || st.bind_failed {
-                return false;
-            }
-            st = self
-                .inner
-                .cv
-                .wait_timeout(st, end - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        self.wait_for(deadline, |st| pred(&st.counts))
     }
 
     fn wait_until(
@@ -306,10 +290,16 @@ impl Orchestrator {
         deadline: Duration,
         mut pred: impl FnMut(&HashMap<String, Job>) -> bool,
     ) -> bool {
+        self.wait_for(deadline, |st| pred(&st.jobs))
+    }
+
+    /// Waits up to `deadline` until `pred` holds over the server's state,
+    /// woken by every change; gives up early if the port could not be bound.
+    fn wait_for(&self, deadline: Duration, mut pred: impl FnMut(&State) -> bool) -> bool {
         let end = Instant::now() + deadline;
         let mut st = self.inner.lock();
         loop {
-            if pred(&st.jobs) {
+            if pred(&st) {
                 return true;
             }
             let now = Instant::now();

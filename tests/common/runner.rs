@@ -198,6 +198,17 @@ impl Runner {
     }
 
     /// The temporary HOME the runner gets (it lives as long as the builder).
+    /// A runner set up to check out `repo` at `sha` into `workdir`, failing
+    /// fast: no git retries, a 30 s limit per git command.
+    pub fn for_job(repo: &Path, sha: &str, workdir: &Path) -> Runner {
+        Runner::new()
+            .env("SOLSTICE_REPO_URL", repo)
+            .env("SOLSTICE_COMMIT_SHA", sha)
+            .env("SOLSTICE_WORKDIR", workdir)
+            .env("SOLSTICE_GIT_RETRIES", "0")
+            .env("SOLSTICE_GIT_TIMEOUT", "30")
+    }
+
     pub fn home(&self) -> &Path {
         self.home.path()
     }
