@@ -94,7 +94,7 @@ pub struct Flags {
 
 /// The resolved context: every setting's value (if any) and its source.
 pub struct Context {
-    pub job_file: PathBuf,
+    pub job_file: String,
     pub job_file_found: bool,
     values: Vec<Option<Value>>,
     /// Validated and normalised forms of the required settings.
@@ -121,23 +121,37 @@ impl Context {
         } else {
             " (not found)"
         };
-        out.push_str(&format!(
-            "job_file         = {}{found}\n",
-            self.job_file.display()
-        ));
+        row(&mut out, "job_file", &[&self.job_file, found]);
         for (setting, value) in SETTINGS.iter().zip(&self.values) {
-            let shown = match value {
-                None => "(unset)".to_string(),
-                Some(v) if setting.secret => format!("(set, hidden)    [{}]", v.source),
-                Some(v) if setting.key == "repo_url" => {
-                    format!("{}    [{}]", self.repo.display, v.source)
-                }
-                Some(v) => format!("{}    [{}]", v.text, v.source),
+            let Some(v) = value else {
+                row(&mut out, setting.key, &["(unset)"]);
+                continue;
             };
-            out.push_str(&format!("{:<16} = {shown}\n", setting.key));
+            let text = if setting.secret {
+                "(set, hidden)"
+            } else if setting.key == "repo_url" {
+                &self.repo.display
+            } else {
+                &v.text
+            };
+            let source = v.source.to_string();
+            row(&mut out, setting.key, &[text, "    [", &source, "]"]);
         }
         out
     }
+}
+
+/// One `key = value` line of `describe`, the key padded to 16 columns.
+fn row(out: &mut String, key: &str, parts: &[&str]) {
+    out.push_str(key);
+    for _ in key.len()..16 {
+        out.push(' ');
+    }
+    out.push_str(" = ");
+    for p in parts {
+        out.push_str(p);
+    }
+    out.push('\n');
 }
 
 /// Resolves the context from `flags`, the process environment and the job file.
@@ -148,10 +162,10 @@ pub fn resolve(flags: &Flags) -> Result<Context> {
 /// `resolve` with the environment given as a function, so tests need not
 /// touch the process environment.
 pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Context> {
-    let (job_file, explicit) = match (&flags.job_file, env("SOLSTICE_JOB_FILE")) {
-        (Some(path), _) => (path.clone(), true),
-        (None, Some(path)) if !path.is_empty() => (path, true),
-        _ => (DEFAULT_JOB_FILE.to_string(), false),
+    let env = |name: &str| env(name).filter(|v| !v.is_empty());
+    let (job_file, explicit) = match flags.job_file.clone().or_else(|| env("SOLSTICE_JOB_FILE")) {
+        Some(path) => (path, true),
+        None => (DEFAULT_JOB_FILE.to_string(), false),
     };
     let file = read_job_file(&job_file)?;
     let job_file_found = file.is_some();
@@ -162,47 +176,26 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
 
     let mut values = Vec::with_capacity(SETTINGS.len());
     for setting in SETTINGS {
-        let from_flag = setting.flag.and_then(|flag| {
-            let v = flags.values.iter().find(|(k, _)| *k == setting.key)?;
-            Some(Value {
-                text: v.1.clone(),
-                source: Source::Flag(flag),
-            })
+        let flag = flags.values.iter().find(|(k, _)| *k == setting.key);
+        let entry = entries.iter().find(|e| {
+            e.key == setting.key
+                && !(e.plain && matches!(e.value.as_str(), "" | "~" | "null" | "Null" | "NULL"))
         });
-        let from_env = || {
-            let text = env(setting.env).filter(|v| !v.is_empty())?;
-            Some(Value {
-                text,
-                source: Source::Env(setting.env),
-            })
-        };
-        let from_file = || {
-            let e = entries.iter().find(|e| e.key == setting.key)?;
-            if e.plain && matches!(e.value.as_str(), "" | "~" | "null" | "Null" | "NULL") {
-                return None;
-            }
+        let value = if let (Some(name), Some((_, text))) = (setting.flag, flag) {
+            Some((text.clone(), Source::Flag(name)))
+        } else if let Some(text) = env(setting.env) {
+            Some((text, Source::Env(setting.env)))
+        } else if let Some(e) = entry {
             let source = Source::File {
                 path: job_file.clone(),
                 line: e.line,
                 col: e.value_col,
             };
-            Some(Value {
-                text: e.value.clone(),
-                source,
-            })
+            Some((e.value.clone(), source))
+        } else {
+            setting.default.map(|d| (d.to_string(), Source::Default))
         };
-        let from_default = || {
-            setting.default.map(|d| Value {
-                text: d.to_string(),
-                source: Source::Default,
-            })
-        };
-        values.push(
-            from_flag
-                .or_else(from_env)
-                .or_else(from_file)
-                .or_else(from_default),
-        );
+        values.push(value.map(|(text, source)| Value { text, source }));
     }
     for e in &entries {
         if !SETTINGS.iter().any(|s| s.key == e.key) {
@@ -216,33 +209,32 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
         }
     }
 
-    let find = |key: &str| {
-        let i = SETTINGS.iter().position(|s| s.key == key).unwrap_or(0);
-        values.get(i).and_then(|v| v.as_ref())
+    // The first three settings are the required ones.
+    let required = |i: usize| {
+        let setting = &SETTINGS[i];
+        let key = setting.key;
+        values[i].as_ref().ok_or_else(|| {
+            let file_note = if job_file_found {
+                ""
+            } else {
+                ", which was not found"
+            };
+            Error::input(format!(
+                "no {key} given: set {}, pass --{}, or write `{key}: ...` in the job file {job_file}{file_note}",
+                setting.env,
+                setting.flag.unwrap_or(""),
+            ))
+        })
     };
-    let missing = |key: &str| {
-        let setting = SETTINGS.iter().find(|s| s.key == key);
-        let (env_name, flag) = setting
-            .map(|s| (s.env, s.flag.unwrap_or("")))
-            .unwrap_or_default();
-        let file_note = if job_file_found {
-            ""
-        } else {
-            ", which was not found"
-        };
-        Error::input(format!(
-            "no {key} given: set {env_name}, pass --{flag}, or write `{key}: ...` in the job file {job_file}{file_note}"
-        ))
-    };
-    let url = find("repo_url").ok_or_else(|| missing("repo_url"))?;
+    let url = required(0)?;
     let repo = parse_repo_url(&url.text).map_err(|msg| bad_value(url, "repo_url", &msg))?;
-    let sha = find("commit_sha").ok_or_else(|| missing("commit_sha"))?;
+    let sha = required(1)?;
     let commit = check_commit(&sha.text).map_err(|msg| bad_value(sha, "commit_sha", &msg))?;
-    let wd = find("workdir").ok_or_else(|| missing("workdir"))?;
+    let wd = required(2)?;
     let workdir = check_workdir(&wd.text).map_err(|msg| bad_value(wd, "workdir", &msg))?;
 
     Ok(Context {
-        job_file: PathBuf::from(job_file),
+        job_file,
         job_file_found,
         values,
         repo,
@@ -263,13 +255,11 @@ pub fn bad_value(v: &Value, key: &str, msg: &str) -> Error {
 fn read_job_file(path: &str) -> Result<Option<Vec<yaml::Entry>>> {
     match std::fs::read(path) {
         Ok(bytes) => yaml::parse(path, &bytes).map(Some).map_err(|mut e| {
-            // The job file holds the job token: never quote its line.
-            let line = e.loc.as_ref().map_or(0, |l| l.line);
-            let text = bytes
-                .split(|&b| b == b'\n')
-                .nth(line.saturating_sub(1))
-                .unwrap_or_default();
-            if String::from_utf8_lossy(text)
+            // The job file holds the job token: never quote its line. The
+            // detail starts with that line, after a newline and four spaces.
+            if e.detail
+                .get(5..)
+                .unwrap_or("")
                 .trim_start()
                 .trim_start_matches(['"', '\''])
                 .starts_with("token")
@@ -551,47 +541,36 @@ mod tests {
 /// ("90s", "10m", "1h30m").
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let t = text.trim();
-    let bad =
-        || format!("{text:?} is not a duration (use seconds, or e.g. \"90s\", \"10m\", \"1h30m\")");
-    if t.is_empty() {
-        return Err(bad());
+    match t.parse().ok().or_else(|| units(t)) {
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!(
+            "{text:?} is not a duration (use seconds, or e.g. \"90s\", \"10m\", \"1h30m\")"
+        )),
     }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total: u64 = 0;
-    let mut num: Option<u64> = None;
-    let mut last_unit = 0;
-    for c in t.chars() {
-        if let Some(d) = c.to_digit(10) {
+}
+
+/// Seconds in `t` written with units, `None` when it is not such a duration.
+fn units(t: &str) -> Option<u64> {
+    let (mut total, mut num, mut last) = (0u64, None::<u64>, 0);
+    for b in t.bytes() {
+        if b.is_ascii_digit() {
             num = Some(
                 num.unwrap_or(0)
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(d as u64))
-                    .ok_or_else(bad)?,
+                    .checked_mul(10)?
+                    .checked_add(u64::from(b - b'0'))?,
             );
             continue;
         }
-        let (rank, mult) = match c {
-            'h' => (1, 3600),
-            'm' => (2, 60),
-            's' => (3, 1),
-            _ => return Err(bad()),
-        };
-        let n = num.take().ok_or_else(bad)?;
-        if rank <= last_unit {
-            return Err(bad());
+        let rank = b"hms".iter().position(|&u| u == b)? + 1;
+        if rank <= last {
+            return None;
         }
-        last_unit = rank;
-        total = n
-            .checked_mul(mult)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        last = rank;
+        let mult = [3600, 60, 1][rank - 1];
+        total = total.checked_add(num.take()?.checked_mul(mult)?)?;
     }
-    if num.is_some() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
+    // Nothing at all, or a number without its unit.
+    (last > 0 && num.is_none()).then_some(total)
 }
 
 #[cfg(test)]
