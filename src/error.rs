@@ -92,17 +92,19 @@ impl Error {
 
     /// Adds the offending source line and a caret under `col`.
     pub fn with_source(mut self, src: &str) -> Error {
-        if let Some(loc) = &self.loc {
-            if let Some(text) = src.lines().nth(loc.line.saturating_sub(1)) {
-                let text = text.trim_end_matches('\r');
-                let pad: String = text
-                    .chars()
-                    .take(loc.col.saturating_sub(1))
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
-                    .collect();
-                self.detail
-                    .push_str(&format!("\n    {}\n    {}^", text, pad));
+        let Some((line, col)) = self.loc.as_ref().map(|l| (l.line, l.col)) else {
+            return self;
+        };
+        if let Some(text) = src.lines().nth(line.saturating_sub(1)) {
+            let text = text.trim_end_matches('\r');
+            let d = &mut self.detail;
+            d.push_str("\n    ");
+            d.push_str(text);
+            d.push_str("\n    ");
+            for c in text.chars().take(col.saturating_sub(1)) {
+                d.push(if c == '\t' { '\t' } else { ' ' });
             }
+            d.push('^');
         }
         self
     }
@@ -142,5 +144,16 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// `parts` joined: the one builder for messages that are only concatenation,
+/// cheaper at each call site than `format!`.
+#[inline(never)]
+pub fn cat(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
 
 pub type Result<T> = std::result::Result<T, Error>;
