@@ -104,6 +104,7 @@ pub struct Context {
 }
 
 impl Context {
+    #[inline(never)]
     pub fn get(&self, key: &str) -> Option<&Value> {
         let i = SETTINGS.iter().position(|s| s.key == key)?;
         self.values.get(i)?.as_ref()
@@ -399,22 +400,26 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
         if hostport.starts_with('-') {
             return Err("has a host starting with '-', which ssh could take as an option".into());
         }
+        let scheme = &url[..end + 3];
         let mut credentials = None;
-        let clean_authority = match (userinfo, &transport) {
+        let mut fetch_url = scheme.to_string();
+        match (userinfo, &transport) {
             (Some(ui), Transport::Http) => {
                 let (user, pass) = ui.split_once(':').unwrap_or((ui, ""));
                 credentials = Some((percent_decode(user), percent_decode(pass)));
-                hostport.to_string()
             }
             (Some(ui), _) => {
                 // An ssh user name is no secret, but a password never belongs in a URL.
-                let user = ui.split(':').next().unwrap_or("");
-                format!("{user}@{hostport}")
+                fetch_url.push_str(ui.split_once(':').map_or(ui, |(user, _)| user));
+                fetch_url.push('@');
             }
-            (None, _) => hostport.to_string(),
-        };
-        let fetch_url = format!("{}://{}{}", &url[..end], clean_authority, &rest[auth_end..]);
-        let origin = format!("{}://{}/", &url[..end], hostport);
+            (None, _) => {}
+        }
+        fetch_url.push_str(hostport);
+        fetch_url.push_str(&rest[auth_end..]);
+        let mut origin = scheme.to_string();
+        origin.push_str(hostport);
+        origin.push('/');
         return Ok(Repo {
             transport,
             display: fetch_url.clone(),
