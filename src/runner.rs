@@ -43,63 +43,55 @@ enum Cmd {
     Version,
 }
 
-/// The command line, read by hand: lexopt cost 3 KB for six flags. The
+/// The command line, read by hand: lexopt cost 6.7 KB for six flags. The
 /// syntax and messages are lexopt's: `--flag value`, `--flag=value`, `-h`
-/// and `-V` (also leading a cluster), and `--` ending the options.
+/// and `-V` (also leading a cluster), and `--` ending the options; an
+/// argument that is not UTF-8 is refused as such.
 fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let mut flags = Flags::default();
     let mut dry_run = false;
     let mut check: Option<Option<String>> = None;
     let mut options = true;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        let bytes = arg.as_bytes();
-        if options && bytes == b"--" {
+        let arg = string(arg)?;
+        if options && arg == "--" {
             options = false;
             continue;
         }
-        if !options || bytes.len() < 2 || bytes[0] != b'-' {
-            if check.is_none() && bytes == b"check" {
+        let Some(opt) = arg.strip_prefix('-').filter(|o| options && !o.is_empty()) else {
+            if check.is_none() && arg == "check" {
                 check = Some(None);
             } else if check == Some(None) {
-                check = Some(Some(string(arg)?));
-            } else if bytes != b"run" {
-                let mut m = "unexpected argument ".to_string();
-                m.push_str(&format!("{arg:?}"));
-                return Err(usage(m));
+                check = Some(Some(arg));
+            } else if arg != "run" {
+                return Err(usage(format!("unexpected argument {arg:?}")));
             }
             continue;
-        }
-        if bytes[1] != b'-' {
+        };
+        let Some(long) = opt.strip_prefix('-') else {
             // A cluster of short options: only -h and -V exist, and either ends the parse.
-            let c = String::from_utf8_lossy(&bytes[1..]).chars().next();
-            return match c {
-                Some('h') => Ok(Cmd::Help),
-                Some('V') => Ok(Cmd::Version),
-                _ => Err(usage(quoted(
+            return match opt.chars().next().unwrap_or_default() {
+                'h' => Ok(Cmd::Help),
+                'V' => Ok(Cmd::Version),
+                c => Err(usage(quoted(
                     "invalid option '-",
-                    &c.unwrap_or_default().to_string(),
+                    c.encode_utf8(&mut [0; 4]),
                 ))),
             };
-        }
-        let eq = bytes.iter().position(|&b| b == b'=');
-        let (name, mut inline) = match eq {
-            Some(i) => (
-                &bytes[..i],
-                Some(OsString::from_vec(bytes[i + 1..].to_vec())),
-            ),
-            None => (bytes, None),
         };
-        let name = String::from_utf8_lossy(name).into_owned();
-        let key = match &name[2..] {
+        let (name, mut inline) = match long.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (long, None),
+        };
+        let key = match name {
             "help" => return Ok(Cmd::Help),
             "version" => return Ok(Cmd::Version),
             "dry-run" => {
                 if let Some(v) = inline {
-                    let mut m = quoted("unexpected argument for option '", &name);
-                    m.push_str(&format!(": {v:?}"));
-                    return Err(usage(m));
+                    return Err(usage(format!(
+                        "unexpected argument for option '--dry-run': {v:?}"
+                    )));
                 }
                 dry_run = true;
                 continue;
@@ -109,12 +101,15 @@ fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
             "commit" => "commit_sha",
             "workdir" => "workdir",
             "job" => "job",
-            _ => return Err(usage(quoted("invalid option '", &name))),
+            _ => return Err(usage(quoted("invalid option '--", name))),
         };
-        let Some(value) = inline.take().or_else(|| args.next()) else {
-            return Err(usage(quoted("missing argument for option '", &name)));
+        let value = match inline.take() {
+            Some(v) => v,
+            None => match args.next() {
+                Some(v) => string(v)?,
+                None => return Err(usage(quoted("missing argument for option '--", name))),
+            },
         };
-        let value = string(value)?;
         if key.is_empty() {
             flags.job_file = Some(value);
         } else {
