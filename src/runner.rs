@@ -337,9 +337,9 @@ fn execute(
                 (None, Some(r)) if r.state == "timed_out" => "timed_out",
                 _ => "failed",
             };
-            let steps = results
-                .into_iter()
-                .map(|r| StepReport {
+            let mut steps = Vec::with_capacity(results.len());
+            for r in &results {
+                steps.push(StepReport {
                     name: output::mask(&r.name),
                     state: if r.state == "ok" {
                         "succeeded"
@@ -349,8 +349,8 @@ fn execute(
                     .to_string(),
                     exit_code: r.exit_code,
                     duration_ms: exec::millis(r.duration),
-                })
-                .collect();
+                });
+            }
             Ok(Status {
                 state,
                 exit_code: Some(code),
