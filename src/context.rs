@@ -21,39 +21,46 @@ pub struct Setting {
     pub secret: bool,
 }
 
-const fn s(key: &'static str, env: &'static str, flag: Option<&'static str>) -> Setting {
+/// Every setting the job file may hold, one a line: key, environment
+/// variable, flag, default (the last two may be empty). A key not listed
+/// here draws a warning, never an error: the orchestrator may be newer than
+/// the runner. Text rather than a table of `Setting`s, whose 26 string
+/// pointers cost 1.3 KB of data and relocations.
+const SETTINGS: &str = "\
+repo_url SOLSTICE_REPO_URL repo-url
+commit_sha SOLSTICE_COMMIT_SHA commit
+workdir SOLSTICE_WORKDIR workdir /root/work
+job SOLSTICE_JOB job
+timeout SOLSTICE_JOB_TIMEOUT
+orchestrator_url SOLSTICE_ORCHESTRATOR_URL
+job_id SOLSTICE_JOB_ID
+token SOLSTICE_JOB_TOKEN
+spool SOLSTICE_SPOOL
+secrets_file SOLSTICE_SECRETS_FILE  /etc/solstice/secrets.yaml";
+
+/// How many settings `SETTINGS` lists.
+const COUNT: usize = 10;
+
+/// The `i`th setting of `SETTINGS`; past the end, one with empty names.
+#[inline(never)]
+pub fn setting(i: usize) -> Setting {
+    let line = SETTINGS.split('\n').nth(i).unwrap_or_default();
+    let mut f = line.split(' ');
+    let mut next = || f.next().filter(|s| !s.is_empty());
+    let key = next().unwrap_or_default();
     Setting {
         key,
-        env,
-        flag,
-        default: None,
-        secret: false,
+        env: next().unwrap_or_default(),
+        flag: next(),
+        default: next(),
+        secret: key == "token",
     }
 }
 
-/// Every setting the job file may hold. A key not listed here draws a
-/// warning, never an error: the orchestrator may be newer than the runner.
-pub const SETTINGS: &[Setting] = &[
-    s("repo_url", "SOLSTICE_REPO_URL", Some("repo-url")),
-    s("commit_sha", "SOLSTICE_COMMIT_SHA", Some("commit")),
-    Setting {
-        default: Some(DEFAULT_WORKDIR),
-        ..s("workdir", "SOLSTICE_WORKDIR", Some("workdir"))
-    },
-    s("job", "SOLSTICE_JOB", Some("job")),
-    s("timeout", "SOLSTICE_JOB_TIMEOUT", None),
-    s("orchestrator_url", "SOLSTICE_ORCHESTRATOR_URL", None),
-    s("job_id", "SOLSTICE_JOB_ID", None),
-    Setting {
-        secret: true,
-        ..s("token", "SOLSTICE_JOB_TOKEN", None)
-    },
-    s("spool", "SOLSTICE_SPOOL", None),
-    Setting {
-        default: Some(crate::secrets::DEFAULT_FILE),
-        ..s("secrets_file", "SOLSTICE_SECRETS_FILE", None)
-    },
-];
+/// The index of the setting `key`.
+fn index(key: &str) -> Option<usize> {
+    (0..COUNT).find(|&i| setting(i).key == key)
+}
 
 /// Where a resolved value came from, for `--dry-run` and error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +113,7 @@ pub struct Context {
 impl Context {
     #[inline(never)]
     pub fn get(&self, key: &str) -> Option<&Value> {
-        let i = SETTINGS.iter().position(|s| s.key == key)?;
+        let i = index(key)?;
         self.values.get(i)?.as_ref()
     }
 
@@ -123,7 +130,8 @@ impl Context {
             " (not found)"
         };
         row(&mut out, "job_file", &[&self.job_file, found]);
-        for (setting, value) in SETTINGS.iter().zip(&self.values) {
+        for (i, value) in self.values.iter().enumerate() {
+            let setting = setting(i);
             let Some(v) = value else {
                 row(&mut out, setting.key, &["(unset)"]);
                 continue;
@@ -175,8 +183,9 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     }
     let entries = file.unwrap_or_default();
 
-    let mut values = Vec::with_capacity(SETTINGS.len());
-    for setting in SETTINGS {
+    let mut values = Vec::new();
+    for i in 0..COUNT {
+        let setting = setting(i);
         let flag = flags.values.iter().find(|(k, _)| *k == setting.key);
         let entry = entries.iter().find(|e| {
             e.key == setting.key
@@ -199,7 +208,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
         values.push(value.map(|(text, source)| Value { text, source }));
     }
     for e in &entries {
-        if !SETTINGS.iter().any(|s| s.key == e.key) {
+        if index(&e.key).is_none() {
             warn!(
                 "{job_file}:{}:{}: unknown key {:?} ignored (this runner is {}; the orchestrator may be newer)",
                 e.line,
@@ -212,7 +221,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
 
     // The first three settings are the required ones.
     let required = |i: usize| {
-        let setting = &SETTINGS[i];
+        let setting = setting(i);
         let key = setting.key;
         values[i].as_ref().ok_or_else(|| {
             let file_note = if job_file_found {
@@ -530,6 +539,21 @@ mod tests {
             strip_credentials("fatal: 'https://u:p@h/x' failed"),
             "fatal: 'https://h/x' failed"
         );
+    }
+
+    #[test]
+    fn the_settings_text_is_well_formed() {
+        assert_eq!(SETTINGS.lines().count(), COUNT);
+        assert!(setting(COUNT).key.is_empty());
+        assert_eq!(setting(2).default, Some(DEFAULT_WORKDIR));
+        assert_eq!(setting(9).default, Some(crate::secrets::DEFAULT_FILE));
+        assert_eq!(setting(9).flag, None);
+        assert!(setting(7).secret && setting(7).key == "token");
+        for i in 0..COUNT {
+            let s = setting(i);
+            assert!(s.env.starts_with("SOLSTICE_"), "{}", s.key);
+            assert_eq!(index(s.key), Some(i));
+        }
     }
 
     #[test]
