@@ -383,7 +383,10 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
             ));
         }
     }
-    if let Some(end) = scheme_end.filter(|&e| !url[..e].contains('/')) {
+    let mut origin = String::new();
+    let mut credentials = None;
+    let (transport, fetch_url) = if let Some(end) = scheme_end.filter(|&e| !url[..e].contains('/'))
+    {
         let scheme = url[..end].to_ascii_lowercase();
         let transport = match scheme.as_str() {
             "https" | "http" => Transport::Http,
@@ -410,7 +413,6 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
             return Err("has a host starting with '-', which ssh could take as an option".into());
         }
         let scheme = &url[..end + 3];
-        let mut credentials = None;
         let mut fetch_url = scheme.to_string();
         match (userinfo, &transport) {
             (Some(ui), Transport::Http) => {
@@ -426,42 +428,29 @@ pub fn parse_repo_url(url: &str) -> std::result::Result<Repo, String> {
         }
         fetch_url.push_str(hostport);
         fetch_url.push_str(&rest[auth_end..]);
-        let mut origin = scheme.to_string();
+        origin.push_str(scheme);
         origin.push_str(hostport);
         origin.push('/');
-        return Ok(Repo {
-            transport,
-            display: fetch_url.clone(),
-            fetch_url,
-            origin,
-            credentials,
-        });
-    }
-    // scp-style `[user@]host:path`: a colon before any slash.
-    if let Some(colon) = first_colon {
-        if !url[..colon].contains('/') {
-            let host = url[..colon].rsplit('@').next().unwrap_or("");
-            if host.is_empty() || host.starts_with('-') {
-                return Err("has an empty host or one starting with '-'".into());
-            }
-            return Ok(Repo {
-                transport: Transport::Ssh,
-                fetch_url: url.to_string(),
-                display: url.to_string(),
-                origin: String::new(),
-                credentials: None,
-            });
+        (transport, fetch_url)
+    } else if let Some(colon) = first_colon.filter(|&c| !url[..c].contains('/')) {
+        // scp-style `[user@]host:path`: a colon before any slash.
+        let host = &url[..colon];
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        if host.is_empty() || host.starts_with('-') {
+            return Err("has an empty host or one starting with '-'".into());
         }
-    }
-    // A local path, made absolute because git runs inside the workdir.
-    let path = check_workdir(url)?;
-    let text = path.to_string_lossy().into_owned();
+        (Transport::Ssh, url.to_string())
+    } else {
+        // A local path, made absolute because git runs inside the workdir.
+        let path = check_workdir(url)?;
+        (Transport::File, path.to_string_lossy().into_owned())
+    };
     Ok(Repo {
-        transport: Transport::File,
-        fetch_url: text.clone(),
-        display: text,
-        origin: String::new(),
-        credentials: None,
+        transport,
+        display: fetch_url.clone(),
+        fetch_url,
+        origin,
+        credentials,
     })
 }
 
