@@ -59,10 +59,16 @@ pub struct Inner {
 
 impl Error {
     pub fn new(kind: Kind, msg: impl Into<String>) -> Error {
+        Error::make(kind, None, msg.into())
+    }
+
+    /// The one constructor: the generic ones above only convert `msg`.
+    #[inline(never)]
+    fn make(kind: Kind, loc: Option<Loc>, msg: String) -> Error {
         Error(Box::new(Inner {
             kind,
-            loc: None,
-            msg: msg.into(),
+            loc,
+            msg,
             detail: String::new(),
         }))
     }
@@ -81,13 +87,12 @@ impl Error {
 
     /// An input error at `path:line:col`.
     pub fn at(path: &str, line: usize, col: usize, msg: impl Into<String>) -> Error {
-        let mut e = Error::new(Kind::Input, msg);
-        e.loc = Some(Loc {
+        let loc = Loc {
             path: path.to_string(),
             line,
             col,
-        });
-        e
+        };
+        Error::make(Kind::Input, Some(loc), msg.into())
     }
 
     /// Adds the offending source line and a caret under `col`.
