@@ -5,13 +5,14 @@
 
 use crate::output;
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-struct Logger {
-    colour: bool,
-}
+struct Logger;
 
-static LOGGER: OnceLock<Logger> = OnceLock::new();
+static LOGGER: Logger = Logger;
+
+/// Whether stderr is a terminal, decided once by `init`.
+static COLOUR: AtomicBool = AtomicBool::new(false);
 
 /// Installs the logger. The level comes from `SOLSTICE_LOG` (error, warn,
 /// info, debug, trace; default info); an unknown value is reported once and
@@ -28,9 +29,8 @@ pub fn init() {
         _ => (LevelFilter::Info, true),
     };
     // SAFETY: isatty only inspects the descriptor.
-    let colour = unsafe { libc::isatty(2) } == 1;
-    let logger = LOGGER.get_or_init(|| Logger { colour });
-    if log::set_logger(logger).is_ok() {
+    COLOUR.store(unsafe { libc::isatty(2) } == 1, Relaxed);
+    if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }
     if bad {
@@ -56,7 +56,7 @@ impl Log for Logger {
         };
         let ts = crate::spool::rfc3339_millis(std::time::SystemTime::now());
         let plain = format!("{ts} {name} {}", record.args());
-        let console = self.colour.then(|| {
+        let console = COLOUR.load(Relaxed).then(|| {
             format!(
                 "\x1b[2m{ts}\x1b[0m \x1b[{colour}m{name}\x1b[0m {}",
                 record.args()
