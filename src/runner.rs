@@ -47,12 +47,12 @@ enum Cmd {
 /// syntax and messages are lexopt's: `--flag value`, `--flag=value`, `-h`
 /// and `-V` (also leading a cluster), and `--` ending the options; an
 /// argument that is not UTF-8 is refused as such.
-fn parse_args(args: Vec<OsString>) -> Result<Cmd> {
+fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
     let mut flags = Flags::default();
     let mut dry_run = false;
     let mut check: Option<Option<String>> = None;
     let mut options = true;
-    let mut args = args.into_iter();
+    args.next(); // the program's name
     while let Some(arg) = args.next() {
         let arg = string(arg)?;
         if options && arg == "--" {
@@ -144,7 +144,7 @@ fn string(v: OsString) -> Result<String> {
 /// Runs the runner and returns its exit code.
 pub fn main() -> i32 {
     logger::init();
-    let cmd = match parse_args(std::env::args_os().skip(1).collect()) {
+    let cmd = match parse_args(std::env::args_os()) {
         Ok(cmd) => cmd,
         Err(e) => return fail(e),
     };
