@@ -75,14 +75,18 @@ pub enum Source {
     Default,
 }
 
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Source::Flag(name) => write!(f, "flag --{name}"),
-            Source::Env(name) => write!(f, "environment {name}"),
-            Source::File { path, line, col } => write!(f, "{path}:{line}:{col}"),
-            Source::Default => f.write_str("default"),
-        }
+impl Source {
+    /// How `--dry-run` and error messages name the source.
+    pub fn text(&self) -> String {
+        let (head, name) = match self {
+            Source::Flag(name) => ("flag --", *name),
+            Source::Env(name) => ("environment ", *name),
+            Source::File { path, line, col } => return format!("{path}:{line}:{col}"),
+            Source::Default => ("default", ""),
+        };
+        let mut s = head.to_string();
+        s.push_str(name);
+        s
     }
 }
 
@@ -143,7 +147,7 @@ impl Context {
             } else {
                 &v.text
             };
-            let source = v.source.to_string();
+            let source = v.source.text();
             row(&mut out, setting.key, &[text, "    [", &source, "]"]);
         }
         out
@@ -257,7 +261,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
 pub fn bad_value(v: &Value, key: &str, msg: &str) -> Error {
     match &v.source {
         Source::File { path, line, col } => Error::at(path, *line, *col, format!("{key}: {msg}")),
-        other => Error::input(format!("{key} (from {other}): {msg}")),
+        other => Error::input(format!("{key} (from {}): {msg}", other.text())),
     }
 }
 
