@@ -57,6 +57,12 @@ pub fn setting(i: usize) -> Setting {
     }
 }
 
+/// The key of the setting whose flag is `--name`.
+pub fn flag_key(name: &str) -> Option<&'static str> {
+    let setting = (0..COUNT).map(setting).find(|s| s.flag == Some(name))?;
+    Some(setting.key)
+}
+
 /// The index of the setting `key`.
 fn index(key: &str) -> Option<usize> {
     (0..COUNT).find(|&i| setting(i).key == key)

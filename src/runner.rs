@@ -97,11 +97,10 @@ fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
                 continue;
             }
             "job-file" => "",
-            "repo-url" => "repo_url",
-            "commit" => "commit_sha",
-            "workdir" => "workdir",
-            "job" => "job",
-            _ => return Err(usage(quoted("invalid option '--", name))),
+            _ => match context::flag_key(name) {
+                Some(key) => key,
+                None => return Err(usage(quoted("invalid option '--", name))),
+            },
         };
         let value = match inline.take() {
             Some(v) => v,
