@@ -375,8 +375,8 @@ pub fn job_command(ctx: &Context, program: &Path) -> exec::Spec {
     cmd.cwd(&ctx.workdir)
         .env("CI", "true")
         .env("SOLSTICE_WORKSPACE", &ctx.workdir)
-        .env("SOLSTICE_REPO_URL", &ctx.repo.display)
-        .env("SOLSTICE_COMMIT_SHA", &ctx.commit);
+        .env("SOLSTICE_REPO_URL", ctx.repo.display.as_str())
+        .env("SOLSTICE_COMMIT_SHA", ctx.commit.as_str());
     // The job must not be able to impersonate the runner or fetch privately.
     for secret in ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"] {
         cmd.env_remove(secret);
@@ -397,7 +397,7 @@ fn run_script(ctx: &Context, secrets: &Secrets, script: &Path, limits: Limits) -
         }
         // job.sh is trusted with every secret; workflow steps get only those they name.
         for (k, v) in &secrets.vars {
-            cmd.env(k, v);
+            cmd.env(k.as_str(), v.as_str());
         }
         cmd
     };
