@@ -113,7 +113,7 @@ pub struct Flags {
 pub struct Context {
     pub job_file: String,
     pub job_file_found: bool,
-    values: Vec<Option<Value>>,
+    values: [Option<Value>; COUNT],
     /// Validated and normalised forms of the required settings.
     pub repo: Repo,
     pub commit: String,
@@ -193,8 +193,8 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     }
     let entries = file.unwrap_or_default();
 
-    let mut values = Vec::new();
-    for i in 0..COUNT {
+    let mut values: [Option<Value>; COUNT] = Default::default();
+    for (i, slot) in values.iter_mut().enumerate() {
         let setting = setting(i);
         let flag = flags.values.iter().find(|(k, _)| *k == setting.key);
         let entry = entries.iter().find(|e| {
@@ -215,7 +215,7 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
         } else {
             setting.default.map(|d| (d.to_string(), Source::Default))
         };
-        values.push(value.map(|(text, source)| Value { text, source }));
+        *slot = value.map(|(text, source)| Value { text, source });
     }
     for e in &entries {
         if index(&e.key).is_none() {
