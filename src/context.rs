@@ -39,7 +39,7 @@ spool SOLSTICE_SPOOL
 secrets_file SOLSTICE_SECRETS_FILE  /etc/solstice/secrets.yaml";
 
 /// How many settings `SETTINGS` lists.
-const COUNT: usize = 10;
+pub const COUNT: usize = 10;
 
 /// The `i`th setting of `SETTINGS`; past the end, one with empty names.
 #[inline(never)]
@@ -57,10 +57,9 @@ pub fn setting(i: usize) -> Setting {
     }
 }
 
-/// The key of the setting whose flag is `--name`.
-pub fn flag_key(name: &str) -> Option<&'static str> {
-    let setting = (0..COUNT).map(setting).find(|s| s.flag == Some(name))?;
-    Some(setting.key)
+/// The index of the setting whose flag is `--name`.
+pub fn flag_index(name: &str) -> Option<usize> {
+    (0..COUNT).find(|&i| setting(i).flag == Some(name))
 }
 
 /// The index of the setting `key`.
@@ -102,10 +101,10 @@ pub struct Value {
     pub source: Source,
 }
 
-/// Values given on the command line, by setting key.
+/// Values given on the command line, by setting index.
 #[derive(Default)]
 pub struct Flags {
-    pub values: Vec<(&'static str, String)>,
+    pub values: [Option<String>; COUNT],
     pub job_file: Option<String>,
 }
 
@@ -196,12 +195,12 @@ pub fn resolve_with(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Resu
     let mut values: [Option<Value>; COUNT] = Default::default();
     for (i, slot) in values.iter_mut().enumerate() {
         let setting = setting(i);
-        let flag = flags.values.iter().find(|(k, _)| *k == setting.key);
+
         let entry = entries.iter().find(|e| {
             e.key == setting.key
                 && !(e.plain && matches!(e.value.as_str(), "" | "~" | "null" | "Null" | "NULL"))
         });
-        let value = if let (Some(name), Some((_, text))) = (setting.flag, flag) {
+        let value = if let (Some(name), Some(text)) = (setting.flag, &flags.values[i]) {
             Some((text.clone(), Source::Flag(name)))
         } else if let Some(text) = env(setting.env) {
             Some((text, Source::Env(setting.env)))

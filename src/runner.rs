@@ -96,9 +96,9 @@ fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
                 dry_run = true;
                 continue;
             }
-            "job-file" => "",
-            _ => match context::flag_key(name) {
-                Some(key) => key,
+            "job-file" => None,
+            _ => match context::flag_index(name) {
+                Some(i) => Some(i),
                 None => return Err(usage(quoted("invalid option '--", name))),
             },
         };
@@ -109,10 +109,12 @@ fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
                 None => return Err(usage(quoted("missing argument for option '--", name))),
             },
         };
-        if key.is_empty() {
-            flags.job_file = Some(value);
-        } else {
-            flags.values.push((key, value));
+        match key {
+            None => flags.job_file = Some(value),
+            // A repeated setting flag: the first one counts.
+            Some(i) => {
+                flags.values[i].get_or_insert(value);
+            }
         }
     }
     Ok(match check {
