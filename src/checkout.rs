@@ -325,14 +325,18 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
     let dir = git.dir;
     let url = git.ctx.repo.fetch_url.as_str();
     let shown = dir.display();
-    match std::fs::read_dir(dir) {
+    let mut empty = true;
+    match exec::scan_dir(dir, 0, &mut |_| {
+        empty = false;
+        false
+    }) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
+            exec::create_dirs(dir, 0o777)
                 .map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
         }
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
-        Ok(mut entries) => {
-            if entries.next().is_some() {
+        Ok(()) => {
+            if !empty {
                 let origin = git.run_once(&["config", "--get", "remote.origin.url"]).ok();
                 let origin = origin.map(|o| String::from_utf8_lossy(&o).trim().to_string());
                 let ours = dir.join(".git").is_dir() && origin.as_deref() == Some(url);

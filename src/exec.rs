@@ -267,16 +267,32 @@ fn resolve(program: &[u8]) -> Vec<u8> {
 }
 
 /// Calls `f` with the name of each entry of the directory `dir` but `.` and
-/// `..`, until it returns false.
-pub fn scan_dir(dir: &Path, f: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> {
+/// `..`, until it returns false. `flags` are added to those of open(2):
+/// O_NOFOLLOW refuses a symbolic link.
+pub fn scan_dir(
+    dir: &Path,
+    flags: libc::c_int,
+    f: &mut dyn FnMut(&[u8]) -> bool,
+) -> io::Result<()> {
     let mut path = dir.as_os_str().as_bytes().to_vec();
     path.push(0);
-    // SAFETY: opendir on a NUL-terminated path; each entry's name is a C
-    // string valid until the next readdir; the stream is closed once.
+    // SAFETY: open on a NUL-terminated path; each entry's name is a C
+    // string valid until the next readdir; the stream (and so the
+    // descriptor) is closed once.
     unsafe {
-        let d = libc::opendir(path.as_ptr().cast());
+        let fd = libc::open(
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | flags,
+        );
+        let d = if fd < 0 {
+            std::ptr::null_mut()
+        } else {
+            libc::fdopendir(fd)
+        };
         if d.is_null() {
-            return Err(io::Error::last_os_error());
+            let e = io::Error::last_os_error();
+            close_all(&[fd]);
+            return Err(e);
         }
         loop {
             let e = libc::readdir(d);
@@ -293,8 +309,26 @@ pub fn scan_dir(dir: &Path, f: &mut dyn FnMut(&[u8]) -> bool) -> io::Result<()> 
     Ok(())
 }
 
-/// Creates `dir` and whatever parents it lacks, like `mkdir -p`.
-pub fn create_dirs(dir: &Path) -> io::Result<()> {
+/// Removes `path` and, if it is a directory, everything in it; symbolic
+/// links are removed, never followed. Errors are ignored.
+pub fn remove_tree(path: &Path) {
+    let mut names = Vec::new();
+    let listed = scan_dir(path, libc::O_NOFOLLOW, &mut |n| {
+        names.push(path.join(OsStr::from_bytes(n)));
+        true
+    });
+    for p in &names {
+        remove_tree(p);
+    }
+    let _ = match listed {
+        Ok(()) => std::fs::remove_dir(path),
+        Err(_) => std::fs::remove_file(path),
+    };
+}
+
+/// Creates `dir` and whatever parents it lacks, like `mkdir -p`, with
+/// permissions `mode` (less the umask).
+pub fn create_dirs(dir: &Path, mode: libc::mode_t) -> io::Result<()> {
     let mut path = dir.as_os_str().as_bytes().to_vec();
     path.push(0);
     let mut first_error = None;
@@ -305,7 +339,7 @@ pub fn create_dirs(dir: &Path) -> io::Result<()> {
         }
         path[i] = 0;
         // SAFETY: mkdir on a NUL-terminated prefix of the path.
-        let r = unsafe { libc::mkdir(path.as_ptr().cast(), 0o777) };
+        let r = unsafe { libc::mkdir(path.as_ptr().cast(), mode) };
         path[i] = c;
         let e = io::Error::last_os_error();
         if r == 0 || e.kind() == io::ErrorKind::AlreadyExists {
@@ -532,8 +566,8 @@ pub fn run(spec: &Spec, limits: Limits, sink: &mut dyn FnMut(Output)) -> io::Res
             let mut drain = [0u8; 64];
             while read_retry(wake, &mut drain) > 0 {}
         }
-        for i in 0..2 {
-            if fds[i].revents != 0 {
+        for (i, fd) in fds[..2].iter().enumerate() {
+            if fd.revents != 0 {
                 pump(&mut pipes, i, &mut buf, sink);
             }
         }
@@ -586,7 +620,7 @@ fn kill_strays() {
     let me = unsafe { libc::getpid() };
     for _ in 0..64 {
         let mut killed = Vec::new();
-        let _ = scan_dir(Path::new("/proc"), &mut |name| {
+        let _ = scan_dir(Path::new("/proc"), 0, &mut |name| {
             let Some(pid) = parse_pid(name) else {
                 return true;
             };
@@ -660,4 +694,118 @@ pub fn run_collected(spec: &Spec, limits: Limits) -> io::Result<Collected> {
         stdout,
         stderr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("exec-test-{}-{name}", std::process::id()));
+        remove_tree(&dir);
+        dir
+    }
+
+    #[test]
+    fn create_dirs_makes_parents_and_accepts_existing() {
+        let top = scratch("mkdir");
+        let deep = top.join("a/b//c/");
+        create_dirs(&deep, 0o777).unwrap();
+        assert!(deep.is_dir());
+        create_dirs(&deep, 0o777).unwrap();
+        fs::write(top.join("file"), "x").unwrap();
+        let e = create_dirs(&top.join("file"), 0o777).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let e = create_dirs(&top.join("file/x/y"), 0o777).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        remove_tree(&top);
+        assert!(!top.exists());
+    }
+
+    #[test]
+    fn remove_tree_does_not_follow_links() {
+        let top = scratch("rm");
+        let keep = scratch("rm-keep");
+        create_dirs(&top.join("d/e"), 0o777).unwrap();
+        create_dirs(&keep, 0o777).unwrap();
+        fs::write(keep.join("kept"), "x").unwrap();
+        fs::write(top.join("d/e/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&keep, top.join("d/link")).unwrap();
+        remove_tree(&top);
+        assert!(!top.exists());
+        assert!(keep.join("kept").exists());
+        remove_tree(&keep);
+        assert!(!keep.exists());
+    }
+
+    #[test]
+    fn scan_dir_lists_names() {
+        let top = scratch("scan");
+        create_dirs(&top.join("x"), 0o777).unwrap();
+        fs::write(top.join("y"), "").unwrap();
+        let mut names = Vec::new();
+        scan_dir(&top, 0, &mut |n| {
+            names.push(n.to_vec());
+            true
+        })
+        .unwrap();
+        names.sort();
+        assert_eq!(names, [b"x".to_vec(), b"y".to_vec()]);
+        let e = scan_dir(&top.join("y"), 0, &mut |_| true).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        remove_tree(&top);
+    }
+
+    #[test]
+    fn environment_applies_changes_in_order() {
+        let mut spec = Spec::new("x");
+        spec.env("EXEC_TEST_A", "1")
+            .env_remove("PATH")
+            .env("EXEC_TEST_B", "")
+            .env("EXEC_TEST_A", "2")
+            .env("EXEC_TEST_C", "3")
+            .env_remove("EXEC_TEST_C");
+        let mut envp = Vec::new();
+        environment(&spec, &mut envp);
+        assert!(envp.pop().unwrap().is_null());
+        let vars: Vec<&[u8]> = envp
+            .iter()
+            .map(|&p| unsafe { CStr::from_ptr(p) }.to_bytes())
+            .collect();
+        assert!(!vars.iter().any(|v| env_name(v) == b"PATH"));
+        assert!(!vars.iter().any(|v| env_name(v) == b"EXEC_TEST_C"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.as_bytes();
+            if k != b"PATH" && !k.starts_with(b"EXEC_TEST_") {
+                assert!(vars.iter().any(|v| env_name(v) == k));
+            }
+        }
+        assert_eq!(
+            vars[vars.len() - 2..],
+            [&b"EXEC_TEST_B="[..], b"EXEC_TEST_A=2"]
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_refused() {
+        let mut spec = Spec::new("/bin/true");
+        spec.arg("a\0b");
+        let e = run_collected(
+            &spec,
+            Limits {
+                deadline: None,
+                grace: Duration::from_secs(1),
+            },
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn resolve_searches_path() {
+        assert!(resolve(b"sh").ends_with(b"/sh\0"));
+        assert_eq!(resolve(b"./sh"), b"./sh\0");
+    }
 }
