@@ -45,25 +45,16 @@ impl Git<'_> {
         let mut cmd = exec::Spec::new("git");
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
-        cmd.arg("-C").arg(self.dir);
-        for a in [
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-        ] {
-            cmd.arg(a);
-        }
+        cmd.arg_list(b"-c\0core.hooksPath=/dev/null\0-c\0core.fsmonitor=false\0-C\0")
+            .arg(self.dir);
         for a in args {
             cmd.arg(a);
         }
-        cmd.env("GIT_TERMINAL_PROMPT", "0")
+        cmd.env_list(
             // Only transports that fetch; ext:: in a submodule URL would run commands.
-            .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
-            .env_remove("GIT_DIR")
-            .env_remove("SOLSTICE_JOB_TOKEN")
-            .env_remove("SOLSTICE_GIT_TOKEN")
-            .env_remove("GIT_WORK_TREE");
+            b"GIT_TERMINAL_PROMPT=0\0GIT_ALLOW_PROTOCOL=http:https:ssh:git:file\0\
+              GIT_DIR\0SOLSTICE_JOB_TOKEN\0SOLSTICE_GIT_TOKEN\0GIT_WORK_TREE\0",
+        );
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
@@ -100,7 +91,12 @@ impl Git<'_> {
 
     /// Runs git once; on failure returns its stderr, credentials removed.
     fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
-        debug!("git {}", args.join(" "));
+        let mut line = String::from("git");
+        for a in args {
+            line.push(' ');
+            line.push_str(a);
+        }
+        debug!("{line}");
         let limits = Limits {
             deadline: Some(Instant::now() + self.opts.timeout),
             grace: Duration::from_secs(5),

@@ -170,6 +170,19 @@ impl Spec {
         self.add(Field::Cwd, &[dir.as_os_str()])
     }
 
+    /// Adds several changes at once from a constant: `NAME=value` or `NAME`
+    /// entries, each followed by a NUL.
+    pub fn env_list(&mut self, list: &'static [u8]) -> &mut Spec {
+        self.env.extend_from_slice(list);
+        self
+    }
+
+    /// Adds several arguments at once from a constant, each followed by a NUL.
+    pub fn arg_list(&mut self, list: &'static [u8]) -> &mut Spec {
+        self.argv.extend_from_slice(list);
+        self
+    }
+
     fn add(&mut self, field: Field, parts: &[&OsStr]) -> &mut Spec {
         let buf = match field {
             Field::Argv => &mut self.argv,
