@@ -230,27 +230,24 @@ extern "C" {
 /// The environment of a job: the runner's, minus the variables `spec` sets
 /// or removes, plus those it sets (the last setting of a name wins).
 fn environment(spec: &Spec, out: &mut Vec<*const libc::c_char>) {
-    let changes: Vec<&[u8]> = spec
-        .env
-        .split(|&b| b == 0)
-        .filter(|e| !e.is_empty())
-        .collect();
-    let changed = |name: &[u8]| changes.iter().any(|c| env_name(c) == name);
-    // SAFETY: environ is a NULL-terminated array of C strings.
+    let mut changes = Vec::new();
+    pointers(&spec.env, &mut changes);
+    // SAFETY: environ is a NULL-terminated array of C strings, and so are
+    // the changes.
+    let name = |p: *const libc::c_char| env_name(unsafe { CStr::from_ptr(p) }.to_bytes());
     unsafe {
         let mut p = environ;
         while !p.is_null() && !(*p).is_null() {
-            let entry = CStr::from_ptr(*p).to_bytes();
-            if !changed(env_name(entry)) {
+            if !changes.iter().any(|&c| name(c) == name(*p)) {
                 out.push(*p);
             }
             p = p.add(1);
         }
     }
-    for (i, c) in changes.iter().enumerate() {
-        let name = env_name(c);
-        if name.len() < c.len() && !changes[i + 1..].iter().any(|l| env_name(l) == name) {
-            out.push(c.as_ptr().cast());
+    for (i, &c) in changes.iter().enumerate() {
+        let n = name(c);
+        if unsafe { *c.add(n.len()) } != 0 && !changes[i + 1..].iter().any(|&l| name(l) == n) {
+            out.push(c);
         }
     }
     out.push(std::ptr::null());
@@ -632,7 +629,7 @@ fn kill_strays() {
     }
     let me = unsafe { libc::getpid() };
     for _ in 0..64 {
-        let mut killed = Vec::new();
+        let mut killed = 0;
         let _ = scan_dir(Path::new("/proc"), 0, &mut |name| {
             let Some(pid) = parse_pid(name) else {
                 return true;
@@ -640,8 +637,8 @@ fn kill_strays() {
             let mut path = b"/proc/".to_vec();
             path.extend_from_slice(name);
             path.extend_from_slice(b"/stat\0");
-            // The pid, the command in parentheses (at most 64 bytes), the
-            // state and the parent pid fit well in the first 256 bytes.
+            // "pid (command) state ppid ...": the command (at most 64 bytes)
+            // and the parent pid fit well in the first 256 bytes.
             let mut stat = [0u8; 256];
             let mut n = 0;
             // SAFETY: open/read/close on a NUL-terminated path and our buffer.
@@ -653,29 +650,23 @@ fn kill_strays() {
                 }
             }
             let stat = &stat[..n];
-            // The parent pid is the second field after the command's ")".
             let ppid = stat
                 .iter()
                 .rposition(|&b| b == b')')
-                .and_then(|end| {
-                    stat[end + 1..]
-                        .split(|&b| b == b' ')
-                        .filter(|f| !f.is_empty())
-                        .nth(1)
-                })
+                .and_then(|end| stat[end + 1..].split(|&b| b == b' ').nth(2))
                 .and_then(parse_pid);
             if ppid == Some(me) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                killed.push(pid);
+                killed += 1;
             }
             true
         });
-        if killed.is_empty() {
+        if killed == 0 {
             return;
         }
-        for pid in killed {
-            let mut raw = 0;
-            unsafe { libc::waitpid(pid, &mut raw, 0) };
+        // Each killed child ends, and is reaped here.
+        for _ in 0..killed {
+            unsafe { libc::waitpid(-1, &mut raw, 0) };
         }
     }
 }
