@@ -193,38 +193,36 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// Errors worth another try: the network or the server, not the request.
+/// (The lists are single strings, a pattern a line: a table of `&str` would
+/// cost a relocation per entry.)
 fn is_transient(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
-    const PERMANENT: &[&str] = &[
-        "not our ref",
-        "couldn't find remote ref",
-        "authentication failed",
-        "not found",
-        "returned error: 4",
-        "does not appear to be a git repository",
-    ];
-    const TRANSIENT: &[&str] = &[
-        "could not resolve host",
-        "connection refused",
-        "connection timed out",
-        "connection reset",
-        "timed out",
-        "early eof",
-        "hung up unexpectedly",
-        "rpc failed",
-        "unable to connect",
-        "unable to access",
-        "network is unreachable",
-        "temporary failure",
-        "transfer closed",
-        "returned error: 5",
-        "http 5",
-        "internal server error",
-        "bad gateway",
-        "service unavailable",
-        "gateway time",
-    ];
-    !PERMANENT.iter().any(|p| s.contains(p)) && TRANSIENT.iter().any(|p| s.contains(p))
+    const PERMANENT: &str = "not our ref
+couldn't find remote ref
+authentication failed
+not found
+returned error: 4
+does not appear to be a git repository";
+    const TRANSIENT: &str = "could not resolve host
+connection refused
+connection timed out
+connection reset
+timed out
+early eof
+hung up unexpectedly
+rpc failed
+unable to connect
+unable to access
+network is unreachable
+temporary failure
+transfer closed
+returned error: 5
+http 5
+internal server error
+bad gateway
+service unavailable
+gateway time";
+    !PERMANENT.lines().any(|p| s.contains(p)) && TRANSIENT.lines().any(|p| s.contains(p))
 }
 
 /// Brings `ctx.workdir` to `ctx.commit`.
@@ -256,17 +254,26 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             "the server cannot serve the commit alone ({}); fetching all branches and tags",
             last_line(&f.message)
         );
-        let mut args = vec!["fetch", "--quiet", "--no-tags"];
-        if dir.join(".git/shallow").exists() {
-            args.push("--unshallow");
-        }
-        args.extend([
+        // --unshallow only where an earlier shallow fetch left a shallow
+        // repository (git refuses it on a complete one): then "fetch" takes
+        // its place and the command starts one word later.
+        let mut args = [
+            "fetch",
+            "--unshallow",
+            "--quiet",
+            "--no-tags",
             "origin",
             "--",
             "+refs/heads/*:refs/remotes/origin/*",
             "+refs/tags/*:refs/tags/*",
-        ]);
-        git.run("full fetch", &args)
+        ];
+        let from = if dir.join(".git/shallow").exists() {
+            0
+        } else {
+            args[1] = "fetch";
+            1
+        };
+        git.run("full fetch", &args[from..])
             .map_err(|f| git.fetch_error("fetching", f))?;
         let object = format!("{sha}^{{commit}}");
         if git.run_once(&["cat-file", "-e", &object]).is_err() {
@@ -357,20 +364,18 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
     Ok(false)
 }
 
-/// Keys a checkout made by the runner has; anything else in a reused
-/// `.git/config` was written by an earlier job.
-const OWN_CONFIG: &[&str] = &[
-    "core.repositoryformatversion",
-    "core.filemode",
-    "core.bare",
-    "core.logallrefupdates",
-    "core.ignorecase",
-    "core.precomposeunicode",
-    "core.symlinks",
-    "remote.origin.url",
-    "remote.origin.fetch",
-    "extensions.objectformat",
-];
+/// Keys a checkout made by the runner has, a line each; anything else in a
+/// reused `.git/config` was written by an earlier job.
+const OWN_CONFIG: &str = "core.repositoryformatversion
+core.filemode
+core.bare
+core.logallrefupdates
+core.ignorecase
+core.precomposeunicode
+core.symlinks
+remote.origin.url
+remote.origin.fetch
+extensions.objectformat";
 
 /// Removes what an earlier job may have added to a reused checkout's
 /// config: filters, `uploadpack`, `sshCommand`, includes and the like run
@@ -380,7 +385,8 @@ fn scrub_config(git: &Git) {
         return;
     };
     for key in String::from_utf8_lossy(&keys).lines() {
-        if !OWN_CONFIG.contains(&key.to_ascii_lowercase().as_str()) {
+        let lower = key.to_ascii_lowercase();
+        if !OWN_CONFIG.lines().any(|own| own == lower) {
             debug!("removing {key} from the reused checkout's config");
             let _ = git.run_once(&["config", "--local", "--unset-all", "--", key]);
         }
