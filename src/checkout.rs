@@ -41,13 +41,15 @@ struct Failure {
 }
 
 impl Git<'_> {
-    fn command(&self, args: &[&str]) -> exec::Spec {
+    /// git with the space-separated words of `args`, then `last` if given
+    /// (a value from outside, which may hold spaces).
+    fn command(&self, args: &str, last: Option<&str>) -> exec::Spec {
         let mut cmd = exec::Spec::new("git");
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
         cmd.arg_list(b"-c\0core.hooksPath=/dev/null\0-c\0core.fsmonitor=false\0-C\0")
             .arg(self.dir);
-        for a in args {
+        for a in args.split(' ').chain(last) {
             cmd.arg(a);
         }
         cmd.env_list(
@@ -90,18 +92,14 @@ impl Git<'_> {
     }
 
     /// Runs git once; on failure returns its stderr, credentials removed.
-    fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
-        let mut line = String::from("git");
-        for a in args {
-            line.push(' ');
-            line.push_str(a);
-        }
-        debug!("{line}");
+    fn run_once(&self, args: &str, last: Option<&str>) -> std::result::Result<Vec<u8>, Failure> {
+        let (space, value) = last.map_or(("", ""), |l| (" ", l));
+        debug!("git {args}{space}{value}");
         let limits = Limits {
             deadline: Some(Instant::now() + self.opts.timeout),
             grace: Duration::from_secs(5),
         };
-        let out = exec::run_collected(&self.command(args), limits).map_err(|e| Failure {
+        let out = exec::run_collected(&self.command(args, last), limits).map_err(|e| Failure {
             message: format!("cannot run git: {e} (is git installed and on PATH?)"),
             transient: false,
         })?;
@@ -132,11 +130,16 @@ impl Git<'_> {
     }
 
     /// Runs git, retrying transient failures with exponential backoff.
-    fn run(&self, what: &str, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
+    fn run(
+        &self,
+        what: &str,
+        args: &str,
+        last: Option<&str>,
+    ) -> std::result::Result<Vec<u8>, Failure> {
         let mut delay = Duration::from_secs(1);
         let mut attempt = 0;
         loop {
-            match self.run_once(args) {
+            match self.run_once(args, last) {
                 Ok(out) => return Ok(out),
                 Err(f)
                     if f.transient
@@ -160,8 +163,8 @@ impl Git<'_> {
     }
 
     /// Runs a step whose failure ends the checkout.
-    fn must(&self, what: &str, args: &[&str]) -> Result<Vec<u8>> {
-        match self.run(what, args) {
+    fn must(&self, what: &str, args: &str, last: Option<&str>) -> Result<Vec<u8>> {
+        match self.run(what, args, last) {
             Ok(out) => Ok(out),
             Err(f) => Err(Error::fetch(format!("{what} failed: {}", f.message))),
         }
@@ -236,15 +239,8 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
 
     let shallow = git.run(
         "shallow fetch",
-        &[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--depth=1",
-            "origin",
-            "--",
-            sha,
-        ],
+        "fetch --quiet --no-tags --depth=1 origin --",
+        Some(sha),
     );
     if let Err(f) = shallow {
         if f.transient || exec::cancelled().is_some() {
@@ -255,42 +251,27 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             last_line(&f.message)
         );
         // --unshallow only where an earlier shallow fetch left a shallow
-        // repository (git refuses it on a complete one): then "fetch" takes
-        // its place and the command starts one word later.
-        let mut args = [
-            "fetch",
-            "--unshallow",
-            "--quiet",
-            "--no-tags",
-            "origin",
-            "--",
-            "+refs/heads/*:refs/remotes/origin/*",
-            "+refs/tags/*:refs/tags/*",
-        ];
-        let from = if dir.join(".git/shallow").exists() {
-            0
+        // repository: git refuses it on a complete one.
+        let args = if dir.join(".git/shallow").exists() {
+            "fetch --quiet --no-tags --unshallow origin -- +refs/heads/*:refs/remotes/origin/* +refs/tags/*:refs/tags/*"
         } else {
-            args[1] = "fetch";
-            1
+            "fetch --quiet --no-tags origin -- +refs/heads/*:refs/remotes/origin/* +refs/tags/*:refs/tags/*"
         };
-        git.run("full fetch", &args[from..])
+        git.run("full fetch", args, None)
             .map_err(|f| git.fetch_error("fetching", f))?;
         let object = format!("{sha}^{{commit}}");
-        if git.run_once(&["cat-file", "-e", &object]).is_err() {
+        if git.run_once("cat-file -e", Some(&object)).is_err() {
             return Err(Error::fetch(format!(
                 "commit {sha} is not in {} (not on any branch or tag the server offers)",
                 ctx.repo.display
             )));
         }
     }
-    git.must(
-        "checkout",
-        &["checkout", "--quiet", "--force", "--detach", sha],
-    )?;
+    git.must("checkout", "checkout --quiet --force --detach", Some(sha))?;
     if reused {
-        git.must("cleaning the workdir", &["clean", "-ffdxq"])?;
+        git.must("cleaning the workdir", "clean -ffdxq", None)?;
     }
-    let head = git.must("reading HEAD", &["rev-parse", "HEAD"])?;
+    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
     let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
     if head != sha {
         return Err(Error::fetch(format!(
@@ -299,20 +280,15 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
     }
     if dir.join(".gitmodules").exists() {
         info!("initialising submodules");
-        let shallow = [
-            "submodule",
-            "update",
-            "--init",
-            "--recursive",
-            "--force",
-            "--depth=1",
-        ];
-        if let Err(f) = git.run("submodule update", &shallow) {
+        // The full update is the shallow one without its last word.
+        let shallow = "submodule update --init --recursive --force --depth=1";
+        if let Err(f) = git.run("submodule update", shallow, None) {
             info!(
                 "shallow submodule update failed ({}); fetching them in full",
                 last_line(&f.message)
             );
-            git.must("submodule update", &shallow[..5])?;
+            let full = &shallow[..shallow.len() - " --depth=1".len()];
+            git.must("submodule update", full, None)?;
         }
     }
     info!(
@@ -340,7 +316,7 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
         Ok(()) => {
             if !empty {
-                let origin = git.run_once(&["config", "--get", "remote.origin.url"]).ok();
+                let origin = git.run_once("config --get remote.origin.url", None).ok();
                 let origin = origin.map(|o| String::from_utf8_lossy(&o).trim().to_string());
                 let ours = dir.join(".git").is_dir() && origin.as_deref() == Some(url);
                 if !ours {
@@ -355,12 +331,12 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
             }
         }
     }
-    let init = |args: &[&str]| {
-        git.run_once(args)
+    let init = |args: &str, last: Option<&str>| {
+        git.run_once(args, last)
             .map_err(|f| Error::internal(format!("preparing {shown} failed: {}", f.message)))
     };
-    init(&["-c", "init.defaultBranch=solstice", "init", "--quiet"])?;
-    init(&["remote", "add", "origin", "--", url])?;
+    init("-c init.defaultBranch=solstice init --quiet", None)?;
+    init("remote add origin --", Some(url))?;
     Ok(false)
 }
 
@@ -381,14 +357,14 @@ extensions.objectformat";
 /// config: filters, `uploadpack`, `sshCommand`, includes and the like run
 /// commands, with the runner's credentials in reach.
 fn scrub_config(git: &Git) {
-    let Ok(keys) = git.run_once(&["config", "--local", "--name-only", "--list"]) else {
+    let Ok(keys) = git.run_once("config --local --name-only --list", None) else {
         return;
     };
     for key in String::from_utf8_lossy(&keys).lines() {
         let lower = key.to_ascii_lowercase();
         if !OWN_CONFIG.lines().any(|own| own == lower) {
             debug!("removing {key} from the reused checkout's config");
-            let _ = git.run_once(&["config", "--local", "--unset-all", "--", key]);
+            let _ = git.run_once("config --local --unset-all --", Some(key));
         }
     }
 }
