@@ -60,22 +60,21 @@ impl Git<'_> {
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
-        let token = || {
-            let user =
-                std::env::var("SOLSTICE_GIT_USER").unwrap_or_else(|_| "x-access-token".into());
-            crate::secrets::git_token().map(|t| (user, t))
-        };
-        let credentials = match self.ctx.repo.transport {
-            Transport::Http => self.ctx.repo.credentials.clone().or_else(token),
+        let auth = match (&self.ctx.repo.transport, &self.ctx.repo.credentials) {
+            (Transport::Http, Some((user, pass))) => Some(format!("{user}:{pass}")),
+            (Transport::Http, None) => crate::secrets::git_token().map(|token| {
+                let user = std::env::var("SOLSTICE_GIT_USER");
+                format!("{}:{token}", user.as_deref().unwrap_or("x-access-token"))
+            }),
             _ => None,
         };
-        if let Some((user, pass)) = credentials {
+        if let Some(auth) = auth {
             // Scoped to the repository's origin so submodules on other hosts
             // never receive these credentials; the environment keeps them off
             // command lines and out of .git/config.
             let header = format!(
                 "Authorization: Basic {}",
-                crate::mask::base64(format!("{user}:{pass}").as_bytes())
+                crate::mask::base64(auth.as_bytes())
             );
             let n: usize = std::env::var("GIT_CONFIG_COUNT")
                 .ok()
@@ -103,30 +102,27 @@ impl Git<'_> {
             message: format!("cannot run git: {e} (is git installed and on PATH?)"),
             transient: false,
         })?;
-        match out.end {
-            End::Exited(0) => Ok(out.stdout),
-            End::TimedOut => Err(Failure {
-                message: format!(
+        let (message, transient) = match out.end {
+            End::Exited(0) => return Ok(out.stdout),
+            End::TimedOut => (
+                format!(
                     "timed out after {} s (SOLSTICE_GIT_TIMEOUT)",
                     self.opts.timeout.as_secs()
                 ),
-                transient: true,
-            }),
-            End::Cancelled(sig) => Err(Failure {
-                message: format!("cancelled by signal {sig}"),
-                transient: false,
-            }),
+                true,
+            ),
+            End::Cancelled(sig) => (format!("cancelled by signal {sig}"), false),
             end => {
                 let text = strip_credentials(String::from_utf8_lossy(&out.stderr).trim());
-                let transient = is_transient(&text);
-                let message = if text.is_empty() {
-                    format!("exited with {}", end.exit_code())
+                if text.is_empty() {
+                    (format!("exited with {}", end.exit_code()), false)
                 } else {
-                    text
-                };
-                Err(Failure { message, transient })
+                    let transient = is_transient(&text);
+                    (text, transient)
+                }
             }
-        }
+        };
+        Err(Failure { message, transient })
     }
 
     /// Runs git, retrying transient failures with exponential backoff.
