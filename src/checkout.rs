@@ -132,7 +132,7 @@ impl Git<'_> {
         args: &str,
         last: Option<&str>,
     ) -> std::result::Result<Vec<u8>, Failure> {
-        let mut delay = Duration::from_secs(1);
+        let mut delay_ms = 1000;
         let mut attempt = 0;
         loop {
             match self.run_once(args, last) {
@@ -146,12 +146,12 @@ impl Git<'_> {
                     warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
                         last_line(&f.message),
-                        exec::millis(delay),
+                        delay_ms,
                         attempt + 1,
                         self.opts.retries + 1
                     );
-                    std::thread::sleep(delay + jitter(delay));
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    std::thread::sleep(Duration::from_millis(delay_ms + jitter(delay_ms)));
+                    delay_ms = (delay_ms * 2).min(30_000);
                 }
                 Err(f) => return Err(f),
             }
@@ -181,14 +181,14 @@ fn last_line(text: &str) -> &str {
         .unwrap_or(text)
 }
 
-/// Up to a quarter of `d`, so many VMs retrying at once spread out.
-fn jitter(d: Duration) -> Duration {
+/// Up to a quarter of `ms`, so many VMs retrying at once spread out.
+fn jitter(ms: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
     let seed = (nanos ^ std::process::id().wrapping_mul(2654435761)) as u64;
-    d / 4 * (seed % 1000) as u32 / 1000
+    ms / 4 * (seed % 1000) / 1000
 }
 
 /// Errors worth another try: the network or the server, not the request.
