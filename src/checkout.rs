@@ -312,9 +312,9 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
         Ok(()) => {
             if !empty {
-                let origin = git.run_once("config --get remote.origin.url", None).ok();
-                let origin = origin.map(|o| String::from_utf8_lossy(&o).trim().to_string());
-                let ours = dir.join(".git").is_dir() && origin.as_deref() == Some(url);
+                let origin = git.run_once("config --get remote.origin.url", None);
+                let ours = dir.join(".git").is_dir()
+                    && origin.is_ok_and(|o| o.trim_ascii() == url.as_bytes());
                 if !ours {
                     return Err(Error::input(format!(
                         "workdir {shown} is not empty and is not a checkout of {}; it is left untouched (point SOLSTICE_WORKDIR at an empty or missing directory)",
