@@ -339,6 +339,10 @@ pub fn remove_tree(path: &Path) {
 /// Creates `dir` and whatever parents it lacks, like `mkdir -p`, with
 /// permissions `mode` (less the umask).
 pub fn create_dirs(dir: &Path, mode: libc::mode_t) -> io::Result<()> {
+    // The parent of a bare file name: the current directory.
+    if dir.as_os_str().is_empty() {
+        return Ok(());
+    }
     let mut path = dir.as_os_str().as_bytes().to_vec();
     path.push(0);
     let mut first_error = None;
@@ -718,6 +722,7 @@ mod tests {
         create_dirs(&deep, 0o777).unwrap();
         assert!(deep.is_dir());
         create_dirs(&deep, 0o777).unwrap();
+        create_dirs(Path::new(""), 0o777).unwrap();
         fs::write(top.join("file"), "x").unwrap();
         let e = create_dirs(&top.join("file"), 0o777).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
