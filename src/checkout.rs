@@ -41,48 +41,40 @@ struct Failure {
 }
 
 impl Git<'_> {
-    fn command(&self, args: &[&str]) -> exec::Spec {
+    /// git with the space-separated words of `args`, then `last` if given
+    /// (a value from outside, which may hold spaces).
+    fn command(&self, args: &str, last: Option<&str>) -> exec::Spec {
         let mut cmd = exec::Spec::new("git");
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
-        cmd.arg("-C").arg(self.dir);
-        for a in [
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "core.fsmonitor=false",
-        ] {
+        cmd.arg_list(b"-c\0core.hooksPath=/dev/null\0-c\0core.fsmonitor=false\0-C\0")
+            .arg(self.dir);
+        for a in args.split(' ').chain(last) {
             cmd.arg(a);
         }
-        for a in args {
-            cmd.arg(a);
-        }
-        cmd.env("GIT_TERMINAL_PROMPT", "0")
+        cmd.env_list(
             // Only transports that fetch; ext:: in a submodule URL would run commands.
-            .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
-            .env_remove("GIT_DIR")
-            .env_remove("SOLSTICE_JOB_TOKEN")
-            .env_remove("SOLSTICE_GIT_TOKEN")
-            .env_remove("GIT_WORK_TREE");
+            b"GIT_TERMINAL_PROMPT=0\0GIT_ALLOW_PROTOCOL=http:https:ssh:git:file\0\
+              GIT_DIR\0SOLSTICE_JOB_TOKEN\0SOLSTICE_GIT_TOKEN\0GIT_WORK_TREE\0",
+        );
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
-        let token = || {
-            let user =
-                std::env::var("SOLSTICE_GIT_USER").unwrap_or_else(|_| "x-access-token".into());
-            crate::secrets::git_token().map(|t| (user, t))
-        };
-        let credentials = match self.ctx.repo.transport {
-            Transport::Http => self.ctx.repo.credentials.clone().or_else(token),
+        let auth = match (&self.ctx.repo.transport, &self.ctx.repo.credentials) {
+            (Transport::Http, Some((user, pass))) => Some(format!("{user}:{pass}")),
+            (Transport::Http, None) => crate::secrets::git_token().map(|token| {
+                let user = std::env::var("SOLSTICE_GIT_USER");
+                format!("{}:{token}", user.as_deref().unwrap_or("x-access-token"))
+            }),
             _ => None,
         };
-        if let Some((user, pass)) = credentials {
+        if let Some(auth) = auth {
             // Scoped to the repository's origin so submodules on other hosts
             // never receive these credentials; the environment keeps them off
             // command lines and out of .git/config.
             let header = format!(
                 "Authorization: Basic {}",
-                crate::mask::base64(format!("{user}:{pass}").as_bytes())
+                crate::mask::base64(auth.as_bytes())
             );
             let n: usize = std::env::var("GIT_CONFIG_COUNT")
                 .ok()
@@ -99,48 +91,51 @@ impl Git<'_> {
     }
 
     /// Runs git once; on failure returns its stderr, credentials removed.
-    fn run_once(&self, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
-        debug!("git {}", args.join(" "));
+    fn run_once(&self, args: &str, last: Option<&str>) -> std::result::Result<Vec<u8>, Failure> {
+        let (space, value) = last.map_or(("", ""), |l| (" ", l));
+        debug!("git {args}{space}{value}");
         let limits = Limits {
             deadline: Some(Instant::now() + self.opts.timeout),
             grace: Duration::from_secs(5),
         };
-        let out = exec::run_collected(&self.command(args), limits).map_err(|e| Failure {
+        let out = exec::run_collected(&self.command(args, last), limits).map_err(|e| Failure {
             message: format!("cannot run git: {e} (is git installed and on PATH?)"),
             transient: false,
         })?;
-        match out.end {
-            End::Exited(0) => Ok(out.stdout),
-            End::TimedOut => Err(Failure {
-                message: format!(
+        let (message, transient) = match out.end {
+            End::Exited(0) => return Ok(out.stdout),
+            End::TimedOut => (
+                format!(
                     "timed out after {} s (SOLSTICE_GIT_TIMEOUT)",
                     self.opts.timeout.as_secs()
                 ),
-                transient: true,
-            }),
-            End::Cancelled(sig) => Err(Failure {
-                message: format!("cancelled by signal {sig}"),
-                transient: false,
-            }),
+                true,
+            ),
+            End::Cancelled(sig) => (format!("cancelled by signal {sig}"), false),
             end => {
                 let text = strip_credentials(String::from_utf8_lossy(&out.stderr).trim());
-                let transient = is_transient(&text);
-                let message = if text.is_empty() {
-                    format!("exited with {}", end.exit_code())
+                if text.is_empty() {
+                    (format!("exited with {}", end.exit_code()), false)
                 } else {
-                    text
-                };
-                Err(Failure { message, transient })
+                    let transient = is_transient(&text);
+                    (text, transient)
+                }
             }
-        }
+        };
+        Err(Failure { message, transient })
     }
 
     /// Runs git, retrying transient failures with exponential backoff.
-    fn run(&self, what: &str, args: &[&str]) -> std::result::Result<Vec<u8>, Failure> {
-        let mut delay = Duration::from_secs(1);
+    fn run(
+        &self,
+        what: &str,
+        args: &str,
+        last: Option<&str>,
+    ) -> std::result::Result<Vec<u8>, Failure> {
+        let mut delay_ms = 1000;
         let mut attempt = 0;
         loop {
-            match self.run_once(args) {
+            match self.run_once(args, last) {
                 Ok(out) => return Ok(out),
                 Err(f)
                     if f.transient
@@ -151,12 +146,12 @@ impl Git<'_> {
                     warn!(
                         "{what} failed ({}); retrying in {} ms (attempt {} of {})",
                         last_line(&f.message),
-                        exec::millis(delay),
+                        delay_ms,
                         attempt + 1,
                         self.opts.retries + 1
                     );
-                    std::thread::sleep(delay + jitter(delay));
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    std::thread::sleep(Duration::from_millis(delay_ms + jitter(delay_ms)));
+                    delay_ms = (delay_ms * 2).min(30_000);
                 }
                 Err(f) => return Err(f),
             }
@@ -164,8 +159,8 @@ impl Git<'_> {
     }
 
     /// Runs a step whose failure ends the checkout.
-    fn must(&self, what: &str, args: &[&str]) -> Result<Vec<u8>> {
-        match self.run(what, args) {
+    fn must(&self, what: &str, args: &str, last: Option<&str>) -> Result<Vec<u8>> {
+        match self.run(what, args, last) {
             Ok(out) => Ok(out),
             Err(f) => Err(Error::fetch(format!("{what} failed: {}", f.message))),
         }
@@ -186,49 +181,47 @@ fn last_line(text: &str) -> &str {
         .unwrap_or(text)
 }
 
-/// Up to a quarter of `d`, so many VMs retrying at once spread out.
-fn jitter(d: Duration) -> Duration {
+/// Up to a quarter of `ms`, so many VMs retrying at once spread out.
+fn jitter(ms: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos())
         .unwrap_or(0);
     let seed = (nanos ^ std::process::id().wrapping_mul(2654435761)) as u64;
-    d / 4 * (seed % 1000) as u32 / 1000
+    ms / 4 * (seed % 1000) / 1000
 }
 
 /// Errors worth another try: the network or the server, not the request.
+/// (The lists are single strings, a pattern a line: a table of `&str` would
+/// cost a relocation per entry.)
 fn is_transient(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
-    const PERMANENT: &[&str] = &[
-        "not our ref",
-        "couldn't find remote ref",
-        "authentication failed",
-        "not found",
-        "returned error: 4",
-        "does not appear to be a git repository",
-    ];
-    const TRANSIENT: &[&str] = &[
-        "could not resolve host",
-        "connection refused",
-        "connection timed out",
-        "connection reset",
-        "timed out",
-        "early eof",
-        "hung up unexpectedly",
-        "rpc failed",
-        "unable to connect",
-        "unable to access",
-        "network is unreachable",
-        "temporary failure",
-        "transfer closed",
-        "returned error: 5",
-        "http 5",
-        "internal server error",
-        "bad gateway",
-        "service unavailable",
-        "gateway time",
-    ];
-    !PERMANENT.iter().any(|p| s.contains(p)) && TRANSIENT.iter().any(|p| s.contains(p))
+    const PERMANENT: &str = "not our ref
+couldn't find remote ref
+authentication failed
+not found
+returned error: 4
+does not appear to be a git repository";
+    const TRANSIENT: &str = "could not resolve host
+connection refused
+connection timed out
+connection reset
+timed out
+early eof
+hung up unexpectedly
+rpc failed
+unable to connect
+unable to access
+network is unreachable
+temporary failure
+transfer closed
+returned error: 5
+http 5
+internal server error
+bad gateway
+service unavailable
+gateway time";
+    !PERMANENT.lines().any(|p| s.contains(p)) && TRANSIENT.lines().any(|p| s.contains(p))
 }
 
 /// Brings `ctx.workdir` to `ctx.commit`.
@@ -242,15 +235,8 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
 
     let shallow = git.run(
         "shallow fetch",
-        &[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--depth=1",
-            "origin",
-            "--",
-            sha,
-        ],
+        "fetch --quiet --no-tags --depth=1 origin --",
+        Some(sha),
     );
     if let Err(f) = shallow {
         if f.transient || exec::cancelled().is_some() {
@@ -260,34 +246,28 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
             "the server cannot serve the commit alone ({}); fetching all branches and tags",
             last_line(&f.message)
         );
-        let mut args = vec!["fetch", "--quiet", "--no-tags"];
-        if dir.join(".git/shallow").exists() {
-            args.push("--unshallow");
-        }
-        args.extend([
-            "origin",
-            "--",
-            "+refs/heads/*:refs/remotes/origin/*",
-            "+refs/tags/*:refs/tags/*",
-        ]);
-        git.run("full fetch", &args)
+        // --unshallow only where an earlier shallow fetch left a shallow
+        // repository: git refuses it on a complete one.
+        let args = if dir.join(".git/shallow").exists() {
+            "fetch --quiet --no-tags --unshallow origin -- +refs/heads/*:refs/remotes/origin/* +refs/tags/*:refs/tags/*"
+        } else {
+            "fetch --quiet --no-tags origin -- +refs/heads/*:refs/remotes/origin/* +refs/tags/*:refs/tags/*"
+        };
+        git.run("full fetch", args, None)
             .map_err(|f| git.fetch_error("fetching", f))?;
         let object = format!("{sha}^{{commit}}");
-        if git.run_once(&["cat-file", "-e", &object]).is_err() {
+        if git.run_once("cat-file -e", Some(&object)).is_err() {
             return Err(Error::fetch(format!(
                 "commit {sha} is not in {} (not on any branch or tag the server offers)",
                 ctx.repo.display
             )));
         }
     }
-    git.must(
-        "checkout",
-        &["checkout", "--quiet", "--force", "--detach", sha],
-    )?;
+    git.must("checkout", "checkout --quiet --force --detach", Some(sha))?;
     if reused {
-        git.must("cleaning the workdir", &["clean", "-ffdxq"])?;
+        git.must("cleaning the workdir", "clean -ffdxq", None)?;
     }
-    let head = git.must("reading HEAD", &["rev-parse", "HEAD"])?;
+    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
     let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
     if head != sha {
         return Err(Error::fetch(format!(
@@ -296,20 +276,15 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
     }
     if dir.join(".gitmodules").exists() {
         info!("initialising submodules");
-        let shallow = [
-            "submodule",
-            "update",
-            "--init",
-            "--recursive",
-            "--force",
-            "--depth=1",
-        ];
-        if let Err(f) = git.run("submodule update", &shallow) {
+        // The full update is the shallow one without its last word.
+        let shallow = "submodule update --init --recursive --force --depth=1";
+        if let Err(f) = git.run("submodule update", shallow, None) {
             info!(
                 "shallow submodule update failed ({}); fetching them in full",
                 last_line(&f.message)
             );
-            git.must("submodule update", &shallow[..5])?;
+            let full = &shallow[..shallow.len() - " --depth=1".len()];
+            git.must("submodule update", full, None)?;
         }
     }
     info!(
@@ -325,17 +300,21 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
     let dir = git.dir;
     let url = git.ctx.repo.fetch_url.as_str();
     let shown = dir.display();
-    match std::fs::read_dir(dir) {
+    let mut empty = true;
+    match exec::scan_dir(dir, 0, &mut |_| {
+        empty = false;
+        false
+    }) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
+            exec::create_dirs(dir, 0o777)
                 .map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
         }
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                let origin = git.run_once(&["config", "--get", "remote.origin.url"]).ok();
-                let origin = origin.map(|o| String::from_utf8_lossy(&o).trim().to_string());
-                let ours = dir.join(".git").is_dir() && origin.as_deref() == Some(url);
+        Ok(()) => {
+            if !empty {
+                let origin = git.run_once("config --get remote.origin.url", None);
+                let ours = dir.join(".git").is_dir()
+                    && origin.is_ok_and(|o| o.trim_ascii() == url.as_bytes());
                 if !ours {
                     return Err(Error::input(format!(
                         "workdir {shown} is not empty and is not a checkout of {}; it is left untouched (point SOLSTICE_WORKDIR at an empty or missing directory)",
@@ -348,41 +327,40 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
             }
         }
     }
-    let init = |args: &[&str]| {
-        git.run_once(args)
+    let init = |args: &str, last: Option<&str>| {
+        git.run_once(args, last)
             .map_err(|f| Error::internal(format!("preparing {shown} failed: {}", f.message)))
     };
-    init(&["-c", "init.defaultBranch=solstice", "init", "--quiet"])?;
-    init(&["remote", "add", "origin", "--", url])?;
+    init("-c init.defaultBranch=solstice init --quiet", None)?;
+    init("remote add origin --", Some(url))?;
     Ok(false)
 }
 
-/// Keys a checkout made by the runner has; anything else in a reused
-/// `.git/config` was written by an earlier job.
-const OWN_CONFIG: &[&str] = &[
-    "core.repositoryformatversion",
-    "core.filemode",
-    "core.bare",
-    "core.logallrefupdates",
-    "core.ignorecase",
-    "core.precomposeunicode",
-    "core.symlinks",
-    "remote.origin.url",
-    "remote.origin.fetch",
-    "extensions.objectformat",
-];
+/// Keys a checkout made by the runner has, a line each; anything else in a
+/// reused `.git/config` was written by an earlier job.
+const OWN_CONFIG: &str = "core.repositoryformatversion
+core.filemode
+core.bare
+core.logallrefupdates
+core.ignorecase
+core.precomposeunicode
+core.symlinks
+remote.origin.url
+remote.origin.fetch
+extensions.objectformat";
 
 /// Removes what an earlier job may have added to a reused checkout's
 /// config: filters, `uploadpack`, `sshCommand`, includes and the like run
 /// commands, with the runner's credentials in reach.
 fn scrub_config(git: &Git) {
-    let Ok(keys) = git.run_once(&["config", "--local", "--name-only", "--list"]) else {
+    let Ok(keys) = git.run_once("config --local --name-only --list", None) else {
         return;
     };
     for key in String::from_utf8_lossy(&keys).lines() {
-        if !OWN_CONFIG.contains(&key.to_ascii_lowercase().as_str()) {
+        let lower = key.to_ascii_lowercase();
+        if !OWN_CONFIG.lines().any(|own| own == lower) {
             debug!("removing {key} from the reused checkout's config");
-            let _ = git.run_once(&["config", "--local", "--unset-all", "--", key]);
+            let _ = git.run_once("config --local --unset-all --", Some(key));
         }
     }
 }
