@@ -16,12 +16,13 @@
 
 use crate::error::{Error, Result};
 use crate::spool::push_json_str;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::ops::Range;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -899,6 +900,96 @@ fn io_error(doing: &str, e: io::Error) -> String {
     format!("{doing}: {e}")
 }
 
+/// A blocking TCP connection to `a` at `port`, made within CONNECT_TIMEOUT
+/// (a non-blocking connect and poll), with IO_TIMEOUT for reads and writes.
+///
+/// SAFETY: `a.ai_addr` must point to a sockaddr of `a.ai_family`.
+unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<TcpStream> {
+    let sa = a.ai_addr;
+    match a.ai_family {
+        libc::AF_INET => (*sa.cast::<libc::sockaddr_in>()).sin_port = port.to_be(),
+        libc::AF_INET6 => (*sa.cast::<libc::sockaddr_in6>()).sin6_port = port.to_be(),
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    }
+    let fd = libc::socket(
+        a.ai_family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    );
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Owns the descriptor from here on, and closes it on every error.
+    let stream = TcpStream::from_raw_fd(fd);
+    let mut err = 0;
+    if libc::connect(fd, sa, a.ai_addrlen) != 0 {
+        err = errno();
+        if err == libc::EINPROGRESS {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = CONNECT_TIMEOUT.as_millis() as libc::c_int;
+            err = loop {
+                match libc::poll(&mut p, 1, ms) {
+                    0 => break libc::ETIMEDOUT,
+                    n if n > 0 => {
+                        let mut len = 4;
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_ERROR,
+                            (&mut err as *mut i32).cast(),
+                            &mut len,
+                        );
+                        break err;
+                    }
+                    _ => match errno() {
+                        libc::EINTR => {}
+                        e => break e,
+                    },
+                }
+            };
+        }
+    }
+    if err != 0 {
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    // Failures here are ignored: they cannot happen on a connected TCP
+    // socket, and `finish`'s deadline bounds even a missing timeout.
+    libc::fcntl(fd, libc::F_SETFL, 0);
+    let t = libc::timeval {
+        tv_sec: IO_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        setopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&t as *const libc::timeval).cast(),
+            size_of_val(&t),
+        );
+    }
+    setopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&1i32 as *const i32).cast(),
+        4,
+    );
+    Ok(stream)
+}
+
+unsafe fn setopt(fd: i32, level: i32, name: i32, v: *const libc::c_void, len: usize) {
+    libc::setsockopt(fd, level, name, v, len as libc::socklen_t);
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
 /// One HTTP/1.1 client connection with its read buffer (RFC 9112 framing).
 struct Conn {
     stream: TcpStream,
@@ -910,16 +1001,20 @@ struct Conn {
 
 impl Conn {
     /// Connects to the first address of the host that answers. Names are
-    /// resolved with getaddrinfo directly: `ToSocketAddrs` would run std's
-    /// IPv4 and IPv6 text parsers first, which getaddrinfo has anyway.
+    /// resolved with getaddrinfo and connected with libc directly: std's
+    /// `ToSocketAddrs` and `connect_timeout` would convert each address to
+    /// std's types and back, and carry their own text parsers.
     fn open(ep: &Endpoint) -> std::result::Result<Conn, String> {
-        let host = CString::new(ep.host.as_str()).map_err(|_| "a NUL in the host".to_string())?;
+        // parse_url admits no NUL, so the name is the host whole.
+        let mut host = ep.host.clone().into_bytes();
+        host.push(0);
         // SAFETY: all-zero is a valid addrinfo (null pointers, no flags).
         let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
         hints.ai_socktype = libc::SOCK_STREAM;
         let mut list = std::ptr::null_mut();
         // SAFETY: valid C string and hints; `list` is freed below.
-        let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut list) };
+        let rc =
+            unsafe { libc::getaddrinfo(host.as_ptr().cast(), std::ptr::null(), &hints, &mut list) };
         if rc != 0 {
             // SAFETY: gai_strerror returns a static C string.
             let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
@@ -929,57 +1024,26 @@ impl Conn {
                 why.to_string_lossy()
             ));
         }
-        let mut last = io::Error::from(io::ErrorKind::NotFound);
-        let mut stream = None;
+        let mut result = Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
         let mut ai = list;
         // SAFETY: getaddrinfo's list is valid until freeaddrinfo, and each
-        // ai_addr points to the sockaddr its ai_family says.
-        while let Some(a) = unsafe { ai.as_ref() } {
+        // ai_addr points to the sockaddr its ai_family says, ours to change.
+        while let (Err(_), Some(a)) = (&result, unsafe { ai.as_ref() }) {
             ai = a.ai_next;
-            let addr = match a.ai_family {
-                libc::AF_INET => {
-                    let sin = unsafe { &*(a.ai_addr as *const libc::sockaddr_in) };
-                    let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-                    SocketAddr::from((ip, ep.port))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = unsafe { &*(a.ai_addr as *const libc::sockaddr_in6) };
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    SocketAddr::V6(std::net::SocketAddrV6::new(
-                        ip,
-                        ep.port,
-                        0,
-                        sin6.sin6_scope_id,
-                    ))
-                }
-                _ => continue,
-            };
-            let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                s.set_nodelay(true)?;
-                Ok(s)
-            });
-            match connected {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
+            result = unsafe { connect(a, ep.port) };
         }
         // SAFETY: `list` came from getaddrinfo and is freed once.
         unsafe { libc::freeaddrinfo(list) };
-        match stream {
-            Some(stream) => Ok(Conn {
+        match result {
+            Ok(stream) => Ok(Conn {
                 stream,
                 buf: Vec::with_capacity(4096),
                 pos: 0,
                 received: 0,
             }),
-            None => Err(io_error(
+            Err(e) => Err(io_error(
                 &format!("cannot connect to {}", ep.authority()),
-                last,
+                e,
             )),
         }
     }
