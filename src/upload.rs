@@ -52,19 +52,22 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn authority(&self) -> String {
-        let (l, r) = if self.host.contains(':') {
-            ("[", "]")
-        } else {
-            ("", "")
-        };
-        format!("{l}{}{r}:{}", self.host, self.port)
+    /// `http://host:port/prefix`, built once per uploader; the authority
+    /// (`host:port`, IPv6 in brackets) is what lies between the scheme and
+    /// the prefix.
+    fn url(&self) -> String {
+        let v6 = self.host.contains(':');
+        let (l, r) = if v6 { ("[", "]") } else { ("", "") };
+        format!(
+            "http://{l}{}{r}:{}{}",
+            self.host, self.port as u64, self.prefix
+        )
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        f.write_str(&self.url())
     }
 }
 
@@ -412,6 +415,8 @@ enum Reply {
 
 struct Worker {
     endpoint: Endpoint,
+    /// The endpoint as `http://host:port/prefix`, for messages.
+    url: String,
     job_id: String,
     spool_path: PathBuf,
     shared: Arc<Shared>,
@@ -434,16 +439,18 @@ struct Worker {
 
 impl Worker {
     fn new(cfg: Config, spool_path: PathBuf, shared: Arc<Shared>) -> Worker {
+        let ep = &cfg.endpoint;
+        let url = ep.url();
         let head_common = format!(
             "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/{}\r\n\
              Connection: keep-alive\r\nContent-Type: application/",
-            cfg.endpoint.authority(),
+            &url[7..url.len() - ep.prefix.len()],
             cfg.token,
             env!("CARGO_PKG_VERSION")
         );
         // Percent-encodes everything but RFC 3986 unreserved characters, so
         // the job id is always exactly one path segment.
-        let mut job_path = format!("{}/v1/jobs/", cfg.endpoint.prefix);
+        let mut job_path = format!("{}/v1/jobs/", ep.prefix);
         for b in cfg.job_id.bytes() {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
                 job_path.push(b as char);
@@ -464,6 +471,7 @@ impl Worker {
             ^ 0x9E37_79B9_7F4A_7C15;
         Worker {
             endpoint: cfg.endpoint,
+            url,
             job_id: cfg.job_id,
             spool_path,
             shared,
@@ -593,7 +601,7 @@ impl Worker {
                 "; retrying with backoff (the job goes on, its log is kept in the spool)",
             )
         };
-        let ep = &self.endpoint;
+        let ep = &self.url;
         say(
             level,
             &self.job_id,
@@ -610,7 +618,7 @@ impl Worker {
 
     fn recovered(&mut self) {
         if self.troubled {
-            let ep = &self.endpoint;
+            let ep = &self.url;
             say(
                 log::Level::Info,
                 &self.job_id,
@@ -732,16 +740,17 @@ impl Worker {
 
     /// One request: `PUT status` with `put`, else `POST log` from `acked`.
     fn request(&mut self, put: bool, body: &[u8]) -> Reply {
-        let (what, path, ctype) = if put {
-            ("PUT status", "PUT ", "status")
+        let (what, method, ctype) = if put {
+            ("PUT status", "PUT ", "json")
         } else {
-            ("POST log", "POST ", "log")
+            ("POST log", "POST ", "x-ndjson")
         };
-        let mut head = format!("{path}{}{ctype}", self.job_path);
-        if !put {
-            head.push_str(&format!("?offset={}", self.acked));
+        let mut head = format!("{method}{}", self.job_path);
+        if put {
+            head.push_str("status");
+        } else {
+            head.push_str(&format!("log?offset={}", self.acked));
         }
-        let ctype = if put { "json" } else { "x-ndjson" };
         head.push_str(&format!(
             " HTTP/1.1\r\n{}{ctype}\r\nContent-Length: {}\r\n\r\n",
             self.head_common,
@@ -774,7 +783,7 @@ impl Worker {
             400..=499 if status != 408 && status != 429 => "the request is not retried",
             _ => return Reply::Retry(format!("the orchestrator answered {status} to {what}")),
         };
-        let ep = &self.endpoint;
+        let ep = &self.url;
         stop(
             &self.job_id,
             format_args!("the orchestrator at {ep} answered {status} to {what}: {why}"),
@@ -791,7 +800,7 @@ impl Worker {
             let reused = self.conn.is_some();
             let mut conn = match self.conn.take() {
                 Some(c) => c,
-                None => Conn::open(&self.endpoint)?,
+                None => Conn::open(&self.endpoint, &self.url)?,
             };
             match conn.exchange(head, body) {
                 Ok(resp) => {
@@ -802,7 +811,12 @@ impl Worker {
                 }
                 // Then `self.conn` is None: the next round is on a new one.
                 Err(_) if reused && conn.received == 0 => {}
-                Err(e) => return Err(e),
+                Err(why) => {
+                    return Err(match conn.err {
+                        Some(e) => format!("{why}: {e}"),
+                        None => why.to_string(),
+                    })
+                }
             }
         }
     }
@@ -888,7 +902,7 @@ fn items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 struct Response {
-    status: u16,
+    status: u64,
     body: Vec<u8>,
     keep_alive: bool,
 }
@@ -896,9 +910,8 @@ struct Response {
 const CLOSED: &str = "the orchestrator closed the connection";
 const TOO_LONG: &str = "the answer is too long";
 
-fn io_error(doing: &str, e: io::Error) -> String {
-    format!("{doing}: {e}")
-}
+/// Why an exchange failed; an I/O error behind it is kept in `Conn::err`.
+type Fail = &'static str;
 
 /// A blocking TCP connection to `a` at `port`, made within CONNECT_TIMEOUT
 /// (a non-blocking connect and poll), with IO_TIMEOUT for reads and writes.
@@ -997,6 +1010,7 @@ struct Conn {
     pos: usize,
     /// Bytes received since the current request was sent.
     received: usize,
+    err: Option<io::Error>,
 }
 
 impl Conn {
@@ -1004,7 +1018,7 @@ impl Conn {
     /// resolved with getaddrinfo and connected with libc directly: std's
     /// `ToSocketAddrs` and `connect_timeout` would convert each address to
     /// std's types and back, and carry their own text parsers.
-    fn open(ep: &Endpoint) -> std::result::Result<Conn, String> {
+    fn open(ep: &Endpoint, url: &str) -> std::result::Result<Conn, String> {
         // parse_url admits no NUL, so the name is the host whole.
         let mut host = ep.host.clone().into_bytes();
         host.push(0);
@@ -1040,31 +1054,35 @@ impl Conn {
                 buf: Vec::with_capacity(4096),
                 pos: 0,
                 received: 0,
+                err: None,
             }),
-            Err(e) => Err(io_error(
-                &format!("cannot connect to {}", ep.authority()),
-                e,
+            Err(e) => Err(format!(
+                "cannot connect to {}: {e}",
+                &url[7..url.len() - ep.prefix.len()]
             )),
         }
     }
 
-    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
+    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, Fail> {
         // Leftover bytes from the previous answer mean the server broke
         // framing (and, with `received` still counting them, no resend).
         if self.pos != self.buf.len() {
-            return Err("stray bytes after the previous answer".into());
+            return Err("stray bytes after the previous answer");
         }
         self.received = 0;
         let sent = self
             .stream
             .write_all(head)
             .and_then(|_| self.stream.write_all(body));
-        sent.map_err(|e| io_error("sending the request", e))?;
+        if let Err(e) = sent {
+            self.err = Some(e);
+            return Err("sending the request");
+        }
         self.read_response()
     }
 
     /// Reads more of the answer; false at end of stream.
-    fn fill(&mut self) -> std::result::Result<bool, String> {
+    fn fill(&mut self) -> std::result::Result<bool, Fail> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
@@ -1081,7 +1099,8 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.buf.truncate(from);
-                    return Err(io_error("reading the answer", e));
+                    self.err = Some(e);
+                    return Err("reading the answer");
                 }
             }
         }
@@ -1090,7 +1109,7 @@ impl Conn {
     /// One line without its CRLF (a bare LF is accepted too, RFC 9112 2.2),
     /// counted against `budget`, the bytes of head the answer may still use;
     /// where it is in `buf`, valid until the next read.
-    fn line(&mut self, budget: &mut usize) -> std::result::Result<Range<usize>, String> {
+    fn line(&mut self, budget: &mut usize) -> std::result::Result<Range<usize>, Fail> {
         // Bytes after `pos` known to hold no line end (`fill` moves the
         // buffer's start only when everything was consumed).
         let mut scanned = 0;
@@ -1106,25 +1125,25 @@ impl Conn {
             }
             scanned = self.buf.len() - self.pos;
             if scanned > *budget {
-                return Err(TOO_LONG.into());
+                return Err(TOO_LONG);
             }
             if !self.fill()? {
-                return Err(CLOSED.into());
+                return Err(CLOSED);
             }
         }
     }
 
     /// Appends `n` bytes of the answer to `out`, or with `None` all up to
     /// the end of the stream; more than MAX_BODY in all is an error.
-    fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), String> {
+    fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), Fail> {
         if n.is_some_and(|n| n > (MAX_BODY - out.len()) as u64) {
-            return Err(TOO_LONG.into());
+            return Err(TOO_LONG);
         }
         let mut left = n.map_or(usize::MAX, |n| n as usize);
         loop {
             let k = left.min(self.buf.len() - self.pos);
             if out.len() + k > MAX_BODY {
-                return Err(TOO_LONG.into());
+                return Err(TOO_LONG);
             }
             out.extend_from_slice(&self.buf[self.pos..self.pos + k]);
             self.pos += k;
@@ -1134,14 +1153,14 @@ impl Conn {
             }
             if !self.fill()? {
                 return match n {
-                    Some(_) => Err(CLOSED.into()),
+                    Some(_) => Err(CLOSED),
                     None => Ok(()),
                 };
             }
         }
     }
 
-    fn read_response(&mut self) -> std::result::Result<Response, String> {
+    fn read_response(&mut self) -> std::result::Result<Response, Fail> {
         let mut budget = MAX_HEAD;
         loop {
             // `HTTP/1.1 200 OK`; the reason phrase is optional.
@@ -1150,11 +1169,11 @@ impl Conn {
             let http11 = match line.get(..9) {
                 Some(b"HTTP/1.1 ") => true,
                 Some(b"HTTP/1.0 ") => false,
-                _ => return Err("not an HTTP/1.x answer".into()),
+                _ => return Err("not an HTTP/1.x answer"),
             };
             let status = match (line.get(9..12).and_then(|c| parse_num(c, 10)), line.get(12)) {
-                (Some(s @ 100..), None | Some(b' ')) => s as u16,
-                _ => return Err("bad status line".into()),
+                (Some(s @ 100..), None | Some(b' ')) => s,
+                _ => return Err("bad status line"),
             };
             let mut length = None;
             // Some(true): chunked; Some(false): another coding.
@@ -1172,7 +1191,7 @@ impl Conn {
                 if is_ci(name, b"content-length") {
                     let n = parse_num(value, 10).ok_or("bad Content-Length")?;
                     if length.is_some_and(|l| l != n) {
-                        return Err("conflicting Content-Length headers".into());
+                        return Err("conflicting Content-Length headers");
                     }
                     length = Some(n);
                 } else if is_ci(name, b"transfer-encoding") {
@@ -1189,7 +1208,7 @@ impl Conn {
             }
             if status < 200 {
                 if status == 101 {
-                    return Err("the orchestrator switched protocols".into());
+                    return Err("the orchestrator switched protocols");
                 }
                 // Interim answers (100 Continue) have no body; the real one follows.
                 continue;
@@ -1212,7 +1231,7 @@ impl Conn {
                         }
                         self.take(Some(size), &mut body)?;
                         if !self.line(&mut budget)?.is_empty() {
-                            return Err("a chunk does not end with CRLF".into());
+                            return Err("a chunk does not end with CRLF");
                         }
                     },
                     (None, Some(n)) => self.take(Some(n), &mut body)?,
@@ -1297,7 +1316,7 @@ mod tests {
             port,
             prefix: String::new(),
         };
-        let mut conn = Conn::open(&ep).unwrap();
+        let mut conn = Conn::open(&ep, &ep.url()).unwrap();
         let mut ask = || {
             let r = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"").unwrap();
             (r.status, String::from_utf8(r.body).unwrap(), r.keep_alive)
