@@ -21,7 +21,6 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::ops::Range;
 use std::os::fd::FromRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -264,7 +263,7 @@ impl Shared {
 
 /// Logs `job <id>: <what>`, the shape of every message of the uploader.
 fn say(level: log::Level, job: &str, what: fmt::Arguments) {
-    log::log!(level, "job {job}: {what}");
+    crate::logger::emit(level, format_args!("job {job}: {what}"));
 }
 
 /// Logs why the upload stops for good; returns false, for `run`'s result.
@@ -496,14 +495,12 @@ impl Worker {
 
     fn run_inner(&mut self) -> bool {
         // The first request; no log is sent before it is acknowledged.
-        let running = status_json(
-            &Status {
-                state: "running",
-                exit_code: None,
-                steps: Vec::new(),
-            },
-            0,
-        );
+        let running = concat!(
+            r#"{"state":"running","exit_code":null,"log_length":0,"runner_version":""#,
+            env!("CARGO_PKG_VERSION"),
+            r#"","steps":[]}"#
+        )
+        .as_bytes();
         let mut started = false;
         loop {
             if self.abandoned() {
@@ -511,7 +508,7 @@ impl Worker {
             }
             let mut final_sent = false;
             let reply = if !started {
-                self.request(true, &running)
+                self.request(true, running)
             } else {
                 let fin = self.shared.lock().finish.as_ref().map(|f| f.1);
                 let more = match self.read_batch(fin) {
@@ -1010,6 +1007,8 @@ struct Conn {
     pos: usize,
     /// Bytes received since the current request was sent.
     received: usize,
+    /// What the current answer may still use of MAX_HEAD.
+    budget: usize,
     err: Option<io::Error>,
 }
 
@@ -1054,6 +1053,7 @@ impl Conn {
                 buf: Vec::with_capacity(4096),
                 pos: 0,
                 received: 0,
+                budget: 0,
                 err: None,
             }),
             Err(e) => Err(format!(
@@ -1107,24 +1107,23 @@ impl Conn {
     }
 
     /// One line without its CRLF (a bare LF is accepted too, RFC 9112 2.2),
-    /// counted against `budget`, the bytes of head the answer may still use;
-    /// where it is in `buf`, valid until the next read.
-    fn line(&mut self, budget: &mut usize) -> std::result::Result<Range<usize>, Fail> {
+    /// counted against `budget`, the bytes of head, chunk sizes and trailers
+    /// the answer may still use.
+    fn line(&mut self) -> std::result::Result<&[u8], Fail> {
         // Bytes after `pos` known to hold no line end (`fill` moves the
         // buffer's start only when everything was consumed).
         let mut scanned = 0;
         loop {
-            let rest = &self.buf[self.pos + scanned..];
-            if let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                let end = self.pos + scanned + i;
-                *budget = budget.checked_sub(end + 1 - self.pos).ok_or(TOO_LONG)?;
-                let start = self.pos;
+            let start = self.pos;
+            if let Some(i) = self.buf[start + scanned..].iter().position(|&b| b == b'\n') {
+                let end = start + scanned + i;
+                self.budget = self.budget.checked_sub(end + 1 - start).ok_or(TOO_LONG)?;
                 self.pos = end + 1;
-                let cr = end > start && self.buf[end - 1] == b'\r';
-                return Ok(start..end - usize::from(cr));
+                let line = &self.buf[start..end];
+                return Ok(line.strip_suffix(b"\r").unwrap_or(line));
             }
-            scanned = self.buf.len() - self.pos;
-            if scanned > *budget {
+            scanned = self.buf.len() - start;
+            if scanned > self.budget {
                 return Err(TOO_LONG);
             }
             if !self.fill()? {
@@ -1139,15 +1138,15 @@ impl Conn {
         if n.is_some_and(|n| n > (MAX_BODY - out.len()) as u64) {
             return Err(TOO_LONG);
         }
-        let mut left = n.map_or(usize::MAX, |n| n as usize);
+        let mut left = n.unwrap_or(u64::MAX);
         loop {
-            let k = left.min(self.buf.len() - self.pos);
-            if out.len() + k > MAX_BODY {
+            let k = left.min((self.buf.len() - self.pos) as u64) as usize;
+            out.extend_from_slice(&self.buf[self.pos..][..k]);
+            self.pos += k;
+            left -= k as u64;
+            if out.len() > MAX_BODY {
                 return Err(TOO_LONG);
             }
-            out.extend_from_slice(&self.buf[self.pos..self.pos + k]);
-            self.pos += k;
-            left -= k;
             if left == 0 {
                 return Ok(());
             }
@@ -1161,11 +1160,10 @@ impl Conn {
     }
 
     fn read_response(&mut self) -> std::result::Result<Response, Fail> {
-        let mut budget = MAX_HEAD;
+        self.budget = MAX_HEAD;
         loop {
             // `HTTP/1.1 200 OK`; the reason phrase is optional.
-            let r = self.line(&mut budget)?;
-            let line = &self.buf[r];
+            let line = self.line()?;
             let http11 = match line.get(..9) {
                 Some(b"HTTP/1.1 ") => true,
                 Some(b"HTTP/1.0 ") => false,
@@ -1180,8 +1178,7 @@ impl Conn {
             let mut coding = None;
             let mut close = !http11;
             loop {
-                let r = self.line(&mut budget)?;
-                let line = &self.buf[r];
+                let line = self.line()?;
                 if line.is_empty() {
                     break;
                 }
@@ -1218,19 +1215,18 @@ impl Conn {
             if status != 204 && status != 304 {
                 match (coding, length) {
                     (Some(true), _) => loop {
-                        let r = self.line(&mut budget)?;
-                        let line = &self.buf[r];
+                        let line = self.line()?;
                         // Chunk extensions (`;name=value`) are ignored.
                         let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
                         let size =
                             parse_num(line[..end].trim_ascii(), 16).ok_or("bad chunk size")?;
                         if size == 0 {
                             // Trailer fields, ignored, up to the empty line.
-                            while !self.line(&mut budget)?.is_empty() {}
+                            while !self.line()?.is_empty() {}
                             break;
                         }
                         self.take(Some(size), &mut body)?;
-                        if !self.line(&mut budget)?.is_empty() {
+                        if !self.line()?.is_empty() {
                             return Err("a chunk does not end with CRLF");
                         }
                     },
