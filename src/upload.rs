@@ -21,7 +21,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -450,17 +450,17 @@ impl Worker {
         // Percent-encodes everything but RFC 3986 unreserved characters, so
         // the job id is always exactly one path segment.
         let mut job_path = format!("{}/v1/jobs/", ep.prefix);
-        for b in cfg.job_id.bytes() {
+        // SAFETY: only ASCII is pushed.
+        let v = unsafe { job_path.as_mut_vec() };
+        for &b in cfg.job_id.as_bytes() {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                job_path.push(b as char);
+                v.push(b);
             } else {
-                job_path.push('%');
-                for nibble in [b >> 4, b & 15] {
-                    job_path.push(b"0123456789ABCDEF"[usize::from(nibble)] as char);
-                }
+                let hex = b"0123456789ABCDEF";
+                v.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
             }
         }
-        job_path.push('/');
+        v.push(b'/');
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -653,7 +653,7 @@ impl Worker {
         let mut b = [b'\n'];
         if m > 0 {
             let read = self.spool().and_then(|f| {
-                if m > f.metadata()?.len() {
+                if m > file_len(f)? {
                     b[0] = 0;
                     return Ok(());
                 }
@@ -693,7 +693,7 @@ impl Worker {
             Err(e) if e.kind() == io::ErrorKind::NotFound && limit.is_none() => return Ok(false),
             f => f?,
         };
-        let size = file.metadata()?.len();
+        let size = file_len(file)?;
         let avail = limit.map_or(size, |l| l.min(size)).saturating_sub(acked);
         let body = &mut self.body;
         // A batch, then (with no line end in a whole batch: one line longer
@@ -825,6 +825,19 @@ fn open_spool<'a>(file: &'a mut Option<File>, path: &std::path::Path) -> io::Res
         *file = Some(File::open(path)?);
     }
     file.as_ref().ok_or_else(|| io::ErrorKind::NotFound.into())
+}
+
+/// The size of `f`, with fstat directly: std's `File::metadata` tries
+/// statx first and is not otherwise linked.
+fn file_len(f: &File) -> io::Result<u64> {
+    // SAFETY: fstat fills the zeroed stat of a descriptor `f` owns.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(f.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_size as u64)
+    }
 }
 
 /// A decimal or hexadecimal number of digits only, without overflow.
@@ -1070,13 +1083,19 @@ impl Conn {
             return Err("stray bytes after the previous answer");
         }
         self.received = 0;
-        let sent = self
-            .stream
-            .write_all(head)
-            .and_then(|_| self.stream.write_all(body));
-        if let Err(e) = sent {
-            self.err = Some(e);
-            return Err("sending the request");
+        // write_all by hand over both parts: one loop, and std's write_all
+        // for TcpStream is not linked.
+        for mut b in [head, body] {
+            while !b.is_empty() {
+                match self.stream.write(b) {
+                    Ok(n) if n > 0 => b = b.get(n..).unwrap_or_default(),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    r => {
+                        self.err = r.err();
+                        return Err("sending the request");
+                    }
+                }
+            }
         }
         self.read_response()
     }
