@@ -652,14 +652,9 @@ impl Worker {
     fn resume_at(&mut self, m: u64) -> bool {
         let mut b = [b'\n'];
         if m > 0 {
-            let read = self.spool().and_then(|f| {
-                if m > file_len(f)? {
-                    b[0] = 0;
-                    return Ok(());
-                }
-                f.read_exact_at(&mut b, m - 1)
-            });
-            if let Err(e) = read {
+            // Past the end, the read returns nothing and `b` stays 0.
+            b[0] = 0;
+            if let Err(e) = self.spool().and_then(|f| f.read_at(&mut b, m - 1)) {
                 return self.spool_error(e);
             }
         }
