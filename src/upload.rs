@@ -22,9 +22,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most log bytes in one request (a single longer line goes alone, whole).
@@ -280,7 +281,7 @@ fn stop(job: &str, why: fmt::Arguments) -> bool {
 
 /// Handle on the upload thread.
 pub struct Uploader {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     spool_path: PathBuf,
     job_id: String,
 }
@@ -289,7 +290,9 @@ impl Uploader {
     /// Spawns the upload thread, which first reports "running", then tails
     /// the spool at `spool_path` (which may not exist yet).
     pub fn start(cfg: Config, spool_path: PathBuf) -> Uploader {
-        let shared = Arc::new(Shared {
+        // Leaked rather than counted: one per job, and the detached thread
+        // may outlive the handle.
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: Mutex::new(State {
                 finish: None,
                 abandoned: false,
@@ -297,7 +300,7 @@ impl Uploader {
                 acked: 0,
             }),
             cv: Condvar::new(),
-        });
+        }));
         let job_id = cfg.job_id.clone();
         let token_ok = !cfg.token.is_empty() && cfg.token.bytes().all(|b| b.is_ascii_graphic());
         let started = if !token_ok {
@@ -308,7 +311,7 @@ impl Uploader {
                      header"
                 ),
             )
-        } else if let Err(e) = spawn(Worker::new(cfg, spool_path.clone(), shared.clone())) {
+        } else if let Err(e) = spawn(Worker::new(cfg, spool_path.clone(), shared)) {
             stop(
                 &job_id,
                 format_args!("cannot start the log upload thread: {e}"),
@@ -418,7 +421,7 @@ struct Worker {
     url: String,
     job_id: String,
     spool_path: PathBuf,
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     file: Option<File>,
     conn: Option<Conn>,
     /// What the orchestrator has acknowledged: the next POST's offset.
@@ -437,7 +440,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: Config, spool_path: PathBuf, shared: Arc<Shared>) -> Worker {
+    fn new(cfg: Config, spool_path: PathBuf, shared: &'static Shared) -> Worker {
         let ep = &cfg.endpoint;
         let url = ep.url();
         let head_common = format!(
@@ -817,7 +820,16 @@ impl Worker {
 /// The spool, opened on first use (the job may not have written it yet).
 fn open_spool<'a>(file: &'a mut Option<File>, path: &std::path::Path) -> io::Result<&'a File> {
     if file.is_none() {
-        *file = Some(File::open(path)?);
+        // With libc: std's open path (OpenOptions) is not otherwise linked.
+        // The spool's path has no NUL: the spool was created under it.
+        let mut p = path.as_os_str().as_bytes().to_vec();
+        p.push(0);
+        // SAFETY: a NUL-terminated path; the descriptor is owned by the File.
+        let fd = unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *file = Some(unsafe { File::from_raw_fd(fd) });
     }
     file.as_ref().ok_or_else(|| io::ErrorKind::NotFound.into())
 }
@@ -874,14 +886,14 @@ fn parse_length(body: &[u8]) -> Option<u64> {
                 }
                 let key = body.get(start..i)?;
                 i += 1;
-                let rest = body.get(i..)?.trim_ascii_start();
+                let rest = body.get(i..)?.trim_ascii();
                 if depth == 1 && key == b"length" && rest.first() == Some(&b':') {
-                    let value = rest[1..].trim_ascii_start();
+                    let value = rest[1..].trim_ascii();
                     let end = value
                         .iter()
                         .position(|&b| !b.is_ascii_digit())
                         .unwrap_or(value.len());
-                    let after = value[end..].trim_ascii_start().first();
+                    let after = value[end..].trim_ascii().first();
                     let plain =
                         matches!(after, Some(b',' | b'}')) && (end == 1 || value[0] != b'0');
                     found = parse_num(&value[..end], 10).filter(|_| plain);
