@@ -236,7 +236,8 @@ struct Shared {
 }
 
 struct State {
-    /// Set by `finish`: the final status body and the log length it reports.
+    /// Set by `finish`, taken by the upload thread: the final status body
+    /// and the log length it reports.
     finish: Option<(Vec<u8>, u64)>,
     abandoned: bool,
     /// Set once by the upload thread when it stops: whether everything,
@@ -446,7 +447,7 @@ impl Worker {
         let head_common = format!(
             "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/{}\r\n\
              Connection: keep-alive\r\nContent-Type: application/",
-            &url[7..url.len() - ep.prefix.len()],
+            url.get(7..url.len() - ep.prefix.len()).unwrap_or_default(),
             cfg.token,
             env!("CARGO_PKG_VERSION")
         );
@@ -505,16 +506,25 @@ impl Worker {
         )
         .as_bytes();
         let mut started = false;
+        // The final status body and the log length it reports, once
+        // `finish` has handed them over.
+        let mut fin: Option<(Vec<u8>, u64)> = None;
         loop {
-            if self.abandoned() {
-                return false;
+            {
+                let mut st = self.shared.lock();
+                if st.abandoned {
+                    return false;
+                }
+                if fin.is_none() {
+                    fin = st.finish.take();
+                }
             }
             let mut final_sent = false;
             let reply = if !started {
                 self.request(true, running)
             } else {
-                let fin = self.shared.lock().finish.as_ref().map(|f| f.1);
-                let more = match self.read_batch(fin) {
+                let limit = fin.as_ref().map(|f| f.1);
+                let more = match self.read_batch(limit) {
                     Ok(more) => more,
                     // The spool is ours; losing it is not the orchestrator's fault.
                     Err(e) => return self.spool_error(e),
@@ -522,7 +532,7 @@ impl Worker {
                 if !self.body.is_empty() {
                     // Gather a trickle into one request per interval.
                     let since = self.last_post.map_or(INTERVAL, |t| t.elapsed());
-                    if fin.is_none() && !more && since < INTERVAL {
+                    if limit.is_none() && !more && since < INTERVAL {
                         self.pause(INTERVAL - since, true);
                         continue;
                     }
@@ -531,18 +541,14 @@ impl Worker {
                     let reply = self.request(false, &body);
                     self.body = body;
                     reply
-                } else if fin.is_some_and(|fin| self.acked >= fin) {
-                    let body = match &self.shared.lock().finish {
-                        Some(f) => f.0.clone(),
-                        None => continue,
-                    };
+                } else if let Some((body, _)) = fin.as_ref().filter(|f| self.acked >= f.1) {
                     final_sent = true;
-                    self.request(true, &body)
+                    self.request(true, body)
                 } else {
                     // Nothing new yet; or, after finish, nothing readable
                     // below the final length: the file is shorter than it
                     // was then, which only a broken disk does.
-                    self.pause(INTERVAL, fin.is_none());
+                    self.pause(INTERVAL, limit.is_none());
                     continue;
                 }
             };
@@ -574,10 +580,6 @@ impl Worker {
                 Reply::GiveUp => return false,
             }
         }
-    }
-
-    fn abandoned(&self) -> bool {
-        self.shared.lock().abandoned
     }
 
     /// Sleeps for `d`, or until abandoned, or (with `on_finish`) until
@@ -854,7 +856,15 @@ fn parse_num(s: &[u8], radix: u32) -> Option<u64> {
     }
     let mut n: u64 = 0;
     for &b in s {
-        let d = (b as char).to_digit(radix)?;
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        if u32::from(d) >= radix {
+            return None;
+        }
         n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
     }
     Some(n)
@@ -1078,7 +1088,7 @@ impl Conn {
             }),
             Err(e) => Err(format!(
                 "cannot connect to {}: {e}",
-                &url[7..url.len() - ep.prefix.len()]
+                url.get(7..url.len() - ep.prefix.len()).unwrap_or_default()
             )),
         }
     }
@@ -1202,6 +1212,8 @@ impl Conn {
             let mut length = None;
             // Some(true): chunked; Some(false): another coding.
             let mut coding = None;
+            // The connection is closed after an HTTP/1.0 answer, even one
+            // that offers keep-alive (docs/protocol.md).
             let mut close = !http11;
             loop {
                 let line = self.line()?;
@@ -1220,13 +1232,7 @@ impl Conn {
                 } else if is_ci(name, b"transfer-encoding") {
                     coding = Some(is_ci(items(value).last().unwrap_or(b""), b"chunked"));
                 } else if is_ci(name, b"connection") {
-                    for token in items(value) {
-                        if is_ci(token, b"close") {
-                            close = true;
-                        } else if is_ci(token, b"keep-alive") && !http11 {
-                            close = false;
-                        }
-                    }
+                    close |= items(value).any(|t| is_ci(t, b"close"));
                 }
             }
             if status < 200 {
