@@ -56,7 +56,7 @@ impl Endpoint {
     /// (`host:port`, IPv6 in brackets) is what lies between the scheme and
     /// the prefix.
     fn url(&self) -> String {
-        let v6 = self.host.contains(':');
+        let v6 = self.host.as_bytes().contains(&b':');
         let (l, r) = if v6 { ("[", "]") } else { ("", "") };
         format!(
             "http://{l}{}{r}:{}{}",
@@ -95,7 +95,7 @@ fn split_url(s: &str) -> std::result::Result<Endpoint, &'static str> {
     let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
     let (authority, tail) = rest.split_at(end.unwrap_or(rest.len()));
     // Checked before anything echoes the URL.
-    if authority.contains('@') {
+    if authority.as_bytes().contains(&b'@') {
         return Err(USERINFO);
     }
     let scheme = scheme.as_bytes();
