@@ -19,8 +19,7 @@ use crate::spool::push_json_str;
 use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -424,7 +423,7 @@ struct Worker {
     spool_path: PathBuf,
     shared: &'static Shared,
     file: Option<File>,
-    conn: Option<Conn>,
+    conn: Conn,
     /// What the orchestrator has acknowledged: the next POST's offset.
     acked: u64,
     body: Vec<u8>,
@@ -479,7 +478,7 @@ impl Worker {
             spool_path,
             shared,
             file: None,
-            conn: None,
+            conn: Conn::new(),
             acked: 0,
             body: Vec::with_capacity(MAX_BATCH),
             last_post: None,
@@ -794,25 +793,27 @@ impl Worker {
     /// (safe: every request is idempotent thanks to the offset).
     fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
         loop {
-            let reused = self.conn.is_some();
-            let mut conn = match self.conn.take() {
-                Some(c) => c,
-                None => Conn::open(&self.endpoint, &self.url)?,
-            };
+            let reused = self.conn.fd >= 0;
+            if !reused {
+                self.conn.open(&self.endpoint, &self.url)?;
+            }
+            let conn = &mut self.conn;
             match conn.exchange(head, body) {
                 Ok(resp) => {
-                    if resp.keep_alive {
-                        self.conn = Some(conn);
+                    if !resp.keep_alive {
+                        conn.close();
                     }
                     return Ok(resp);
                 }
-                // Then `self.conn` is None: the next round is on a new one.
-                Err(_) if reused && conn.received == 0 => {}
                 Err(why) => {
-                    return Err(match conn.err {
-                        Some(e) => format!("{why}: {e}"),
-                        None => why.to_string(),
-                    })
+                    conn.close();
+                    // The next round is on a new connection.
+                    if !(reused && conn.received == 0) {
+                        return Err(match conn.err.take() {
+                            Some(e) => format!("{why}: {e}"),
+                            None => why.to_string(),
+                        });
+                    }
                 }
             }
         }
@@ -944,7 +945,7 @@ type Fail = &'static str;
 /// (a non-blocking connect and poll), with IO_TIMEOUT for reads and writes.
 ///
 /// SAFETY: `a.ai_addr` must point to a sockaddr of `a.ai_family`.
-unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<TcpStream> {
+unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<i32> {
     let sa = a.ai_addr;
     match a.ai_family {
         libc::AF_INET => (*sa.cast::<libc::sockaddr_in>()).sin_port = port.to_be(),
@@ -959,8 +960,6 @@ unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<TcpStream> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // Owns the descriptor from here on, and closes it on every error.
-    let stream = TcpStream::from_raw_fd(fd);
     let mut err = 0;
     if libc::connect(fd, sa, a.ai_addrlen) != 0 {
         err = errno();
@@ -994,6 +993,7 @@ unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<TcpStream> {
         }
     }
     if err != 0 {
+        libc::close(fd);
         return Err(io::Error::from_raw_os_error(err));
     }
     // Failures here are ignored: they cannot happen on a connected TCP
@@ -1019,7 +1019,7 @@ unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<TcpStream> {
         (&1i32 as *const i32).cast(),
         4,
     );
-    Ok(stream)
+    Ok(fd)
 }
 
 unsafe fn setopt(fd: i32, level: i32, name: i32, v: *const libc::c_void, len: usize) {
@@ -1031,8 +1031,9 @@ fn errno() -> i32 {
 }
 
 /// One HTTP/1.1 client connection with its read buffer (RFC 9112 framing).
+/// Kept for the whole upload; `fd` is -1 while there is no connection.
 struct Conn {
-    stream: TcpStream,
+    fd: i32,
     buf: Vec<u8>,
     pos: usize,
     /// Bytes received since the current request was sent.
@@ -1042,12 +1043,37 @@ struct Conn {
     err: Option<io::Error>,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 impl Conn {
+    fn new() -> Conn {
+        Conn {
+            fd: -1,
+            buf: Vec::new(),
+            pos: 0,
+            received: 0,
+            budget: 0,
+            err: None,
+        }
+    }
+
+    fn close(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: the descriptor is ours and closed once.
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+        }
+    }
+
     /// Connects to the first address of the host that answers. Names are
     /// resolved with getaddrinfo and connected with libc directly: std's
     /// `ToSocketAddrs` and `connect_timeout` would convert each address to
     /// std's types and back, and carry their own text parsers.
-    fn open(ep: &Endpoint, url: &str) -> std::result::Result<Conn, String> {
+    fn open(&mut self, ep: &Endpoint, url: &str) -> std::result::Result<(), String> {
         // parse_url admits no NUL, so the name is the host whole.
         let mut host = ep.host.clone().into_bytes();
         host.push(0);
@@ -1078,14 +1104,12 @@ impl Conn {
         // SAFETY: `list` came from getaddrinfo and is freed once.
         unsafe { libc::freeaddrinfo(list) };
         match result {
-            Ok(stream) => Ok(Conn {
-                stream,
-                buf: Vec::with_capacity(4096),
-                pos: 0,
-                received: 0,
-                budget: 0,
-                err: None,
-            }),
+            Ok(fd) => {
+                self.fd = fd;
+                self.buf.clear();
+                self.pos = 0;
+                Ok(())
+            }
             Err(e) => Err(format!(
                 "cannot connect to {}: {e}",
                 url.get(7..url.len() - ep.prefix.len()).unwrap_or_default()
@@ -1100,17 +1124,17 @@ impl Conn {
             return Err("stray bytes after the previous answer");
         }
         self.received = 0;
-        // write_all by hand over both parts: one loop, and std's write_all
-        // for TcpStream is not linked.
+        // write_all by hand over both parts. A peer that closed gives
+        // EPIPE: the runner ignores SIGPIPE.
         for mut b in [head, body] {
             while !b.is_empty() {
-                match self.stream.write(b) {
-                    Ok(n) if n > 0 => b = b.get(n..).unwrap_or_default(),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    r => {
-                        self.err = r.err();
-                        return Err("sending the request");
-                    }
+                // SAFETY: writes from a valid slice.
+                let n = unsafe { libc::write(self.fd, b.as_ptr().cast(), b.len()) };
+                if n > 0 {
+                    b = b.get(n as usize..).unwrap_or_default();
+                } else if n == 0 || errno() != libc::EINTR {
+                    self.err = (n < 0).then(io::Error::last_os_error);
+                    return Err("sending the request");
                 }
             }
         }
@@ -1126,18 +1150,18 @@ impl Conn {
         let from = self.buf.len();
         self.buf.resize(from + 4096, 0);
         loop {
-            match self.stream.read(&mut self.buf[from..]) {
-                Ok(n) => {
-                    self.buf.truncate(from + n);
-                    self.received += n;
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(from);
-                    self.err = Some(e);
-                    return Err("reading the answer");
-                }
+            // SAFETY: reads into the buffer's last 4096 bytes.
+            let n = unsafe { libc::read(self.fd, self.buf[from..].as_mut_ptr().cast(), 4096) };
+            if n >= 0 {
+                let n = n as usize;
+                self.buf.truncate(from + n);
+                self.received += n;
+                return Ok(n > 0);
+            }
+            if errno() != libc::EINTR {
+                self.buf.truncate(from);
+                self.err = Some(io::Error::last_os_error());
+                return Err("reading the answer");
             }
         }
     }
@@ -1283,6 +1307,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -1344,7 +1369,8 @@ mod tests {
             port,
             prefix: String::new(),
         };
-        let mut conn = Conn::open(&ep, &ep.url()).unwrap();
+        let mut conn = Conn::new();
+        conn.open(&ep, &ep.url()).unwrap();
         let mut ask = || {
             let r = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"").unwrap();
             (r.status, String::from_utf8(r.body).unwrap(), r.keep_alive)
