@@ -18,11 +18,8 @@ use crate::error::{Error, Result};
 use crate::spool::push_json_str;
 use std::ffi::CStr;
 use std::fmt;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -422,7 +419,8 @@ struct Worker {
     job_id: String,
     spool_path: PathBuf,
     shared: &'static Shared,
-    file: Option<File>,
+    /// The spool's descriptor once opened, else -1.
+    spool_fd: i32,
     conn: Conn,
     /// What the orchestrator has acknowledged: the next POST's offset.
     acked: u64,
@@ -477,7 +475,7 @@ impl Worker {
             job_id: cfg.job_id,
             spool_path,
             shared,
-            file: None,
+            spool_fd: -1,
             conn: Conn::new(),
             acked: 0,
             body: Vec::with_capacity(MAX_BATCH),
@@ -658,7 +656,7 @@ impl Worker {
         if m > 0 {
             // Past the end, the read returns nothing and `b` stays 0.
             b[0] = 0;
-            if let Err(e) = self.spool().and_then(|f| f.read_at(&mut b, m - 1)) {
+            if let Err(e) = self.spool().and_then(|fd| pread(fd, &mut b, m - 1)) {
                 return self.spool_error(e);
             }
         }
@@ -675,8 +673,22 @@ impl Worker {
         true
     }
 
-    fn spool(&mut self) -> io::Result<&File> {
-        open_spool(&mut self.file, &self.spool_path)
+    /// The spool, opened on first use (the job may not have written it
+    /// yet), with libc: std's open path (OpenOptions) is not otherwise
+    /// linked.
+    fn spool(&mut self) -> io::Result<i32> {
+        if self.spool_fd < 0 {
+            // The spool's path has no NUL: the spool was created under it.
+            let mut p = self.spool_path.as_os_str().as_bytes().to_vec();
+            p.push(0);
+            // SAFETY: a NUL-terminated path; the descriptor is closed on drop.
+            let fd = unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            self.spool_fd = fd;
+        }
+        Ok(self.spool_fd)
     }
 
     /// Loads the next request body into `self.body`: whole lines from
@@ -688,11 +700,11 @@ impl Worker {
     fn read_batch(&mut self, limit: Option<u64>) -> io::Result<bool> {
         self.body.clear();
         let acked = self.acked;
-        let file = match open_spool(&mut self.file, &self.spool_path) {
+        let fd = match self.spool() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && limit.is_none() => return Ok(false),
             f => f?,
         };
-        let size = file_len(file)?;
+        let size = file_len(fd)?;
         let avail = limit.map_or(size, |l| l.min(size)).saturating_sub(acked);
         let body = &mut self.body;
         // A batch, then (with no line end in a whole batch: one line longer
@@ -705,7 +717,7 @@ impl Worker {
             body.resize(from + n, 0);
             let mut got = 0;
             while got < n {
-                match file.read_at(&mut body[from + got..], acked + (from + got) as u64) {
+                match pread(fd, &mut body[from + got..], acked + (from + got) as u64) {
                     Ok(0) => break, // the file shrank under us
                     Ok(k) => got += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -820,30 +832,39 @@ impl Worker {
     }
 }
 
-/// The spool, opened on first use (the job may not have written it yet).
-fn open_spool<'a>(file: &'a mut Option<File>, path: &std::path::Path) -> io::Result<&'a File> {
-    if file.is_none() {
-        // With libc: std's open path (OpenOptions) is not otherwise linked.
-        // The spool's path has no NUL: the spool was created under it.
-        let mut p = path.as_os_str().as_bytes().to_vec();
-        p.push(0);
-        // SAFETY: a NUL-terminated path; the descriptor is owned by the File.
-        let fd = unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.spool_fd >= 0 {
+            // SAFETY: the descriptor is ours and closed once.
+            unsafe { libc::close(self.spool_fd) };
         }
-        *file = Some(unsafe { File::from_raw_fd(fd) });
     }
-    file.as_ref().ok_or_else(|| io::ErrorKind::NotFound.into())
 }
 
-/// The size of `f`, with fstat directly: std's `File::metadata` tries
-/// statx first and is not otherwise linked.
-fn file_len(f: &File) -> io::Result<u64> {
-    // SAFETY: fstat fills the zeroed stat of a descriptor `f` owns.
+/// One pread(2) of `buf.len()` bytes at most, at `offset`.
+fn pread(fd: i32, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: reads into a valid slice.
+    let n = unsafe {
+        libc::pread(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The size of the file `fd`, with fstat directly: std's `File::metadata`
+/// tries statx first and is not otherwise linked.
+fn file_len(fd: i32) -> io::Result<u64> {
+    // SAFETY: fstat fills a zeroed stat.
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
-        if libc::fstat(f.as_raw_fd(), &mut st) != 0 {
+        if libc::fstat(fd, &mut st) != 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(st.st_size as u64)
