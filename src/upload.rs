@@ -67,7 +67,6 @@ impl fmt::Display for Endpoint {
     }
 }
 
-const URL_VAR: &str = "SOLSTICE_ORCHESTRATOR_URL";
 /// Said without the URL, which may hold a password.
 const USERINFO: &str = "SOLSTICE_ORCHESTRATOR_URL must not contain user information \
      (user@ or user:password@): the runner authenticates with SOLSTICE_JOB_TOKEN";
@@ -79,7 +78,7 @@ pub fn parse_url(s: &str) -> Result<Endpoint> {
         Error::input(if why == USERINFO {
             why.to_string()
         } else {
-            format!("{URL_VAR} \"{s}\" {why}")
+            format!("SOLSTICE_ORCHESTRATOR_URL \"{s}\" {why}")
         })
     })
 }
@@ -442,11 +441,13 @@ impl Worker {
         let ep = &cfg.endpoint;
         let url = ep.url();
         let head_common = format!(
-            "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/{}\r\n\
-             Connection: keep-alive\r\nContent-Type: application/",
+            concat!(
+                "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/",
+                env!("CARGO_PKG_VERSION"),
+                "\r\nConnection: keep-alive\r\nContent-Type: application/"
+            ),
             url.get(7..url.len() - ep.prefix.len()).unwrap_or_default(),
             cfg.token,
-            env!("CARGO_PKG_VERSION")
         );
         // Percent-encodes everything but RFC 3986 unreserved characters, so
         // the job id is always exactly one path segment.
@@ -748,22 +749,17 @@ impl Worker {
 
     /// One request: `PUT status` with `put`, else `POST log` from `acked`.
     fn request(&mut self, put: bool, body: &[u8]) -> Reply {
-        let (what, method, ctype) = if put {
-            ("PUT status", "PUT ", "json")
+        let (jp, hc, len) = (&self.job_path, &self.head_common, body.len());
+        let (what, head) = if put {
+            let h = format!("PUT {jp}status HTTP/1.1\r\n{hc}json\r\nContent-Length: {len}\r\n\r\n");
+            ("PUT status", h)
         } else {
-            ("POST log", "POST ", "x-ndjson")
+            let h = format!(
+                "POST {jp}log?offset={} HTTP/1.1\r\n{hc}x-ndjson\r\nContent-Length: {len}\r\n\r\n",
+                self.acked
+            );
+            ("POST log", h)
         };
-        let mut head = format!("{method}{}", self.job_path);
-        if put {
-            head.push_str("status");
-        } else {
-            head.push_str(&format!("log?offset={}", self.acked));
-        }
-        head.push_str(&format!(
-            " HTTP/1.1\r\n{}{ctype}\r\nContent-Length: {}\r\n\r\n",
-            self.head_common,
-            body.len()
-        ));
         let resp = match self.exchange(head.as_bytes(), body) {
             Ok(r) => r,
             Err(why) => return Reply::Retry(why),
