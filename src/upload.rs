@@ -715,17 +715,15 @@ impl Worker {
         while (body.len() as u64) < avail {
             let from = body.len();
             let n = (avail - from as u64).min(want as u64) as usize;
-            body.resize(from + n, 0);
             let mut got = 0;
             while got < n {
-                match pread(fd, &mut body[from + got..], acked + (from + got) as u64) {
+                match read_more(fd, body, n - got, Some(acked + (from + got) as u64)) {
                     Ok(0) => break, // the file shrank under us
                     Ok(k) => got += k,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
-            body.truncate(from + got);
             let new = &body[from..];
             let nl = if from == 0 {
                 new.iter().rposition(|&b| b == b'\n')
@@ -834,6 +832,27 @@ impl Drop for Worker {
             // SAFETY: the descriptor is ours and closed once.
             unsafe { libc::close(self.spool_fd) };
         }
+    }
+}
+
+/// Appends to `buf` what one read(2), or with `at` one pread(2) at that
+/// offset, of at most `max` bytes returns, without zeroing the space first.
+fn read_more(fd: i32, buf: &mut Vec<u8>, max: usize, at: Option<u64>) -> io::Result<usize> {
+    buf.reserve(max);
+    let len = buf.len();
+    // SAFETY: the read writes at most `max` bytes into the reserved spare
+    // capacity, and only the bytes it wrote are counted in.
+    unsafe {
+        let p = buf.as_mut_ptr().add(len).cast();
+        let n = match at {
+            Some(offset) => libc::pread(fd, p, max, offset as libc::off_t),
+            None => libc::read(fd, p, max),
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf.set_len(len + n as usize);
+        Ok(n as usize)
     }
 }
 
@@ -1164,21 +1183,17 @@ impl Conn {
             self.buf.clear();
             self.pos = 0;
         }
-        let from = self.buf.len();
-        self.buf.resize(from + 4096, 0);
         loop {
-            // SAFETY: reads into the buffer's last 4096 bytes.
-            let n = unsafe { libc::read(self.fd, self.buf[from..].as_mut_ptr().cast(), 4096) };
-            if n >= 0 {
-                let n = n as usize;
-                self.buf.truncate(from + n);
-                self.received += n;
-                return Ok(n > 0);
-            }
-            if errno() != libc::EINTR {
-                self.buf.truncate(from);
-                self.err = Some(io::Error::last_os_error());
-                return Err("reading the answer");
+            match read_more(self.fd, &mut self.buf, 4096, None) {
+                Ok(n) => {
+                    self.received += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.err = Some(e);
+                    return Err("reading the answer");
+                }
             }
         }
     }
