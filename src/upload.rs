@@ -344,8 +344,7 @@ impl Uploader {
             let until = end.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             (st, waited) = self.shared.wait(st, until);
             if !waited {
-                st.abandoned = true;
-                self.shared.cv.notify_all();
+                // Dropping `self` on return abandons the upload thread.
                 say(
                     log::Level::Warn,
                     &self.job_id,
@@ -639,6 +638,7 @@ impl Worker {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    #[inline(always)]
     fn set_acked(&mut self, n: u64) {
         self.acked = n;
         self.shared.lock().acked = n;
@@ -1062,6 +1062,7 @@ unsafe fn setopt(fd: i32, level: i32, name: i32, v: *const libc::c_void, len: us
     libc::setsockopt(fd, level, name, v, len as libc::socklen_t);
 }
 
+#[inline(always)]
 fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -1286,7 +1287,10 @@ impl Conn {
                     }
                     length = Some(n);
                 } else if is_ci(name, b"transfer-encoding") {
-                    coding = Some(is_ci(items(value).last().unwrap_or(b""), b"chunked"));
+                    // The last coding counts.
+                    let last = value.iter().rposition(|&b| b == b',');
+                    let last = value.get(last.map_or(0, |i| i + 1)..).unwrap_or_default();
+                    coding = Some(is_ci(last.trim_ascii(), b"chunked"));
                 } else if is_ci(name, b"connection") {
                     close |= items(value).any(|t| is_ci(t, b"close"));
                 }
