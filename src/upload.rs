@@ -960,11 +960,6 @@ fn is_ci(s: &[u8], lower: &[u8]) -> bool {
             .all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
-/// The comma-separated items of a header value, trimmed.
-fn items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
 struct Response {
     status: u64,
     body: Vec<u8>,
@@ -1292,7 +1287,13 @@ impl Conn {
                     let last = value.get(last.map_or(0, |i| i + 1)..).unwrap_or_default();
                     coding = Some(is_ci(last.trim_ascii(), b"chunked"));
                 } else if is_ci(name, b"connection") {
-                    close |= items(value).any(|t| is_ci(t, b"close"));
+                    // Any item `close`, in a comma-separated list.
+                    let mut rest = value;
+                    while !rest.is_empty() {
+                        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+                        close |= is_ci(rest[..end].trim_ascii(), b"close");
+                        rest = rest.get(end + 1..).unwrap_or_default();
+                    }
                 }
             }
             if status < 200 {
