@@ -717,11 +717,9 @@ impl Worker {
             let n = (avail - from as u64).min(want as u64) as usize;
             let mut got = 0;
             while got < n {
-                match read_more(fd, body, n - got, Some(acked + (from + got) as u64)) {
-                    Ok(0) => break, // the file shrank under us
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                match read_more(fd, body, n - got, Some(acked + (from + got) as u64))? {
+                    0 => break, // the file shrank under us
+                    k => got += k,
                 }
             }
             let new = &body[from..];
@@ -836,7 +834,8 @@ impl Drop for Worker {
 }
 
 /// Appends to `buf` what one read(2), or with `at` one pread(2) at that
-/// offset, of at most `max` bytes returns, without zeroing the space first.
+/// offset, of at most `max` bytes returns (retried when interrupted),
+/// without zeroing the space first.
 fn read_more(fd: i32, buf: &mut Vec<u8>, max: usize, at: Option<u64>) -> io::Result<usize> {
     buf.reserve(max);
     let len = buf.len();
@@ -844,13 +843,19 @@ fn read_more(fd: i32, buf: &mut Vec<u8>, max: usize, at: Option<u64>) -> io::Res
     // capacity, and only the bytes it wrote are counted in.
     unsafe {
         let p = buf.as_mut_ptr().add(len).cast();
-        let n = match at {
-            Some(offset) => libc::pread(fd, p, max, offset as libc::off_t),
-            None => libc::read(fd, p, max),
+        let n = loop {
+            let n = match at {
+                Some(offset) => libc::pread(fd, p, max, offset as libc::off_t),
+                None => libc::read(fd, p, max),
+            };
+            if n >= 0 {
+                break n;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
         buf.set_len(len + n as usize);
         Ok(n as usize)
     }
@@ -1179,17 +1184,14 @@ impl Conn {
             self.buf.clear();
             self.pos = 0;
         }
-        loop {
-            match read_more(self.fd, &mut self.buf, 4096, None) {
-                Ok(n) => {
-                    self.received += n;
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.err = Some(e);
-                    return Err("reading the answer");
-                }
+        match read_more(self.fd, &mut self.buf, 4096, None) {
+            Ok(n) => {
+                self.received += n;
+                Ok(n > 0)
+            }
+            Err(e) => {
+                self.err = Some(e);
+                Err("reading the answer")
             }
         }
     }
