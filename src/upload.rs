@@ -1225,28 +1225,28 @@ impl Conn {
     /// Appends `n` bytes of the answer to `out`, or with `None` all up to
     /// the end of the stream; more than MAX_BODY in all is an error.
     fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), Fail> {
-        if n.is_some_and(|n| n > (MAX_BODY - out.len()) as u64) {
+        let room = (MAX_BODY - out.len()) as u64;
+        if n.is_some_and(|n| n > room) {
             return Err(TOO_LONG);
         }
-        let mut left = n.unwrap_or(u64::MAX);
-        loop {
-            let k = left.min((self.buf.len() - self.pos) as u64) as usize;
-            out.extend_from_slice(&self.buf[self.pos..][..k]);
-            self.pos += k;
-            left -= k as u64;
-            if out.len() > MAX_BODY {
-                return Err(TOO_LONG);
-            }
-            if left == 0 {
-                return Ok(());
-            }
+        // Up to the end: one byte more than there is room for is too long.
+        let want = n.unwrap_or(room + 1);
+        while ((self.buf.len() - self.pos) as u64) < want {
             if !self.fill()? {
-                return match n {
-                    Some(_) => Err(CLOSED),
-                    None => Ok(()),
-                };
+                if n.is_some() {
+                    return Err(CLOSED);
+                }
+                break;
             }
         }
+        let rest = &self.buf[self.pos..];
+        let k = want.min(rest.len() as u64) as usize;
+        if k as u64 > room {
+            return Err(TOO_LONG);
+        }
+        out.extend_from_slice(&rest[..k]);
+        self.pos += k;
+        Ok(())
     }
 
     fn read_response(&mut self) -> std::result::Result<Response, Fail> {
@@ -1418,5 +1418,55 @@ mod tests {
         assert_eq!(ask(), (409, r#"{"length":93}"#.into(), true));
         assert_eq!(ask(), (503, "closed".into(), false));
         server.join().unwrap();
+    }
+
+    /// Bodies over MAX_BODY fail, whether announced or delimited by the close;
+    /// one of exactly MAX_BODY bytes is read whole.
+    #[test]
+    fn answer_bodies_are_limited() {
+        let big = vec![b'x'; MAX_BODY + 1];
+        let cases: [(Vec<u8>, Option<usize>); 4] = [
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    MAX_BODY + 1
+                )
+                .into(),
+                None,
+            ),
+            ([b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &big].concat(), None),
+            (
+                [b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &big[1..]].concat(),
+                Some(MAX_BODY),
+            ),
+            (
+                [
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".as_slice(),
+                    &big[1..],
+                ]
+                .concat(),
+                Some(MAX_BODY),
+            ),
+        ];
+        for (answer, want) in cases {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(&answer);
+            });
+            let ep = Endpoint {
+                host: "127.0.0.1".into(),
+                port,
+                prefix: String::new(),
+            };
+            let mut conn = Conn::new();
+            conn.open(&ep, &ep.url()).unwrap();
+            let got = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"");
+            assert_eq!(got.map(|r| r.body.len()).ok(), want);
+            server.join().unwrap();
+        }
     }
 }
