@@ -940,15 +940,15 @@ fn parse_length(body: &[u8]) -> Option<u64> {
                 i += 1;
                 let rest = body.get(i..)?.trim_ascii();
                 if depth == 1 && key == b"length" && rest.first() == Some(&b':') {
-                    let value = rest[1..].trim_ascii();
+                    let value = rest.get(1..).unwrap_or_default().trim_ascii();
                     let end = value
                         .iter()
                         .position(|&b| !b.is_ascii_digit())
                         .unwrap_or(value.len());
-                    let after = value[end..].trim_ascii().first();
-                    let plain =
-                        matches!(after, Some(b',' | b'}')) && (end == 1 || value[0] != b'0');
-                    found = parse_num(&value[..end], 10).filter(|_| plain);
+                    let (digits, after) = value.split_at(end);
+                    let plain = matches!(after.trim_ascii().first(), Some(b',' | b'}'))
+                        && (end == 1 || digits.first() != Some(&b'0'));
+                    found = parse_num(digits, 10).filter(|_| plain);
                 }
             }
             _ => {}
@@ -1205,11 +1205,17 @@ impl Conn {
         let mut scanned = 0;
         loop {
             let start = self.pos;
-            if let Some(i) = self.buf[start + scanned..].iter().position(|&b| b == b'\n') {
+            if let Some(i) = self
+                .buf
+                .get(start + scanned..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 let end = start + scanned + i;
                 self.budget = self.budget.checked_sub(end + 1 - start).ok_or(TOO_LONG)?;
                 self.pos = end + 1;
-                let line = &self.buf[start..end];
+                let line = self.buf.get(start..end).unwrap_or_default();
                 return Ok(line.strip_suffix(b"\r").unwrap_or(line));
             }
             scanned = self.buf.len() - start;
@@ -1276,7 +1282,7 @@ impl Conn {
                 }
                 let colon = line.iter().position(|&b| b == b':');
                 let (name, value) = line.split_at(colon.ok_or("a header line without a colon")?);
-                let value = value[1..].trim_ascii();
+                let value = value.get(1..).unwrap_or_default().trim_ascii();
                 if is_ci(name, b"content-length") {
                     let n = parse_num(value, 10).ok_or("bad Content-Length")?;
                     if length.is_some_and(|l| l != n) {
