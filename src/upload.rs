@@ -1,5 +1,5 @@
 //! Upload of the log spool and the job status to the orchestrator, over
-//! hand-written HTTP/1.1 on std::net (see docs/protocol.md).
+//! hand-written HTTP/1.1 on libc sockets (see docs/protocol.md).
 //!
 //! One background thread tails the spool file and POSTs whole lines from the
 //! offset the orchestrator has acknowledged, so a retry after a lost answer
@@ -13,6 +13,9 @@
 //! Written for size (the binary is downloaded at every VM boot): no JSON
 //! library (the status is written by hand, and `length` is the only field
 //! read), no std address parsing or formatting, one message per shape.
+//! The socket, the spool and the shared state use libc and plain
+//! descriptors: std's TcpStream, File and Arc each brought code that
+//! nothing else in the runner uses.
 
 use crate::error::{Error, Result};
 use crate::spool::push_json_str;
