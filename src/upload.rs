@@ -13,9 +13,9 @@
 //! Written for size (the binary is downloaded at every VM boot): no JSON
 //! library (the status is written by hand, and `length` is the only field
 //! read), no std address parsing or formatting, one message per shape.
-//! The socket, the spool and the shared state use libc and plain
-//! descriptors: std's TcpStream, File and Arc each brought code that
-//! nothing else in the runner uses.
+//! The socket and the spool are plain descriptors used through libc, and
+//! the shared state is leaked rather than counted: std's TcpStream, File
+//! and Arc each brought code that nothing else in the runner uses.
 
 use crate::error::{Error, Result};
 use crate::spool::push_json_str;
