@@ -1,5 +1,5 @@
 //! Upload of the log spool and the job status to the orchestrator, over
-//! hand-written HTTP/1.1 on std::net (see docs/protocol.md).
+//! hand-written HTTP/1.1 on libc sockets (see docs/protocol.md).
 //!
 //! One background thread tails the spool file and POSTs whole lines from the
 //! offset the orchestrator has acknowledged, so a retry after a lost answer
@@ -13,18 +13,18 @@
 //! Written for size (the binary is downloaded at every VM boot): no JSON
 //! library (the status is written by hand, and `length` is the only field
 //! read), no std address parsing or formatting, one message per shape.
+//! The socket and the spool are plain descriptors used through libc, and
+//! the shared state is leaked rather than counted: std's TcpStream, File
+//! and Arc each brought code that nothing else in the runner uses.
 
 use crate::error::{Error, Result};
 use crate::spool::push_json_str;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most log bytes in one request (a single longer line goes alone, whole).
@@ -51,23 +51,25 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn authority(&self) -> String {
-        let (l, r) = if self.host.contains(':') {
-            ("[", "]")
-        } else {
-            ("", "")
-        };
-        format!("{l}{}{r}:{}", self.host, self.port)
+    /// `http://host:port/prefix`, built once per uploader; the authority
+    /// (`host:port`, IPv6 in brackets) is what lies between the scheme and
+    /// the prefix.
+    fn url(&self) -> String {
+        let v6 = self.host.as_bytes().contains(&b':');
+        let (l, r) = if v6 { ("[", "]") } else { ("", "") };
+        format!(
+            "http://{l}{}{r}:{}{}",
+            self.host, self.port as u64, self.prefix
+        )
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.prefix)
+        f.write_str(&self.url())
     }
 }
 
-const URL_VAR: &str = "SOLSTICE_ORCHESTRATOR_URL";
 /// Said without the URL, which may hold a password.
 const USERINFO: &str = "SOLSTICE_ORCHESTRATOR_URL must not contain user information \
      (user@ or user:password@): the runner authenticates with SOLSTICE_JOB_TOKEN";
@@ -79,7 +81,7 @@ pub fn parse_url(s: &str) -> Result<Endpoint> {
         Error::input(if why == USERINFO {
             why.to_string()
         } else {
-            format!("{URL_VAR} \"{s}\" {why}")
+            format!("SOLSTICE_ORCHESTRATOR_URL \"{s}\" {why}")
         })
     })
 }
@@ -91,7 +93,7 @@ fn split_url(s: &str) -> std::result::Result<Endpoint, &'static str> {
     let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
     let (authority, tail) = rest.split_at(end.unwrap_or(rest.len()));
     // Checked before anything echoes the URL.
-    if authority.contains('@') {
+    if authority.as_bytes().contains(&b'@') {
         return Err(USERINFO);
     }
     let scheme = scheme.as_bytes();
@@ -232,7 +234,8 @@ struct Shared {
 }
 
 struct State {
-    /// Set by `finish`: the final status body and the log length it reports.
+    /// Set by `finish`, taken by the upload thread: the final status body
+    /// and the log length it reports.
     finish: Option<(Vec<u8>, u64)>,
     abandoned: bool,
     /// Set once by the upload thread when it stops: whether everything,
@@ -260,7 +263,7 @@ impl Shared {
 
 /// Logs `job <id>: <what>`, the shape of every message of the uploader.
 fn say(level: log::Level, job: &str, what: fmt::Arguments) {
-    log::log!(level, "job {job}: {what}");
+    crate::logger::emit(level, format_args!("job {job}: {what}"));
 }
 
 /// Logs why the upload stops for good; returns false, for `run`'s result.
@@ -277,7 +280,7 @@ fn stop(job: &str, why: fmt::Arguments) -> bool {
 
 /// Handle on the upload thread.
 pub struct Uploader {
-    shared: Arc<Shared>,
+    shared: &'static Shared,
     spool_path: PathBuf,
     job_id: String,
 }
@@ -286,7 +289,9 @@ impl Uploader {
     /// Spawns the upload thread, which first reports "running", then tails
     /// the spool at `spool_path` (which may not exist yet).
     pub fn start(cfg: Config, spool_path: PathBuf) -> Uploader {
-        let shared = Arc::new(Shared {
+        // Leaked rather than counted: one per job, and the detached thread
+        // may outlive the handle.
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
             state: Mutex::new(State {
                 finish: None,
                 abandoned: false,
@@ -294,7 +299,7 @@ impl Uploader {
                 acked: 0,
             }),
             cv: Condvar::new(),
-        });
+        }));
         let job_id = cfg.job_id.clone();
         let token_ok = !cfg.token.is_empty() && cfg.token.bytes().all(|b| b.is_ascii_graphic());
         let started = if !token_ok {
@@ -305,7 +310,7 @@ impl Uploader {
                      header"
                 ),
             )
-        } else if let Err(e) = spawn(Worker::new(cfg, spool_path.clone(), shared.clone())) {
+        } else if let Err(e) = spawn(Worker::new(cfg, spool_path.clone(), shared)) {
             stop(
                 &job_id,
                 format_args!("cannot start the log upload thread: {e}"),
@@ -342,8 +347,7 @@ impl Uploader {
             let until = end.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             (st, waited) = self.shared.wait(st, until);
             if !waited {
-                st.abandoned = true;
-                self.shared.cv.notify_all();
+                // Dropping `self` on return abandons the upload thread.
                 say(
                     log::Level::Warn,
                     &self.job_id,
@@ -411,11 +415,14 @@ enum Reply {
 
 struct Worker {
     endpoint: Endpoint,
+    /// The endpoint as `http://host:port/prefix`, for messages.
+    url: String,
     job_id: String,
     spool_path: PathBuf,
-    shared: Arc<Shared>,
-    file: Option<File>,
-    conn: Option<Conn>,
+    shared: &'static Shared,
+    /// The spool's descriptor once opened, else -1.
+    spool_fd: i32,
+    conn: Conn,
     /// What the orchestrator has acknowledged: the next POST's offset.
     acked: u64,
     body: Vec<u8>,
@@ -432,28 +439,32 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: Config, spool_path: PathBuf, shared: Arc<Shared>) -> Worker {
+    fn new(cfg: Config, spool_path: PathBuf, shared: &'static Shared) -> Worker {
+        let ep = &cfg.endpoint;
+        let url = ep.url();
         let head_common = format!(
-            "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/{}\r\n\
-             Connection: keep-alive\r\nContent-Type: application/",
-            cfg.endpoint.authority(),
+            concat!(
+                "Host: {}\r\nAuthorization: Bearer {}\r\nUser-Agent: solstice-runner/",
+                env!("CARGO_PKG_VERSION"),
+                "\r\nConnection: keep-alive\r\nContent-Type: application/"
+            ),
+            url.get(7..url.len() - ep.prefix.len()).unwrap_or_default(),
             cfg.token,
-            env!("CARGO_PKG_VERSION")
         );
         // Percent-encodes everything but RFC 3986 unreserved characters, so
         // the job id is always exactly one path segment.
-        let mut job_path = format!("{}/v1/jobs/", cfg.endpoint.prefix);
-        for b in cfg.job_id.bytes() {
+        let mut job_path = format!("{}/v1/jobs/", ep.prefix);
+        // SAFETY: only ASCII is pushed.
+        let v = unsafe { job_path.as_mut_vec() };
+        for &b in cfg.job_id.as_bytes() {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                job_path.push(b as char);
+                v.push(b);
             } else {
-                job_path.push('%');
-                for nibble in [b >> 4, b & 15] {
-                    job_path.push(b"0123456789ABCDEF"[usize::from(nibble)] as char);
-                }
+                let hex = b"0123456789ABCDEF";
+                v.extend_from_slice(&[b'%', hex[usize::from(b >> 4)], hex[usize::from(b & 15)]]);
             }
         }
-        job_path.push('/');
+        v.push(b'/');
         let t = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -463,11 +474,12 @@ impl Worker {
             ^ 0x9E37_79B9_7F4A_7C15;
         Worker {
             endpoint: cfg.endpoint,
+            url,
             job_id: cfg.job_id,
             spool_path,
             shared,
-            file: None,
-            conn: None,
+            spool_fd: -1,
+            conn: Conn::new(),
             acked: 0,
             body: Vec::with_capacity(MAX_BATCH),
             last_post: None,
@@ -487,25 +499,32 @@ impl Worker {
 
     fn run_inner(&mut self) -> bool {
         // The first request; no log is sent before it is acknowledged.
-        let running = status_json(
-            &Status {
-                state: "running",
-                exit_code: None,
-                steps: Vec::new(),
-            },
-            0,
-        );
+        let running = concat!(
+            r#"{"state":"running","exit_code":null,"log_length":0,"runner_version":""#,
+            env!("CARGO_PKG_VERSION"),
+            r#"","steps":[]}"#
+        )
+        .as_bytes();
         let mut started = false;
+        // The final status body and the log length it reports, once
+        // `finish` has handed them over.
+        let mut fin: Option<(Vec<u8>, u64)> = None;
         loop {
-            if self.abandoned() {
-                return false;
+            {
+                let mut st = self.shared.lock();
+                if st.abandoned {
+                    return false;
+                }
+                if fin.is_none() {
+                    fin = st.finish.take();
+                }
             }
             let mut final_sent = false;
             let reply = if !started {
-                self.request(true, &running)
+                self.request(true, running)
             } else {
-                let fin = self.shared.lock().finish.as_ref().map(|f| f.1);
-                let more = match self.read_batch(fin) {
+                let limit = fin.as_ref().map(|f| f.1);
+                let more = match self.read_batch(limit) {
                     Ok(more) => more,
                     // The spool is ours; losing it is not the orchestrator's fault.
                     Err(e) => return self.spool_error(e),
@@ -513,7 +532,7 @@ impl Worker {
                 if !self.body.is_empty() {
                     // Gather a trickle into one request per interval.
                     let since = self.last_post.map_or(INTERVAL, |t| t.elapsed());
-                    if fin.is_none() && !more && since < INTERVAL {
+                    if limit.is_none() && !more && since < INTERVAL {
                         self.pause(INTERVAL - since, true);
                         continue;
                     }
@@ -522,18 +541,14 @@ impl Worker {
                     let reply = self.request(false, &body);
                     self.body = body;
                     reply
-                } else if fin.is_some_and(|fin| self.acked >= fin) {
-                    let body = match &self.shared.lock().finish {
-                        Some(f) => f.0.clone(),
-                        None => continue,
-                    };
+                } else if let Some((body, _)) = fin.as_ref().filter(|f| self.acked >= f.1) {
                     final_sent = true;
-                    self.request(true, &body)
+                    self.request(true, body)
                 } else {
                     // Nothing new yet; or, after finish, nothing readable
                     // below the final length: the file is shorter than it
                     // was then, which only a broken disk does.
-                    self.pause(INTERVAL, fin.is_none());
+                    self.pause(INTERVAL, limit.is_none());
                     continue;
                 }
             };
@@ -567,10 +582,6 @@ impl Worker {
         }
     }
 
-    fn abandoned(&self) -> bool {
-        self.shared.lock().abandoned
-    }
-
     /// Sleeps for `d`, or until abandoned, or (with `on_finish`) until
     /// `finish` is called.
     fn pause(&self, d: Duration, on_finish: bool) {
@@ -592,7 +603,7 @@ impl Worker {
                 "; retrying with backoff (the job goes on, its log is kept in the spool)",
             )
         };
-        let ep = &self.endpoint;
+        let ep = &self.url;
         say(
             level,
             &self.job_id,
@@ -609,7 +620,7 @@ impl Worker {
 
     fn recovered(&mut self) {
         if self.troubled {
-            let ep = &self.endpoint;
+            let ep = &self.url;
             say(
                 log::Level::Info,
                 &self.job_id,
@@ -630,6 +641,7 @@ impl Worker {
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
+    #[inline(always)]
     fn set_acked(&mut self, n: u64) {
         self.acked = n;
         self.shared.lock().acked = n;
@@ -646,14 +658,9 @@ impl Worker {
     fn resume_at(&mut self, m: u64) -> bool {
         let mut b = [b'\n'];
         if m > 0 {
-            let read = self.spool().and_then(|f| {
-                if m > f.metadata()?.len() {
-                    b[0] = 0;
-                    return Ok(());
-                }
-                f.read_exact_at(&mut b, m - 1)
-            });
-            if let Err(e) = read {
+            // Past the end, the read returns nothing and `b` stays 0.
+            b[0] = 0;
+            if let Err(e) = self.spool().and_then(|fd| pread(fd, &mut b, m - 1)) {
                 return self.spool_error(e);
             }
         }
@@ -670,8 +677,22 @@ impl Worker {
         true
     }
 
-    fn spool(&mut self) -> io::Result<&File> {
-        open_spool(&mut self.file, &self.spool_path)
+    /// The spool, opened on first use (the job may not have written it
+    /// yet), with libc: std's open path (OpenOptions) is not otherwise
+    /// linked.
+    fn spool(&mut self) -> io::Result<i32> {
+        if self.spool_fd < 0 {
+            // The spool's path has no NUL: the spool was created under it.
+            let mut p = self.spool_path.as_os_str().as_bytes().to_vec();
+            p.push(0);
+            // SAFETY: a NUL-terminated path; the descriptor is closed on drop.
+            let fd = unsafe { libc::open(p.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            self.spool_fd = fd;
+        }
+        Ok(self.spool_fd)
     }
 
     /// Loads the next request body into `self.body`: whole lines from
@@ -683,11 +704,11 @@ impl Worker {
     fn read_batch(&mut self, limit: Option<u64>) -> io::Result<bool> {
         self.body.clear();
         let acked = self.acked;
-        let file = match open_spool(&mut self.file, &self.spool_path) {
+        let fd = match self.spool() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && limit.is_none() => return Ok(false),
             f => f?,
         };
-        let size = file.metadata()?.len();
+        let size = file_len(fd)?;
         let avail = limit.map_or(size, |l| l.min(size)).saturating_sub(acked);
         let body = &mut self.body;
         // A batch, then (with no line end in a whole batch: one line longer
@@ -697,17 +718,13 @@ impl Worker {
         while (body.len() as u64) < avail {
             let from = body.len();
             let n = (avail - from as u64).min(want as u64) as usize;
-            body.resize(from + n, 0);
             let mut got = 0;
             while got < n {
-                match file.read_at(&mut body[from + got..], acked + (from + got) as u64) {
-                    Ok(0) => break, // the file shrank under us
-                    Ok(k) => got += k,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
+                match read_more(fd, body, n - got, Some(acked + (from + got) as u64))? {
+                    0 => break, // the file shrank under us
+                    k => got += k,
                 }
             }
-            body.truncate(from + got);
             let new = &body[from..];
             let nl = if from == 0 {
                 new.iter().rposition(|&b| b == b'\n')
@@ -731,21 +748,17 @@ impl Worker {
 
     /// One request: `PUT status` with `put`, else `POST log` from `acked`.
     fn request(&mut self, put: bool, body: &[u8]) -> Reply {
-        let (what, path, ctype) = if put {
-            ("PUT status", "PUT ", "status")
+        let (jp, hc, len) = (&self.job_path, &self.head_common, body.len());
+        let (what, head) = if put {
+            let h = format!("PUT {jp}status HTTP/1.1\r\n{hc}json\r\nContent-Length: {len}\r\n\r\n");
+            ("PUT status", h)
         } else {
-            ("POST log", "POST ", "log")
+            let h = format!(
+                "POST {jp}log?offset={} HTTP/1.1\r\n{hc}x-ndjson\r\nContent-Length: {len}\r\n\r\n",
+                self.acked
+            );
+            ("POST log", h)
         };
-        let mut head = format!("{path}{}{ctype}", self.job_path);
-        if !put {
-            head.push_str(&format!("?offset={}", self.acked));
-        }
-        let ctype = if put { "json" } else { "x-ndjson" };
-        head.push_str(&format!(
-            " HTTP/1.1\r\n{}{ctype}\r\nContent-Length: {}\r\n\r\n",
-            self.head_common,
-            body.len()
-        ));
         let resp = match self.exchange(head.as_bytes(), body) {
             Ok(r) => r,
             Err(why) => return Reply::Retry(why),
@@ -773,7 +786,7 @@ impl Worker {
             400..=499 if status != 408 && status != 429 => "the request is not retried",
             _ => return Reply::Retry(format!("the orchestrator answered {status} to {what}")),
         };
-        let ep = &self.endpoint;
+        let ep = &self.url;
         stop(
             &self.job_id,
             format_args!("the orchestrator at {ep} answered {status} to {what}: {why}"),
@@ -787,32 +800,98 @@ impl Worker {
     /// (safe: every request is idempotent thanks to the offset).
     fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
         loop {
-            let reused = self.conn.is_some();
-            let mut conn = match self.conn.take() {
-                Some(c) => c,
-                None => Conn::open(&self.endpoint)?,
-            };
+            let reused = self.conn.fd >= 0;
+            if !reused {
+                self.conn.open(&self.endpoint, &self.url)?;
+            }
+            let conn = &mut self.conn;
             match conn.exchange(head, body) {
                 Ok(resp) => {
-                    if resp.keep_alive {
-                        self.conn = Some(conn);
+                    if !resp.keep_alive {
+                        conn.close();
                     }
                     return Ok(resp);
                 }
-                // Then `self.conn` is None: the next round is on a new one.
-                Err(_) if reused && conn.received == 0 => {}
-                Err(e) => return Err(e),
+                Err(why) => {
+                    conn.close();
+                    // The next round is on a new connection.
+                    if !(reused && conn.received == 0) {
+                        return Err(match conn.err.take() {
+                            Some(e) => format!("{why}: {e}"),
+                            None => why.to_string(),
+                        });
+                    }
+                }
             }
         }
     }
 }
 
-/// The spool, opened on first use (the job may not have written it yet).
-fn open_spool<'a>(file: &'a mut Option<File>, path: &std::path::Path) -> io::Result<&'a File> {
-    if file.is_none() {
-        *file = Some(File::open(path)?);
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.spool_fd >= 0 {
+            // SAFETY: the descriptor is ours and closed once.
+            unsafe { libc::close(self.spool_fd) };
+        }
     }
-    file.as_ref().ok_or_else(|| io::ErrorKind::NotFound.into())
+}
+
+/// Appends to `buf` what one read(2), or with `at` one pread(2) at that
+/// offset, of at most `max` bytes returns (retried when interrupted),
+/// without zeroing the space first.
+fn read_more(fd: i32, buf: &mut Vec<u8>, max: usize, at: Option<u64>) -> io::Result<usize> {
+    buf.reserve(max);
+    let len = buf.len();
+    // SAFETY: the read writes at most `max` bytes into the reserved spare
+    // capacity, and only the bytes it wrote are counted in.
+    unsafe {
+        let p = buf.as_mut_ptr().add(len).cast();
+        let n = loop {
+            let n = match at {
+                Some(offset) => libc::pread(fd, p, max, offset as libc::off_t),
+                None => libc::read(fd, p, max),
+            };
+            if n >= 0 {
+                break n;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        };
+        buf.set_len(len + n as usize);
+        Ok(n as usize)
+    }
+}
+
+/// One pread(2) of `buf.len()` bytes at most, at `offset`.
+fn pread(fd: i32, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: reads into a valid slice.
+    let n = unsafe {
+        libc::pread(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The size of the file `fd`, with fstat directly: std's `File::metadata`
+/// tries statx first and is not otherwise linked.
+fn file_len(fd: i32) -> io::Result<u64> {
+    // SAFETY: fstat fills a zeroed stat.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_size as u64)
+    }
 }
 
 /// A decimal or hexadecimal number of digits only, without overflow.
@@ -822,7 +901,15 @@ fn parse_num(s: &[u8], radix: u32) -> Option<u64> {
     }
     let mut n: u64 = 0;
     for &b in s {
-        let d = (b as char).to_digit(radix)?;
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        if u32::from(d) >= radix {
+            return None;
+        }
         n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
     }
     Some(n)
@@ -854,17 +941,17 @@ fn parse_length(body: &[u8]) -> Option<u64> {
                 }
                 let key = body.get(start..i)?;
                 i += 1;
-                let rest = body.get(i..)?.trim_ascii_start();
+                let rest = body.get(i..)?.trim_ascii();
                 if depth == 1 && key == b"length" && rest.first() == Some(&b':') {
-                    let value = rest[1..].trim_ascii_start();
+                    let value = rest.get(1..).unwrap_or_default().trim_ascii();
                     let end = value
                         .iter()
                         .position(|&b| !b.is_ascii_digit())
                         .unwrap_or(value.len());
-                    let after = value[end..].trim_ascii_start().first();
-                    let plain =
-                        matches!(after, Some(b',' | b'}')) && (end == 1 || value[0] != b'0');
-                    found = parse_num(&value[..end], 10).filter(|_| plain);
+                    let (digits, after) = value.split_at(end);
+                    let plain = matches!(after.trim_ascii().first(), Some(b',' | b'}'))
+                        && (end == 1 || digits.first() != Some(&b'0'));
+                    found = parse_num(digits, 10).filter(|_| plain);
                 }
             }
             _ => {}
@@ -881,13 +968,8 @@ fn is_ci(s: &[u8], lower: &[u8]) -> bool {
             .all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
-/// The comma-separated items of a header value, trimmed.
-fn items(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
 struct Response {
-    status: u16,
+    status: u64,
     body: Vec<u8>,
     keep_alive: bool,
 }
@@ -895,31 +977,153 @@ struct Response {
 const CLOSED: &str = "the orchestrator closed the connection";
 const TOO_LONG: &str = "the answer is too long";
 
-fn io_error(doing: &str, e: io::Error) -> String {
-    format!("{doing}: {e}")
+/// Why an exchange failed; an I/O error behind it is kept in `Conn::err`.
+type Fail = &'static str;
+
+/// A blocking TCP connection to `a` at `port`, made within CONNECT_TIMEOUT
+/// (a non-blocking connect and poll), with IO_TIMEOUT for reads and writes.
+///
+/// SAFETY: `a.ai_addr` must point to a sockaddr of `a.ai_family`.
+unsafe fn connect(a: &libc::addrinfo, port: u16) -> io::Result<i32> {
+    let sa = a.ai_addr;
+    match a.ai_family {
+        libc::AF_INET => (*sa.cast::<libc::sockaddr_in>()).sin_port = port.to_be(),
+        libc::AF_INET6 => (*sa.cast::<libc::sockaddr_in6>()).sin6_port = port.to_be(),
+        _ => return Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+    }
+    let fd = libc::socket(
+        a.ai_family,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        0,
+    );
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut err = 0;
+    if libc::connect(fd, sa, a.ai_addrlen) != 0 {
+        err = errno();
+        if err == libc::EINPROGRESS {
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let ms = CONNECT_TIMEOUT.as_millis() as libc::c_int;
+            err = loop {
+                match libc::poll(&mut p, 1, ms) {
+                    0 => break libc::ETIMEDOUT,
+                    n if n > 0 => {
+                        let mut len = 4;
+                        libc::getsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            libc::SO_ERROR,
+                            (&mut err as *mut i32).cast(),
+                            &mut len,
+                        );
+                        break err;
+                    }
+                    _ => match errno() {
+                        libc::EINTR => {}
+                        e => break e,
+                    },
+                }
+            };
+        }
+    }
+    if err != 0 {
+        libc::close(fd);
+        return Err(io::Error::from_raw_os_error(err));
+    }
+    // Failures here are ignored: they cannot happen on a connected TCP
+    // socket, and `finish`'s deadline bounds even a missing timeout.
+    libc::fcntl(fd, libc::F_SETFL, 0);
+    let t = libc::timeval {
+        tv_sec: IO_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        setopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&t as *const libc::timeval).cast(),
+            size_of_val(&t),
+        );
+    }
+    setopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        (&1i32 as *const i32).cast(),
+        4,
+    );
+    Ok(fd)
+}
+
+unsafe fn setopt(fd: i32, level: i32, name: i32, v: *const libc::c_void, len: usize) {
+    libc::setsockopt(fd, level, name, v, len as libc::socklen_t);
+}
+
+#[inline(always)]
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// One HTTP/1.1 client connection with its read buffer (RFC 9112 framing).
+/// Kept for the whole upload; `fd` is -1 while there is no connection.
 struct Conn {
-    stream: TcpStream,
+    fd: i32,
     buf: Vec<u8>,
     pos: usize,
     /// Bytes received since the current request was sent.
     received: usize,
+    /// What the current answer may still use of MAX_HEAD.
+    budget: usize,
+    err: Option<io::Error>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl Conn {
+    fn new() -> Conn {
+        Conn {
+            fd: -1,
+            buf: Vec::new(),
+            pos: 0,
+            received: 0,
+            budget: 0,
+            err: None,
+        }
+    }
+
+    fn close(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: the descriptor is ours and closed once.
+            unsafe { libc::close(self.fd) };
+            self.fd = -1;
+        }
+    }
+
     /// Connects to the first address of the host that answers. Names are
-    /// resolved with getaddrinfo directly: `ToSocketAddrs` would run std's
-    /// IPv4 and IPv6 text parsers first, which getaddrinfo has anyway.
-    fn open(ep: &Endpoint) -> std::result::Result<Conn, String> {
-        let host = CString::new(ep.host.as_str()).map_err(|_| "a NUL in the host".to_string())?;
+    /// resolved with getaddrinfo and connected with libc directly: std's
+    /// `ToSocketAddrs` and `connect_timeout` would convert each address to
+    /// std's types and back, and carry their own text parsers.
+    fn open(&mut self, ep: &Endpoint, url: &str) -> std::result::Result<(), String> {
+        // parse_url admits no NUL, so the name is the host whole.
+        let mut host = ep.host.clone().into_bytes();
+        host.push(0);
         // SAFETY: all-zero is a valid addrinfo (null pointers, no flags).
         let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
         hints.ai_socktype = libc::SOCK_STREAM;
         let mut list = std::ptr::null_mut();
         // SAFETY: valid C string and hints; `list` is freed below.
-        let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut list) };
+        let rc =
+            unsafe { libc::getaddrinfo(host.as_ptr().cast(), std::ptr::null(), &hints, &mut list) };
         if rc != 0 {
             // SAFETY: gai_strerror returns a static C string.
             let why = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
@@ -929,203 +1133,183 @@ impl Conn {
                 why.to_string_lossy()
             ));
         }
-        let mut last = io::Error::from(io::ErrorKind::NotFound);
-        let mut stream = None;
+        let mut result = Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT));
         let mut ai = list;
         // SAFETY: getaddrinfo's list is valid until freeaddrinfo, and each
-        // ai_addr points to the sockaddr its ai_family says.
-        while let Some(a) = unsafe { ai.as_ref() } {
+        // ai_addr points to the sockaddr its ai_family says, ours to change.
+        while let (Err(_), Some(a)) = (&result, unsafe { ai.as_ref() }) {
             ai = a.ai_next;
-            let addr = match a.ai_family {
-                libc::AF_INET => {
-                    let sin = unsafe { &*(a.ai_addr as *const libc::sockaddr_in) };
-                    let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-                    SocketAddr::from((ip, ep.port))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = unsafe { &*(a.ai_addr as *const libc::sockaddr_in6) };
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    SocketAddr::V6(std::net::SocketAddrV6::new(
-                        ip,
-                        ep.port,
-                        0,
-                        sin6.sin6_scope_id,
-                    ))
-                }
-                _ => continue,
-            };
-            let connected = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).and_then(|s| {
-                s.set_read_timeout(Some(IO_TIMEOUT))?;
-                s.set_write_timeout(Some(IO_TIMEOUT))?;
-                s.set_nodelay(true)?;
-                Ok(s)
-            });
-            match connected {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
+            result = unsafe { connect(a, ep.port) };
         }
         // SAFETY: `list` came from getaddrinfo and is freed once.
         unsafe { libc::freeaddrinfo(list) };
-        match stream {
-            Some(stream) => Ok(Conn {
-                stream,
-                buf: Vec::with_capacity(4096),
-                pos: 0,
-                received: 0,
-            }),
-            None => Err(io_error(
-                &format!("cannot connect to {}", ep.authority()),
-                last,
+        match result {
+            Ok(fd) => {
+                self.fd = fd;
+                self.buf.clear();
+                self.pos = 0;
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "cannot connect to {}: {e}",
+                url.get(7..url.len() - ep.prefix.len()).unwrap_or_default()
             )),
         }
     }
 
-    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
+    fn exchange(&mut self, head: &[u8], body: &[u8]) -> std::result::Result<Response, Fail> {
         // Leftover bytes from the previous answer mean the server broke
         // framing (and, with `received` still counting them, no resend).
         if self.pos != self.buf.len() {
-            return Err("stray bytes after the previous answer".into());
+            return Err("stray bytes after the previous answer");
         }
         self.received = 0;
-        let sent = self
-            .stream
-            .write_all(head)
-            .and_then(|_| self.stream.write_all(body));
-        sent.map_err(|e| io_error("sending the request", e))?;
+        // write_all by hand over both parts. A peer that closed gives
+        // EPIPE: the runner ignores SIGPIPE.
+        for mut b in [head, body] {
+            while !b.is_empty() {
+                // SAFETY: writes from a valid slice.
+                let n = unsafe { libc::write(self.fd, b.as_ptr().cast(), b.len()) };
+                if n > 0 {
+                    b = b.get(n as usize..).unwrap_or_default();
+                } else if n == 0 || errno() != libc::EINTR {
+                    self.err = (n < 0).then(io::Error::last_os_error);
+                    return Err("sending the request");
+                }
+            }
+        }
         self.read_response()
     }
 
     /// Reads more of the answer; false at end of stream.
-    fn fill(&mut self) -> std::result::Result<bool, String> {
+    fn fill(&mut self) -> std::result::Result<bool, Fail> {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
         }
-        let from = self.buf.len();
-        self.buf.resize(from + 4096, 0);
-        loop {
-            match self.stream.read(&mut self.buf[from..]) {
-                Ok(n) => {
-                    self.buf.truncate(from + n);
-                    self.received += n;
-                    return Ok(n > 0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(from);
-                    return Err(io_error("reading the answer", e));
-                }
+        match read_more(self.fd, &mut self.buf, 4096, None) {
+            Ok(n) => {
+                self.received += n;
+                Ok(n > 0)
+            }
+            Err(e) => {
+                self.err = Some(e);
+                Err("reading the answer")
             }
         }
     }
 
     /// One line without its CRLF (a bare LF is accepted too, RFC 9112 2.2),
-    /// counted against `budget`, the bytes of head the answer may still use;
-    /// where it is in `buf`, valid until the next read.
-    fn line(&mut self, budget: &mut usize) -> std::result::Result<Range<usize>, String> {
+    /// counted against `budget`, the bytes of head, chunk sizes and trailers
+    /// the answer may still use.
+    fn line(&mut self) -> std::result::Result<&[u8], Fail> {
         // Bytes after `pos` known to hold no line end (`fill` moves the
         // buffer's start only when everything was consumed).
         let mut scanned = 0;
         loop {
-            let rest = &self.buf[self.pos + scanned..];
-            if let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                let end = self.pos + scanned + i;
-                *budget = budget.checked_sub(end + 1 - self.pos).ok_or(TOO_LONG)?;
-                let start = self.pos;
+            let start = self.pos;
+            if let Some(i) = self
+                .buf
+                .get(start + scanned..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let end = start + scanned + i;
+                self.budget = self.budget.checked_sub(end + 1 - start).ok_or(TOO_LONG)?;
                 self.pos = end + 1;
-                let cr = end > start && self.buf[end - 1] == b'\r';
-                return Ok(start..end - usize::from(cr));
+                let line = self.buf.get(start..end).unwrap_or_default();
+                return Ok(line.strip_suffix(b"\r").unwrap_or(line));
             }
-            scanned = self.buf.len() - self.pos;
-            if scanned > *budget {
-                return Err(TOO_LONG.into());
+            scanned = self.buf.len() - start;
+            if scanned > self.budget {
+                return Err(TOO_LONG);
             }
             if !self.fill()? {
-                return Err(CLOSED.into());
+                return Err(CLOSED);
             }
         }
     }
 
     /// Appends `n` bytes of the answer to `out`, or with `None` all up to
     /// the end of the stream; more than MAX_BODY in all is an error.
-    fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), String> {
-        if n.is_some_and(|n| n > (MAX_BODY - out.len()) as u64) {
-            return Err(TOO_LONG.into());
+    fn take(&mut self, n: Option<u64>, out: &mut Vec<u8>) -> std::result::Result<(), Fail> {
+        let room = (MAX_BODY - out.len()) as u64;
+        if n.is_some_and(|n| n > room) {
+            return Err(TOO_LONG);
         }
-        let mut left = n.map_or(usize::MAX, |n| n as usize);
-        loop {
-            let k = left.min(self.buf.len() - self.pos);
-            if out.len() + k > MAX_BODY {
-                return Err(TOO_LONG.into());
-            }
-            out.extend_from_slice(&self.buf[self.pos..self.pos + k]);
-            self.pos += k;
-            left -= k;
-            if left == 0 {
-                return Ok(());
-            }
+        // Up to the end: one byte more than there is room for is too long.
+        let want = n.unwrap_or(room + 1);
+        while ((self.buf.len() - self.pos) as u64) < want {
             if !self.fill()? {
-                return match n {
-                    Some(_) => Err(CLOSED.into()),
-                    None => Ok(()),
-                };
+                if n.is_some() {
+                    return Err(CLOSED);
+                }
+                break;
             }
         }
+        let rest = &self.buf[self.pos..];
+        let k = want.min(rest.len() as u64) as usize;
+        if k as u64 > room {
+            return Err(TOO_LONG);
+        }
+        out.extend_from_slice(&rest[..k]);
+        self.pos += k;
+        Ok(())
     }
 
-    fn read_response(&mut self) -> std::result::Result<Response, String> {
-        let mut budget = MAX_HEAD;
+    fn read_response(&mut self) -> std::result::Result<Response, Fail> {
+        self.budget = MAX_HEAD;
         loop {
             // `HTTP/1.1 200 OK`; the reason phrase is optional.
-            let r = self.line(&mut budget)?;
-            let line = &self.buf[r];
+            let line = self.line()?;
             let http11 = match line.get(..9) {
                 Some(b"HTTP/1.1 ") => true,
                 Some(b"HTTP/1.0 ") => false,
-                _ => return Err("not an HTTP/1.x answer".into()),
+                _ => return Err("not an HTTP/1.x answer"),
             };
             let status = match (line.get(9..12).and_then(|c| parse_num(c, 10)), line.get(12)) {
-                (Some(s @ 100..), None | Some(b' ')) => s as u16,
-                _ => return Err("bad status line".into()),
+                (Some(s @ 100..), None | Some(b' ')) => s,
+                _ => return Err("bad status line"),
             };
             let mut length = None;
             // Some(true): chunked; Some(false): another coding.
             let mut coding = None;
+            // The connection is closed after an HTTP/1.0 answer, even one
+            // that offers keep-alive (docs/protocol.md).
             let mut close = !http11;
             loop {
-                let r = self.line(&mut budget)?;
-                let line = &self.buf[r];
+                let line = self.line()?;
                 if line.is_empty() {
                     break;
                 }
                 let colon = line.iter().position(|&b| b == b':');
                 let (name, value) = line.split_at(colon.ok_or("a header line without a colon")?);
-                let value = value[1..].trim_ascii();
+                let value = value.get(1..).unwrap_or_default().trim_ascii();
                 if is_ci(name, b"content-length") {
                     let n = parse_num(value, 10).ok_or("bad Content-Length")?;
                     if length.is_some_and(|l| l != n) {
-                        return Err("conflicting Content-Length headers".into());
+                        return Err("conflicting Content-Length headers");
                     }
                     length = Some(n);
                 } else if is_ci(name, b"transfer-encoding") {
-                    coding = Some(is_ci(items(value).last().unwrap_or(b""), b"chunked"));
+                    // The last coding counts.
+                    let last = value.iter().rposition(|&b| b == b',');
+                    let last = value.get(last.map_or(0, |i| i + 1)..).unwrap_or_default();
+                    coding = Some(is_ci(last.trim_ascii(), b"chunked"));
                 } else if is_ci(name, b"connection") {
-                    for token in items(value) {
-                        if is_ci(token, b"close") {
-                            close = true;
-                        } else if is_ci(token, b"keep-alive") && !http11 {
-                            close = false;
-                        }
+                    // Any item `close`, in a comma-separated list.
+                    let mut rest = value;
+                    while !rest.is_empty() {
+                        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+                        close |= is_ci(rest[..end].trim_ascii(), b"close");
+                        rest = rest.get(end + 1..).unwrap_or_default();
                     }
                 }
             }
             if status < 200 {
                 if status == 101 {
-                    return Err("the orchestrator switched protocols".into());
+                    return Err("the orchestrator switched protocols");
                 }
                 // Interim answers (100 Continue) have no body; the real one follows.
                 continue;
@@ -1135,20 +1319,19 @@ impl Conn {
             if status != 204 && status != 304 {
                 match (coding, length) {
                     (Some(true), _) => loop {
-                        let r = self.line(&mut budget)?;
-                        let line = &self.buf[r];
+                        let line = self.line()?;
                         // Chunk extensions (`;name=value`) are ignored.
                         let end = line.iter().position(|&b| b == b';').unwrap_or(line.len());
                         let size =
                             parse_num(line[..end].trim_ascii(), 16).ok_or("bad chunk size")?;
                         if size == 0 {
                             // Trailer fields, ignored, up to the empty line.
-                            while !self.line(&mut budget)?.is_empty() {}
+                            while !self.line()?.is_empty() {}
                             break;
                         }
                         self.take(Some(size), &mut body)?;
-                        if !self.line(&mut budget)?.is_empty() {
-                            return Err("a chunk does not end with CRLF".into());
+                        if !self.line()?.is_empty() {
+                            return Err("a chunk does not end with CRLF");
                         }
                     },
                     (None, Some(n)) => self.take(Some(n), &mut body)?,
@@ -1172,6 +1355,7 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -1233,7 +1417,8 @@ mod tests {
             port,
             prefix: String::new(),
         };
-        let mut conn = Conn::open(&ep).unwrap();
+        let mut conn = Conn::new();
+        conn.open(&ep, &ep.url()).unwrap();
         let mut ask = || {
             let r = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"").unwrap();
             (r.status, String::from_utf8(r.body).unwrap(), r.keep_alive)
@@ -1242,5 +1427,55 @@ mod tests {
         assert_eq!(ask(), (409, r#"{"length":93}"#.into(), true));
         assert_eq!(ask(), (503, "closed".into(), false));
         server.join().unwrap();
+    }
+
+    /// Bodies over MAX_BODY fail, whether announced or delimited by the close;
+    /// one of exactly MAX_BODY bytes is read whole.
+    #[test]
+    fn answer_bodies_are_limited() {
+        let big = vec![b'x'; MAX_BODY + 1];
+        let cases: [(Vec<u8>, Option<usize>); 4] = [
+            (
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                    MAX_BODY + 1
+                )
+                .into(),
+                None,
+            ),
+            ([b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &big].concat(), None),
+            (
+                [b"HTTP/1.1 200 OK\r\n\r\n".as_slice(), &big[1..]].concat(),
+                Some(MAX_BODY),
+            ),
+            (
+                [
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".as_slice(),
+                    &big[1..],
+                ]
+                .concat(),
+                Some(MAX_BODY),
+            ),
+        ];
+        for (answer, want) in cases {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let server = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut b = [0u8; 64];
+                let _ = s.read(&mut b);
+                let _ = s.write_all(&answer);
+            });
+            let ep = Endpoint {
+                host: "127.0.0.1".into(),
+                port,
+                prefix: String::new(),
+            };
+            let mut conn = Conn::new();
+            conn.open(&ep, &ep.url()).unwrap();
+            let got = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"");
+            assert_eq!(got.map(|r| r.body.len()).ok(), want);
+            server.join().unwrap();
+        }
     }
 }
