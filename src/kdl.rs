@@ -660,11 +660,11 @@ impl Parser<'_> {
         while is_ident(self.peek()) {
             self.i += 1;
         }
-        self.s
-            .get(start..self.i)
-            .unwrap_or_default()
-            .iter()
-            .collect()
+        let mut w = String::new();
+        for &c in self.s.get(start..self.i).unwrap_or_default() {
+            w.push(c);
+        }
+        w
     }
 
     fn closes(&self, from: usize, hashes: usize) -> bool {

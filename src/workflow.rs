@@ -132,10 +132,17 @@ impl Checker<'_> {
     fn duration(&mut self, e: &Entry) -> Option<Duration> {
         let parsed = match &e.value {
             Value::String(s) => parse_duration(s),
-            Value::Number(n) => match n.as_i64() {
-                Some(secs) if secs >= 0 => Ok(Duration::from_secs(secs as u64)),
-                _ => Err("a duration must be a whole, non-negative number of seconds".to_string()),
+            // `u64`'s parser, which `parse_duration` has too, rather than
+            // `as_i64`'s: a negative or fractional number fails either way.
+            Value::Number(kdl::Number::Int(n)) => match n.parse() {
+                Ok(secs) => Ok(Duration::from_secs(secs)),
+                Err(_) => {
+                    Err("a duration must be a whole, non-negative number of seconds".to_string())
+                }
             },
+            Value::Number(_) => {
+                Err("a duration must be a whole, non-negative number of seconds".to_string())
+            }
             other => Err(format!(
                 "must be a duration such as \"10m\", not a {}",
                 other.type_name()
