@@ -16,43 +16,39 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum When {
+    #[default]
     Success,
     Failure,
     Always,
 }
 
-#[derive(Debug)]
-pub struct Step {
+/// A job or a step: one type for both (and for the workflow, whose units are
+/// its jobs), so they share one checker, one plan printer and one set of
+/// vector code. Each holds only the settings its kind takes.
+#[derive(Debug, Default)]
+pub struct Unit {
     pub name: String,
+    /// A job's `runs-on`.
+    pub runs_on: Option<String>,
+    /// A step's script.
     pub run: String,
     pub workdir: Option<String>,
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
     pub when: When,
-    pub shell: String,
+    /// `None` is `DEFAULT_SHELL`.
+    pub shell: Option<String>,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
+    /// The workflow's jobs, a job's steps.
+    pub units: Vec<Unit>,
 }
 
-#[derive(Debug, Default)]
-pub struct Job {
-    pub name: String,
-    pub runs_on: Option<String>,
-    pub timeout: Option<Duration>,
-    pub env: Vec<(String, String)>,
-    pub secrets: Vec<String>,
-    pub steps: Vec<Step>,
-}
-
-#[derive(Debug, Default)]
-pub struct Workflow {
-    pub env: Vec<(String, String)>,
-    /// The secrets file's values, filled in just before running.
-    pub secrets: Vec<(String, String)>,
-    pub jobs: Vec<Job>,
-}
+pub type Workflow = Unit;
+pub type Job = Unit;
+pub type Step = Unit;
 
 pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 
@@ -71,6 +67,27 @@ impl When {
 fn arg(node: &Node) -> Option<&Entry> {
     node.entries.iter().find(|e| e.key.is_none())
 }
+
+/// What a node is, which decides what it may hold.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Top,
+    Job,
+    Step,
+}
+
+/// Per kind: the properties it takes, and where its children are, with the
+/// children allowed, for the message about an unknown one.
+const PROPS: [&str; 3] = [
+    "",
+    "runs-on, timeout",
+    "run, workdir, timeout, continue-on-error, if, shell",
+];
+const PLACES: [&str; 3] = [
+    "at the top level (allowed: env, job, step)",
+    "in job (allowed: env, secrets, step)",
+    "in step (allowed: env, secrets, run)",
+];
 
 /// Collects every problem in a file instead of stopping at the first, so
 /// `check` can list them all.
@@ -108,11 +125,6 @@ impl Checker<'_> {
         }
     }
 
-    fn unknown(&mut self, node: &Node, place: &str) {
-        let msg = format!("unknown node `{}` {place}", node.name);
-        self.err(node.line, node.col, msg);
-    }
-
     /// The string `e` holds; else an error calling it `what` + `name`.
     fn string(&mut self, e: &Entry, what: &str, name: &str) -> Option<String> {
         match &e.value {
@@ -130,19 +142,16 @@ impl Checker<'_> {
 
     /// A `timeout`, the only duration there is.
     fn duration(&mut self, e: &Entry) -> Option<Duration> {
+        const WHOLE: &str = "a duration must be a whole, non-negative number of seconds";
         let parsed = match &e.value {
             Value::String(s) => parse_duration(s),
             // `u64`'s parser, which `parse_duration` has too, rather than
             // `as_i64`'s: a negative or fractional number fails either way.
             Value::Number(kdl::Number::Int(n)) => match n.parse() {
                 Ok(secs) => Ok(Duration::from_secs(secs)),
-                Err(_) => {
-                    Err("a duration must be a whole, non-negative number of seconds".to_string())
-                }
+                Err(_) => Err(WHOLE.to_string()),
             },
-            Value::Number(_) => {
-                Err("a duration must be a whole, non-negative number of seconds".to_string())
-            }
+            Value::Number(_) => Err(WHOLE.to_string()),
             other => Err(format!(
                 "must be a duration such as \"10m\", not a {}",
                 other.type_name()
@@ -164,7 +173,7 @@ impl Checker<'_> {
         let mut seen_args = 0;
         for e in &node.entries {
             let msg = match &e.key {
-                Some(k) if props.is_empty() || !props.split(", ").any(|p| p == k) => {
+                Some(k) if !allows(props, k) => {
                     let allowed = if props.is_empty() { "none" } else { props };
                     format!(
                         "unknown property `{k}` on `{}` (allowed: {allowed})",
@@ -245,78 +254,48 @@ impl Checker<'_> {
         }
     }
 
-    fn job(&mut self, node: &Node) -> Job {
-        self.only(node, "runs-on, timeout", 1);
-        let mut job = Job::default();
-        match arg(node) {
-            Some(e) => {
-                if let Some(name) = self.string(e, "a job name", "") {
-                    if name.trim().is_empty() {
+    /// Checks the workflow (`Kind::Top`, `node` the document's nodes as
+    /// children), a job or a step; `n` is a step's position in its job.
+    fn unit(&mut self, node: &Node, kind: Kind, n: usize) -> Unit {
+        let k = kind as usize;
+        let props = PROPS.get(k).copied().unwrap_or_default();
+        let mut u = Unit::default();
+        if kind != Kind::Top {
+            self.only(node, props, 1);
+            u.name = match (arg(node), kind) {
+                (Some(e), _) => {
+                    let what = if kind == Kind::Job {
+                        "a job name"
+                    } else {
+                        "a step name"
+                    };
+                    let name = self.string(e, what, "").unwrap_or_default();
+                    if kind == Kind::Job && e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
                         self.err(e.line, e.col, "a job name cannot be empty".into());
                     }
-                    job.name = name;
+                    name
                 }
-            }
-            None => self.err(
-                node.line,
-                node.col,
-                "a job needs a name: job \"build\" { ... }".into(),
-            ),
+                (None, Kind::Job) => {
+                    self.err(
+                        node.line,
+                        node.col,
+                        "a job needs a name: job \"build\" { ... }".into(),
+                    );
+                    String::new()
+                }
+                _ => format!("step {n}"),
+            };
         }
-        for e in &node.entries {
-            match e.key.as_deref() {
-                Some("runs-on") => job.runs_on = self.string(e, "runs-on", ""),
-                Some("timeout") => job.timeout = self.duration(e),
-                _ => {}
-            }
-        }
-        for child in &node.children {
-            match child.name.as_str() {
-                "env" => self.env(child, &mut job.env),
-                "secrets" => self.secrets(child, &mut job.secrets),
-                "step" => self.step(child, &mut job),
-                _ => self.unknown(child, "in job (allowed: env, secrets, step)"),
-            }
-        }
-        if job.steps.is_empty() {
-            self.err(
-                node.line,
-                node.col,
-                format!("job \"{}\" has no steps", job.name),
-            );
-        }
-        job
-    }
-
-    /// Checks a `step` node and adds it to `job`.
-    fn step(&mut self, node: &Node, job: &mut Job) {
-        self.only(
-            node,
-            "run, workdir, timeout, continue-on-error, if, shell",
-            1,
-        );
-        let name = match arg(node) {
-            Some(e) => self.string(e, "a step name", "").unwrap_or_default(),
-            None => format!("step {}", job.steps.len() + 1),
-        };
-        let mut step = Step {
-            name,
-            run: String::new(),
-            workdir: None,
-            timeout: None,
-            continue_on_error: false,
-            when: When::Success,
-            shell: DEFAULT_SHELL.to_string(),
-            env: Vec::new(),
-            secrets: Vec::new(),
-        };
         let mut runs = 0;
         for e in &node.entries {
             let key = e.key.as_deref().unwrap_or_default();
+            if !allows(props, key) {
+                continue;
+            }
             match key {
-                "timeout" => step.timeout = self.duration(e),
+                "timeout" => u.timeout = self.duration(e),
                 "continue-on-error" => match e.value {
-                    Value::Bool(b) => step.continue_on_error = b,
+                    Value::Bool(b) => u.continue_on_error = b,
                     ref other => self.err(
                         e.line,
                         e.col,
@@ -326,15 +305,16 @@ impl Checker<'_> {
                         ),
                     ),
                 },
-                "run" | "workdir" | "if" | "shell" => {
+                _ => {
                     runs += (key == "run") as usize;
-                    // A value of the wrong type is an error, so the step is
+                    // A value of the wrong type is an error, so the unit is
                     // never used and need not be updated.
                     let Some(s) = self.string(e, key, "") else {
                         continue;
                     };
                     match key {
-                        "run" => step.run = s,
+                        "run" => u.run = s,
+                        "runs-on" => u.runs_on = Some(s),
                         "workdir" => {
                             // `Path::is_absolute` on Unix, without the parsing.
                             if s.starts_with('/') || escapes(&s) {
@@ -344,12 +324,12 @@ impl Checker<'_> {
                                     format!("workdir \"{s}\" must be a relative path inside the workspace"),
                                 );
                             }
-                            step.workdir = Some(s);
+                            u.workdir = Some(s);
                         }
                         "if" => match s.as_str() {
-                            "success" => step.when = When::Success,
-                            "failure" => step.when = When::Failure,
-                            "always" => step.when = When::Always,
+                            "success" => u.when = When::Success,
+                            "failure" => u.when = When::Failure,
+                            "always" => u.when = When::Always,
                             _ => self.err(
                                 e.line,
                                 e.col,
@@ -360,23 +340,37 @@ impl Checker<'_> {
                             if s.trim().is_empty() {
                                 self.err(e.line, e.col, "shell is empty".into());
                             }
-                            step.shell = s;
+                            u.shell = Some(s);
                         }
                     }
                 }
-                _ => {}
             }
         }
+        let mut top_steps = Vec::new();
         for child in &node.children {
-            match child.name.as_str() {
-                "env" => self.env(child, &mut step.env),
-                "secrets" => self.secrets(child, &mut step.secrets),
-                "run" => {
+            match (child.name.as_str(), kind) {
+                ("env", _) => self.env(child, &mut u.env),
+                ("secrets", Kind::Job | Kind::Step) => self.secrets(child, &mut u.secrets),
+                ("step", Kind::Job) => {
+                    let step = self.unit(child, Kind::Step, u.units.len() + 1);
+                    u.units.push(step);
+                }
+                ("step", Kind::Top) => top_steps.push(child),
+                ("job", Kind::Top) => {
+                    let job = self.unit(child, Kind::Job, 0);
+                    if !job.name.is_empty() && u.units.iter().any(|j| j.name == job.name) {
+                        let (line, col) =
+                            arg(child).map_or((child.line, child.col), |e| (e.line, e.col));
+                        self.err(line, col, format!("duplicate job name \"{}\"", job.name));
+                    }
+                    u.units.push(job);
+                }
+                ("run", Kind::Step) => {
                     runs += 1;
                     self.only(child, "", 1);
                     self.leaf(child);
                     match arg(child) {
-                        Some(e) => step.run = self.string(e, "run", "").unwrap_or_default(),
+                        Some(e) => u.run = self.string(e, "run", "").unwrap_or_default(),
                         None => self.err(
                             child.line,
                             child.col,
@@ -384,19 +378,70 @@ impl Checker<'_> {
                         ),
                     }
                 }
-                _ => self.unknown(child, "in step (allowed: env, secrets, run)"),
+                _ => {
+                    let place = PLACES.get(k).copied().unwrap_or_default();
+                    let msg = format!("unknown node `{}` {place}", child.name);
+                    self.err(child.line, child.col, msg);
+                }
             }
         }
-        if runs != 1 {
-            let many = if runs == 0 { "no" } else { "more than one" };
-            self.err(
-                node.line,
-                node.col,
-                format!("step \"{}\" has {many} `run`", step.name),
-            );
+        match kind {
+            Kind::Top => {
+                if let (Some(at), Some(job)) = (top_steps.first(), u.units.first()) {
+                    self.err(
+                        at.line,
+                        at.col,
+                        format!(
+                            "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
+                            job.name
+                        ),
+                    );
+                } else if !top_steps.is_empty() {
+                    let mut job = Unit {
+                        name: "default".to_string(),
+                        ..Unit::default()
+                    };
+                    for node in top_steps {
+                        let step = self.unit(node, Kind::Step, job.units.len() + 1);
+                        job.units.push(step);
+                    }
+                    u.units.push(job);
+                }
+                if u.units.is_empty() && self.errors.is_empty() {
+                    self.err(
+                        1,
+                        1,
+                        "the workflow has no job: add job \"NAME\" { step { run \"...\" } }".into(),
+                    );
+                }
+            }
+            Kind::Job => {
+                if u.units.is_empty() {
+                    self.err(
+                        node.line,
+                        node.col,
+                        format!("job \"{}\" has no steps", u.name),
+                    );
+                }
+            }
+            Kind::Step => {
+                if runs != 1 {
+                    let many = if runs == 0 { "no" } else { "more than one" };
+                    self.err(
+                        node.line,
+                        node.col,
+                        format!("step \"{}\" has {many} `run`", u.name),
+                    );
+                }
+            }
         }
-        job.steps.push(step);
+        u
     }
+}
+
+/// Whether the "a, b" list `props` holds `key`.
+fn allows(props: &str, key: &str) -> bool {
+    !props.is_empty() && props.split(", ").any(|p| p == key)
 }
 
 /// Whether a relative path climbs above its start (`a/../..`), lexically.
@@ -434,49 +479,16 @@ pub fn parse(
         errors: Vec::new(),
         secrets,
     };
-    let mut wf = Workflow::default();
-    let mut top_steps = Vec::new();
-    for node in &doc.nodes {
-        match node.name.as_str() {
-            "env" => c.env(node, &mut wf.env),
-            "job" => {
-                let job = c.job(node);
-                if !job.name.is_empty() && wf.jobs.iter().any(|j| j.name == job.name) {
-                    let (line, col) = arg(node).map_or((node.line, node.col), |e| (e.line, e.col));
-                    c.err(line, col, format!("duplicate job name \"{}\"", job.name));
-                }
-                wf.jobs.push(job);
-            }
-            "step" => top_steps.push(node),
-            _ => c.unknown(node, "at the top level (allowed: env, job, step)"),
-        }
-    }
-    if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
-        c.err(
-            at.line,
-            at.col,
-            format!(
-                "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
-                job.name
-            ),
-        );
-    } else if !top_steps.is_empty() {
-        let mut job = Job {
-            name: "default".to_string(),
-            ..Job::default()
-        };
-        for node in top_steps {
-            c.step(node, &mut job);
-        }
-        wf.jobs.push(job);
-    }
-    if wf.jobs.is_empty() && c.errors.is_empty() {
-        c.err(
-            1,
-            1,
-            "the workflow has no job: add job \"NAME\" { step { run \"...\" } }".into(),
-        );
-    }
+    // The document as the children of a node that has nothing else.
+    let top = Node {
+        ty: None,
+        name: String::new(),
+        entries: Vec::new(),
+        children: doc.nodes,
+        line: 1,
+        col: 1,
+    };
+    let wf = c.unit(&top, Kind::Top, 0);
     if c.errors.is_empty() {
         Ok(wf)
     } else {
@@ -565,38 +577,42 @@ fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secret
     }
 }
 
+/// A job's or step's non-default settings, each after a space, and the end
+/// of its line. A job has only `runs-on` and `timeout`; a step all but
+/// `runs-on`: one printer for both.
+fn describe_settings(out: &mut String, u: &Unit) {
+    if let Some(r) = &u.runs_on {
+        let _ = write!(out, " runs-on=\"{r}\"");
+    }
+    if u.when != When::Success {
+        let _ = write!(out, " if=\"{}\"", u.when.name());
+    }
+    if u.continue_on_error {
+        out.push_str(" continue-on-error");
+    }
+    if let Some(t) = u.timeout {
+        let _ = write!(out, " timeout={}s", t.as_secs());
+    }
+    if let Some(w) = &u.workdir {
+        let _ = write!(out, " workdir=\"{w}\"");
+    }
+    if let Some(sh) = &u.shell {
+        let _ = write!(out, " shell=\"{sh}\"");
+    }
+    out.push('\n');
+}
+
 /// The plan in words: jobs, steps and what each runs.
 pub fn describe(wf: &Workflow) -> String {
     let mut out = String::new();
     describe_env(&mut out, "", &wf.env, &[]);
-    for job in &wf.jobs {
+    for job in &wf.units {
         let _ = write!(out, "job \"{}\"", job.name);
-        if let Some(r) = &job.runs_on {
-            let _ = write!(out, " runs-on=\"{r}\"");
-        }
-        if let Some(t) = job.timeout {
-            let _ = write!(out, " timeout={}s", t.as_secs());
-        }
-        out.push('\n');
+        describe_settings(&mut out, job);
         describe_env(&mut out, "  ", &job.env, &job.secrets);
-        for (i, s) in job.steps.iter().enumerate() {
-            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.steps.len(), s.name);
-            if s.when != When::Success {
-                let _ = write!(out, " if=\"{}\"", s.when.name());
-            }
-            if s.continue_on_error {
-                out.push_str(" continue-on-error");
-            }
-            if let Some(t) = s.timeout {
-                let _ = write!(out, " timeout={}s", t.as_secs());
-            }
-            if let Some(w) = &s.workdir {
-                let _ = write!(out, " workdir=\"{w}\"");
-            }
-            if s.shell != DEFAULT_SHELL {
-                let _ = write!(out, " shell=\"{}\"", s.shell);
-            }
-            out.push('\n');
+        for (i, s) in job.units.iter().enumerate() {
+            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.units.len(), s.name);
+            describe_settings(&mut out, s);
             describe_env(&mut out, "      ", &s.env, &s.secrets);
             for line in s.run.lines() {
                 let _ = writeln!(out, "      | {line}");
@@ -609,13 +625,13 @@ pub fn describe(wf: &Workflow) -> String {
 /// Picks the job to run: the named one, or the only one.
 pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
     let mut names = String::new();
-    for j in &wf.jobs {
+    for j in &wf.units {
         if !names.is_empty() {
             names += ", ";
         }
         let _ = write!(names, "\"{}\"", j.name);
     }
-    let msg = match (wanted, wf.jobs.as_slice()) {
+    let msg = match (wanted, wf.units.as_slice()) {
         (Some(name), jobs) => match jobs.iter().find(|j| j.name == name) {
             Some(job) => return Ok(job),
             None => format!("no job named \"{name}\" in the workflow; it has {names}"),
@@ -648,34 +664,33 @@ pub fn run_file(
 ) -> Result<(i32, Vec<StepResult>)> {
     let src = read(path)?;
     let shown = crate::plan::WORKFLOW;
-    let mut wf = match parse(shown, &src, Some(secrets)) {
+    let wf = match parse(shown, &src, Some(secrets)) {
         Ok(wf) => wf,
         Err(errors) => return Err(report_errors(shown, errors)),
     };
     if !secrets.found
         && wf
-            .jobs
+            .units
             .iter()
-            .any(|j| !j.secrets.is_empty() || j.steps.iter().any(|s| !s.secrets.is_empty()))
+            .any(|j| !j.secrets.is_empty() || j.units.iter().any(|s| !s.secrets.is_empty()))
     {
         warn!(
             "the workflow names secrets but there is no secrets file at {}",
             secrets.path
         );
     }
-    wf.secrets = secrets.vars.clone();
     let job = select(&wf, ctx.text("job"))?;
     let runs_on = match &job.runs_on {
         Some(r) => format!(", runs-on \"{r}\""),
         None => String::new(),
     };
-    let n = job.steps.len();
+    let n = job.units.len();
     let s = if n == 1 { "" } else { "s" };
     info!(
         "running job \"{}\" of {shown} ({n} step{s}{runs_on})",
         job.name
     );
-    let (code, results) = run_job(ctx, &wf, job, limits)?;
+    let (code, results) = run_job(ctx, &wf, &secrets.vars, job, limits)?;
     summary(&results);
     if code == 0 {
         info!("job \"{}\" succeeded", job.name);
@@ -699,9 +714,11 @@ fn after(t: Instant, d: Option<Duration>) -> Option<Instant> {
 }
 
 /// Runs a job's steps in order; returns the job's exit code and each step's result.
+/// `values` are the secrets file's, for the names the job and step give.
 pub fn run_job(
     ctx: &Context,
     wf: &Workflow,
+    values: &[(String, String)],
     job: &Job,
     limits: Limits,
 ) -> Result<(i32, Vec<StepResult>)> {
@@ -715,8 +732,8 @@ pub fn run_job(
     let mut failed_code: Option<i32> = None;
     // Once the job is out of time or cancelled, nothing more runs.
     let mut stopped = false;
-    let total = job.steps.len();
-    for (i, step) in job.steps.iter().enumerate() {
+    let total = job.units.len();
+    for (i, step) in job.units.iter().enumerate() {
         if let (false, Some(sig)) = (stopped, crate::exec::cancelled()) {
             warn!("cancelled by signal {sig}; no further step runs");
             stopped = true;
@@ -743,7 +760,17 @@ pub fn run_job(
                 deadline: earliest(deadline, after(step_started, step.timeout)),
                 grace: limits.grace,
             };
-            let end = start_step(ctx, wf, job, step, &workspace, &scripts, i + 1, step_limits);
+            let end = start_step(
+                ctx,
+                wf,
+                values,
+                job,
+                step,
+                &workspace,
+                &scripts,
+                i + 1,
+                step_limits,
+            );
             crate::output::set_step(None);
             result.duration = step_started.elapsed();
             // A step that cannot start (its workdir leaves the workspace, its
@@ -800,6 +827,7 @@ pub fn run_job(
 fn start_step(
     ctx: &Context,
     wf: &Workflow,
+    values: &[(String, String)],
     job: &Job,
     step: &Step,
     workspace: &Path,
@@ -809,7 +837,8 @@ fn start_step(
 ) -> Result<End> {
     let dir = step_dir(workspace, step)?;
     let script = scripts.write(n, &step.run)?;
-    let mut words = step.shell.split_whitespace();
+    let shell = step.shell.as_deref().unwrap_or(DEFAULT_SHELL);
+    let mut words = shell.split_whitespace();
     let program = words.next().unwrap_or("/bin/sh");
     let mut cmd = crate::runner::job_command(ctx, Path::new(program));
     for w in words {
@@ -825,7 +854,7 @@ fn start_step(
     // Least privilege: a step sees only the secrets it or its job names.
     for names in [&job.secrets, &step.secrets] {
         for name in names {
-            if let Some((k, v)) = wf.secrets.iter().find(|(k, _)| k == name) {
+            if let Some((k, v)) = values.iter().find(|(k, _)| k == name) {
                 cmd.env(k.as_str(), v.as_str());
             }
         }
