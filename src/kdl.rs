@@ -178,7 +178,7 @@ pub fn parse(path: &str, src: &str) -> Result<Document> {
                 "inside a quoted string it can be written as an escape: \\u{...}"
             },
         )),
-        None => p.document(),
+        None => p.nodes(0),
     };
     match p.error {
         Some(e) => Err(e),
@@ -312,18 +312,13 @@ impl Parser<'_> {
         self.fail(at, &msg, "")
     }
 
-    fn document(&mut self) -> Parse<Vec<Node>> {
-        let nodes = self.nodes(0)?;
-        if self.peek() == '}' {
-            return Err(self.fail(self.i, "unexpected `}`: no children block is open", ""));
-        }
-        Ok(nodes)
-    }
-
     fn nodes(&mut self, depth: usize) -> Parse<Vec<Node>> {
         let mut out = Vec::new();
         loop {
             self.line_space()?;
+            if self.peek() == '}' && depth == 0 {
+                return Err(self.fail(self.i, "unexpected `}`: no children block is open", ""));
+            }
             if matches!(self.peek(), '\0' | '}') {
                 return Ok(out);
             }
@@ -430,7 +425,13 @@ impl Parser<'_> {
 
     /// A value that must be a string: a node name or a type.
     fn text(&mut self, what: &str, expected: &str, at: usize) -> Parse<String> {
-        match self.value(expected)? {
+        let v = self.value(expected)?;
+        self.string_of(v, what, at)
+    }
+
+    /// The string `v` holds; else an error calling it `what`.
+    fn string_of(&mut self, v: Value, what: &str, at: usize) -> Parse<String> {
+        match v {
             Value::String(s) => Ok(s),
             v => Err(self.fail(
                 at,
@@ -529,23 +530,14 @@ impl Parser<'_> {
         self.node_space()?;
         let mut key = None;
         if self.eat('=') {
-            key = Some(match value {
-                _ if ty.is_some() => {
-                    return Err(self.fail(
-                        at,
-                        "a property key cannot have a type annotation",
-                        "annotate the value instead: key=(type)value",
-                    ))
-                }
-                Value::String(s) => s,
-                v => {
-                    return Err(self.fail(
-                        at,
-                        &format!("a property key must be a string, not a {}", v.type_name()),
-                        "",
-                    ))
-                }
-            });
+            if ty.is_some() {
+                return Err(self.fail(
+                    at,
+                    "a property key cannot have a type annotation",
+                    "annotate the value instead: key=(type)value",
+                ));
+            }
+            key = Some(self.string_of(value, "a property key", at)?);
             self.node_space()?;
             ty = self.ty()?;
             value = self.value("expected a value after `=`, found ")?;
