@@ -931,8 +931,11 @@ impl ScriptDir {
 
     fn write(&self, n: usize, script: &str) -> Result<PathBuf> {
         let path = self.0.join(format!("step-{n}.sh"));
-        let nl = if script.ends_with('\n') { "" } else { "\n" };
-        match std::fs::write(&path, format!("{script}{nl}")) {
+        let mut text = script.to_string();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        match std::fs::write(&path, text) {
             Ok(()) => Ok(path),
             Err(e) => Err(io_error("write", &path, e)),
         }
