@@ -169,9 +169,9 @@ pub fn parse(path: &str, src: &str) -> Result<Document> {
     // Checked up front because the spec bans these everywhere, comments
     // included; it also frees '\0' to mean end of input below.
     let nodes = match bad {
-        Some((k, c)) => Err(p.fail(
+        Some((k, c)) => Err(p.fail_fmt(
             k,
-            &format!("the character U+{:04X} is not allowed in KDL", c as u32),
+            format_args!("the character U+{:04X} is not allowed in KDL", c as u32),
             if c == '\u{feff}' {
                 "a byte order mark may only be the very first character"
             } else {
@@ -295,6 +295,12 @@ impl Parser<'_> {
         }
         self.error = Some(e);
         Failed
+    }
+
+    /// `fail` with a formatted message: the `String` is made and dropped
+    /// here rather than at each caller.
+    fn fail_fmt(&mut self, at: usize, msg: fmt::Arguments, hint: &str) -> Failed {
+        self.fail(at, &fmt::format(msg), hint)
     }
 
     /// Fails with `before` followed by what is at `at`.
@@ -433,9 +439,9 @@ impl Parser<'_> {
     fn string_of(&mut self, v: Value, what: &str, at: usize) -> Parse<String> {
         match v {
             Value::String(s) => Ok(s),
-            v => Err(self.fail(
+            v => Err(self.fail_fmt(
                 at,
-                &format!("{what} must be a string, not a {}", v.type_name()),
+                format_args!("{what} must be a string, not a {}", v.type_name()),
                 "",
             )),
         }
@@ -602,7 +608,7 @@ impl Parser<'_> {
         if hashes > 0 {
             return match keyword {
                 Some(v) => Ok(v),
-                None => Err(self.fail(at, &format!("unknown keyword `#{word}`"), "")),
+                None => Err(self.fail_fmt(at, format_args!("unknown keyword `#{word}`"), "")),
             };
         }
         if word.is_empty() {
@@ -612,24 +618,24 @@ impl Parser<'_> {
         if starts_digit(unsigned) {
             return match number(&word) {
                 Ok(n) => Ok(Value::Number(n)),
-                Err(why) => Err(self.fail(
+                Err(why) => Err(self.fail_fmt(
                     at,
-                    &format!("invalid number `{word}`: {why}"),
+                    format_args!("invalid number `{word}`: {why}"),
                     &format!("if it is meant as a string, quote it: \"{word}\""),
                 )),
             };
         }
         if unsigned.strip_prefix('.').is_some_and(starts_digit) {
-            return Err(self.fail(
+            return Err(self.fail_fmt(
                 at,
-                &format!("invalid number `{word}`: it needs a digit before the `.`"),
+                format_args!("invalid number `{word}`: it needs a digit before the `.`"),
                 "write 0.5, not .5; quote it if it is a string",
             ));
         }
         if let Some(v) = keyword {
-            return Err(self.fail(
+            return Err(self.fail_fmt(
                 at,
-                &format!("`{word}` cannot be a bare string"),
+                format_args!("`{word}` cannot be a bare string"),
                 if !matches!(v, Value::Number(_)) {
                     KEYWORD_HINT
                 } else {
@@ -808,9 +814,9 @@ impl Parser<'_> {
         Err(if c == '/' {
             self.fail(at, "`\\/` is not an escape in KDL 2", "write / as it is")
         } else {
-            self.fail(
+            self.fail_fmt(
                 at,
-                &format!("invalid escape `\\{c}`"),
+                format_args!("invalid escape `\\{c}`"),
                 "the escapes are \\n \\r \\t \\\\ \\\" \\b \\f \\s \\u{hex}, and \\ before whitespace",
             )
         })
