@@ -516,7 +516,7 @@ fn read(path: &Path) -> Result<String> {
     let shown = path.display();
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
-        Err(e) => return Err(Error::input(format!("cannot read {shown}: {e}"))),
+        Err(e) => return Err(input(format_args!("cannot read {shown}: {e}"))),
     };
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
@@ -551,7 +551,7 @@ fn report_errors(shown: &str, errors: Vec<Error>) -> Error {
         error!("{e}");
     }
     let s = if n == 1 { "" } else { "s" };
-    Error::input(format!("{shown}: {n} error{s} in the workflow"))
+    input(format_args!("{shown}: {n} error{s} in the workflow"))
 }
 
 /// `solstice-runner check [FILE]`: validate and print the plan.
@@ -647,17 +647,16 @@ pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
         }
         let _ = write!(names, "\"{}\"", j.name);
     }
-    let msg = match (wanted, wf.units.as_slice()) {
+    Err(match (wanted, wf.units.as_slice()) {
         (Some(name), jobs) => match jobs.iter().find(|j| j.name == name) {
             Some(job) => return Ok(job),
-            None => format!("no job named \"{name}\" in the workflow; it has {names}"),
+            None => input(format_args!("no job named \"{name}\" in the workflow; it has {names}")),
         },
         (None, [only]) => return Ok(only),
-        (None, _) => format!(
+        (None, _) => input(format_args!(
             "the workflow has several jobs ({names}); choose one with SOLSTICE_JOB, the job file key `job`, or --job"
-        ),
-    };
-    Err(Error::input(msg))
+        )),
+    })
 }
 
 /// How one step ended, for the summary and the orchestrator.
@@ -879,7 +878,7 @@ fn start_step(
         .env("SOLSTICE_STEP", step.name.as_str());
     match crate::output::run_job(&cmd, limits) {
         Ok(end) => Ok(end),
-        Err(e) => Err(Error::input(format!(
+        Err(e) => Err(input(format_args!(
             "step \"{}\": cannot start shell \"{program}\" in {}: {e}",
             step.name,
             dir.display()
@@ -896,7 +895,7 @@ fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
     let dir = match workspace.join(rel).canonicalize() {
         Ok(dir) => dir,
         Err(e) => {
-            return Err(Error::input(format!(
+            return Err(input(format_args!(
                 "step \"{}\": workdir \"{rel}\" cannot be used: {e}",
                 step.name
             )))
@@ -912,13 +911,19 @@ fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
         .strip_prefix(ws)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/") || ws.ends_with(b"/"));
     if !inside || !dir.is_dir() {
-        return Err(Error::input(format!(
+        return Err(input(format_args!(
             "step \"{}\": workdir \"{rel}\" resolves to {}, which is not a directory inside the workspace",
             step.name,
             dir.display()
         )));
     }
     Ok(dir)
+}
+
+/// An input error with a formatted message, formatted here rather than at
+/// each caller.
+pub(crate) fn input(msg: std::fmt::Arguments) -> Error {
+    Error::input(std::fmt::format(msg))
 }
 
 /// "cannot {what} {path}: {e}", an internal error: the runner's own files.
