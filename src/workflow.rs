@@ -30,16 +30,13 @@ pub enum When {
 #[derive(Debug, Default)]
 pub struct Unit {
     pub name: String,
-    /// A job's `runs-on`.
-    pub runs_on: Option<String>,
-    /// A step's script.
-    pub run: String,
-    pub workdir: Option<String>,
+    /// The string properties by their position in `KEYS`: `RUN`, `RUNS_ON`,
+    /// `WORKDIR`, `IF` (also in `when`) and `SHELL` (`None` is
+    /// `DEFAULT_SHELL`). One array, so one assignment sets any of them.
+    pub text: [Option<String>; 7],
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
     pub when: When,
-    /// `None` is `DEFAULT_SHELL`.
-    pub shell: Option<String>,
     pub env: Vec<(String, String)>,
     pub secrets: Vec<String>,
     /// The workflow's jobs, a job's steps.
@@ -76,8 +73,35 @@ enum Kind {
     Step,
 }
 
+/// Every property there is, found by position so each is compared once.
+const KEYS: [&str; 7] = [
+    "timeout",
+    "continue-on-error",
+    "run",
+    "runs-on",
+    "workdir",
+    "if",
+    "shell",
+];
+const TIMEOUT: usize = 0;
+const CONTINUE_ON_ERROR: usize = 1;
+const RUN: usize = 2;
+const RUNS_ON: usize = 3;
+const WORKDIR: usize = 4;
+const IF: usize = 5;
+const SHELL: usize = 6;
+/// Per kind: bit `i` is set when it takes `KEYS[i]`.
+const TAKES: [u8; 3] = [0, 0b000_1001, 0b111_0111];
+
+/// The position in `KEYS` of `key`, when `takes` has it.
+fn prop(key: &str, takes: u8) -> Option<usize> {
+    KEYS.iter()
+        .position(|&k| k == key)
+        .filter(|&i| takes >> i & 1 == 1)
+}
+
 /// Per kind: the properties it takes, and where its children are, with the
-/// children allowed, for the message about an unknown one.
+/// children allowed, for the messages about an unknown one.
 const PROPS: [&str; 3] = [
     "",
     "runs-on, timeout",
@@ -175,11 +199,11 @@ impl Checker<'_> {
     /// Refuses properties and arguments a node does not take. `props` lists
     /// the properties it does take as "a, b" (one string rather than a slice
     /// of them, which would need a relocation per name).
-    fn only(&mut self, node: &Node, props: &str, args: usize) {
+    fn only(&mut self, node: &Node, takes: u8, props: &str, args: usize) {
         let mut seen_args = 0;
         for e in &node.entries {
             match &e.key {
-                Some(k) if !allows(props, k) => {
+                Some(k) if prop(k, takes).is_none() => {
                     let allowed = if props.is_empty() { "none" } else { props };
                     self.err(
                         e.line,
@@ -203,7 +227,7 @@ impl Checker<'_> {
     }
 
     fn env(&mut self, node: &Node, out: &mut Vec<(String, String)>) {
-        self.only(node, "", 0);
+        self.only(node, 0, "", 0);
         for var in &node.children {
             let name = &var.name;
             if !is_env_name(name) {
@@ -213,7 +237,7 @@ impl Checker<'_> {
                     format_args!("`{name}` is not a valid environment variable name"),
                 );
             }
-            self.only(var, "", 1);
+            self.only(var, 0, "", 1);
             self.leaf(var);
             match arg(var) {
                 Some(e) => {
@@ -232,7 +256,7 @@ impl Checker<'_> {
     }
 
     fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
-        self.only(node, "", usize::MAX);
+        self.only(node, 0, "", usize::MAX);
         if !node.children.is_empty() {
             self.err(
                 node.line,
@@ -268,9 +292,10 @@ impl Checker<'_> {
     fn unit(&mut self, node: &Node, kind: Kind, n: usize) -> Unit {
         let k = kind as usize;
         let props = PROPS.get(k).copied().unwrap_or_default();
+        let takes = TAKES.get(k).copied().unwrap_or_default();
         let mut u = Unit::default();
         if kind != Kind::Top {
-            self.only(node, props, 1);
+            self.only(node, takes, props, 1);
             u.name = match (arg(node), kind) {
                 (Some(e), _) => {
                     let what = if kind == Kind::Job {
@@ -298,12 +323,12 @@ impl Checker<'_> {
         let mut runs = 0;
         for e in &node.entries {
             let key = e.key.as_deref().unwrap_or_default();
-            if !allows(props, key) {
+            let Some(p) = prop(key, takes) else {
                 continue;
-            }
-            match key {
-                "timeout" => u.timeout = self.duration(e),
-                "continue-on-error" => match e.value {
+            };
+            match p {
+                TIMEOUT => u.timeout = self.duration(e),
+                CONTINUE_ON_ERROR => match e.value {
                     Value::Bool(b) => u.continue_on_error = b,
                     ref other => self.err(
                         e.line,
@@ -315,27 +340,22 @@ impl Checker<'_> {
                     ),
                 },
                 _ => {
-                    runs += (key == "run") as usize;
+                    runs += (p == RUN) as usize;
                     // A value of the wrong type is an error, so the unit is
                     // never used and need not be updated.
                     let Some(s) = self.string(e, key, "") else {
                         continue;
                     };
-                    match key {
-                        "run" => u.run = s,
-                        "runs-on" => u.runs_on = Some(s),
-                        "workdir" => {
-                            // `Path::is_absolute` on Unix, without the parsing.
-                            if s.starts_with('/') || escapes(&s) {
-                                self.err(
-                                    e.line,
-                                    e.col,
-                                    format_args!("workdir \"{s}\" must be a relative path inside the workspace"),
-                                );
-                            }
-                            u.workdir = Some(s);
-                        }
-                        "if" => match s.as_str() {
+                    match p {
+                        // `Path::is_absolute` on Unix, without the parsing.
+                        WORKDIR if s.starts_with('/') || escapes(&s) => self.err(
+                            e.line,
+                            e.col,
+                            format_args!(
+                                "workdir \"{s}\" must be a relative path inside the workspace"
+                            ),
+                        ),
+                        IF => match s.as_str() {
                             "success" => u.when = When::Success,
                             "failure" => u.when = When::Failure,
                             "always" => u.when = When::Always,
@@ -345,12 +365,13 @@ impl Checker<'_> {
                                 format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\" or \"always\""),
                             ),
                         },
-                        _ => {
-                            if s.trim().is_empty() {
-                                self.err(e.line, e.col, format_args!("shell is empty"));
-                            }
-                            u.shell = Some(s);
+                        SHELL if s.trim().is_empty() => {
+                            self.err(e.line, e.col, format_args!("shell is empty"))
                         }
+                        _ => {}
+                    }
+                    if let Some(slot) = u.text.get_mut(p) {
+                        *slot = Some(s);
                     }
                 }
             }
@@ -380,10 +401,10 @@ impl Checker<'_> {
                 }
                 ("run", Kind::Step) => {
                     runs += 1;
-                    self.only(child, "", 1);
+                    self.only(child, 0, "", 1);
                     self.leaf(child);
                     match arg(child) {
-                        Some(e) => u.run = self.string(e, "run", "").unwrap_or_default(),
+                        Some(e) => u.text[RUN] = self.string(e, "run", ""),
                         None => self.err(
                             child.line,
                             child.col,
@@ -453,11 +474,6 @@ impl Checker<'_> {
         }
         u
     }
-}
-
-/// Whether the "a, b" list `props` holds `key`.
-fn allows(props: &str, key: &str) -> bool {
-    !props.is_empty() && props.split(", ").any(|p| p == key)
 }
 
 /// Whether a relative path climbs above its start (`a/../..`), lexically.
@@ -597,7 +613,7 @@ fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secret
 /// of its line. A job has only `runs-on` and `timeout`; a step all but
 /// `runs-on`: one printer for both.
 fn describe_settings(out: &mut String, u: &Unit) {
-    if let Some(r) = &u.runs_on {
+    if let Some(r) = &u.text[RUNS_ON] {
         let _ = write!(out, " runs-on=\"{r}\"");
     }
     if u.when != When::Success {
@@ -609,10 +625,10 @@ fn describe_settings(out: &mut String, u: &Unit) {
     if let Some(t) = u.timeout {
         let _ = write!(out, " timeout={}s", t.as_secs());
     }
-    if let Some(w) = &u.workdir {
+    if let Some(w) = &u.text[WORKDIR] {
         let _ = write!(out, " workdir=\"{w}\"");
     }
-    if let Some(sh) = &u.shell {
+    if let Some(sh) = &u.text[SHELL] {
         let _ = write!(out, " shell=\"{sh}\"");
     }
     out.push('\n');
@@ -630,7 +646,7 @@ pub fn describe(wf: &Workflow) -> String {
             let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.units.len(), s.name);
             describe_settings(&mut out, s);
             describe_env(&mut out, "      ", &s.env, &s.secrets);
-            for line in s.run.lines() {
+            for line in s.text[RUN].as_deref().unwrap_or_default().lines() {
                 let _ = writeln!(out, "      | {line}");
             }
         }
@@ -695,7 +711,7 @@ pub fn run_file(
         );
     }
     let job = select(&wf, ctx.text("job"))?;
-    let runs_on = match &job.runs_on {
+    let runs_on = match &job.text[RUNS_ON] {
         Some(r) => format!(", runs-on \"{r}\""),
         None => String::new(),
     };
@@ -851,8 +867,8 @@ fn start_step(
     limits: Limits,
 ) -> Result<End> {
     let dir = step_dir(workspace, step)?;
-    let script = scripts.write(n, &step.run)?;
-    let shell = step.shell.as_deref().unwrap_or(DEFAULT_SHELL);
+    let script = scripts.write(n, step.text[RUN].as_deref().unwrap_or_default())?;
+    let shell = step.text[SHELL].as_deref().unwrap_or(DEFAULT_SHELL);
     let mut words = shell.split_whitespace();
     let program = words.next().unwrap_or("/bin/sh");
     let mut cmd = crate::runner::job_command(ctx, Path::new(program));
@@ -889,7 +905,7 @@ fn start_step(
 /// Resolves a step's workdir and refuses one that leaves the workspace
 /// through `..` or a symlink.
 fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
-    let Some(rel) = &step.workdir else {
+    let Some(rel) = &step.text[WORKDIR] else {
         return Ok(workspace.to_path_buf());
     };
     let dir = match workspace.join(rel).canonicalize() {
