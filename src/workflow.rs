@@ -121,7 +121,7 @@ struct Checker<'a> {
     src: String,
     errors: Vec<Error>,
     /// The secrets file, when there is one to check secret names against.
-    secrets: Option<&'a Secrets>,
+    secrets: &'a Secrets,
 }
 
 impl Checker<'_> {
@@ -273,14 +273,13 @@ impl Checker<'_> {
                         format_args!("\"{name}\" is not a valid environment variable name"),
                     );
                 }
-                if let Some(known) = self.secrets.filter(|s| s.found) {
-                    if known.get(&name).is_none() {
-                        self.err(
-                            e.line,
-                            e.col,
-                            format_args!("no secret \"{name}\" in the secrets file {}", known.path),
-                        );
-                    }
+                let known = self.secrets;
+                if known.found && known.get(&name).is_none() {
+                    self.err(
+                        e.line,
+                        e.col,
+                        format_args!("no secret \"{name}\" in the secrets file {}", known.path),
+                    );
                 }
                 out.push(name);
             }
@@ -492,18 +491,10 @@ fn escapes(path: &str) -> bool {
     false
 }
 
-/// Parses and validates a workflow file's text; every problem is returned,
-/// in file order, each quoting its line.
+/// Parses and validates a workflow file's text. Every problem is logged, in
+/// file order, each quoting its line, and counted in the error returned.
 /// Secret names are checked against `secrets` when its file was found.
-pub fn parse(
-    path: &str,
-    src: &str,
-    secrets: Option<&Secrets>,
-) -> std::result::Result<Workflow, Vec<Error>> {
-    let doc = match kdl::parse(path, src) {
-        Ok(doc) => doc,
-        Err(e) => return Err(vec![e]),
-    };
+pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
     let mut c = Checker {
         path,
         // Quoted with KDL's own line breaks, so line N is the parser's line N.
@@ -511,21 +502,33 @@ pub fn parse(
         errors: Vec::new(),
         secrets,
     };
-    // The document as the children of a node that has nothing else.
-    let top = Node {
-        ty: None,
-        name: String::new(),
-        entries: Vec::new(),
-        children: doc.nodes,
-        line: 1,
-        col: 1,
+    let wf = match kdl::parse(path, src) {
+        Ok(doc) => {
+            // The document as the children of a node that has nothing else.
+            let top = Node {
+                ty: None,
+                name: String::new(),
+                entries: Vec::new(),
+                children: doc.nodes,
+                line: 1,
+                col: 1,
+            };
+            c.unit(&top, Kind::Top, 0)
+        }
+        Err(e) => {
+            c.errors.push(e);
+            Unit::default()
+        }
     };
-    let wf = c.unit(&top, Kind::Top, 0);
-    if c.errors.is_empty() {
-        Ok(wf)
-    } else {
-        Err(c.errors)
+    let n = c.errors.len();
+    if n == 0 {
+        return Ok(wf);
     }
+    for e in &c.errors {
+        error!("{e}");
+    }
+    let s = if n == 1 { "" } else { "s" };
+    Err(input(format_args!("{path}: {n} error{s} in the workflow")))
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -560,16 +563,6 @@ fn read(path: &Path) -> Result<String> {
     }
 }
 
-/// Logs every error and folds them into one input error.
-fn report_errors(shown: &str, errors: Vec<Error>) -> Error {
-    let n = errors.len();
-    for e in &errors {
-        error!("{e}");
-    }
-    let s = if n == 1 { "" } else { "s" };
-    input(format_args!("{shown}: {n} error{s} in the workflow"))
-}
-
 /// `solstice-runner check [FILE]`: validate and print the plan.
 pub fn check(file: Option<&str>) -> Result<()> {
     let shown = file.unwrap_or(crate::plan::WORKFLOW);
@@ -586,10 +579,7 @@ pub fn check(file: Option<&str>) -> Result<()> {
             secrets.path
         );
     }
-    let wf = match parse(shown, &src, Some(&secrets)) {
-        Ok(wf) => wf,
-        Err(errors) => return Err(report_errors(shown, errors)),
-    };
+    let wf = parse(shown, &src, &secrets)?;
     print!("{}", describe(&wf));
     Ok(())
 }
@@ -695,10 +685,7 @@ pub fn run_file(
 ) -> Result<(i32, Vec<StepResult>)> {
     let src = read(path)?;
     let shown = crate::plan::WORKFLOW;
-    let wf = match parse(shown, &src, Some(secrets)) {
-        Ok(wf) => wf,
-        Err(errors) => return Err(report_errors(shown, errors)),
-    };
+    let wf = parse(shown, &src, secrets)?;
     if !secrets.found
         && wf
             .units
