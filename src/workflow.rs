@@ -47,6 +47,17 @@ pub type Workflow = Unit;
 pub type Job = Unit;
 pub type Step = Unit;
 
+impl Unit {
+    /// Not inlined: `Default` for this many fields is 100 bytes a copy.
+    #[inline(never)]
+    fn named(name: String) -> Unit {
+        Unit {
+            name,
+            ..Unit::default()
+        }
+    }
+}
+
 pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 
 impl When {
@@ -292,7 +303,7 @@ impl Checker<'_> {
         let k = kind as usize;
         let props = PROPS.get(k).copied().unwrap_or_default();
         let takes = TAKES.get(k).copied().unwrap_or_default();
-        let mut u = Unit::default();
+        let mut u = Unit::named(String::new());
         if kind != Kind::Top {
             self.only(node, takes, props, 1);
             u.name = match (arg(node), kind) {
@@ -433,10 +444,7 @@ impl Checker<'_> {
                         ),
                     );
                 } else if !top_steps.is_empty() {
-                    let mut job = Unit {
-                        name: "default".to_string(),
-                        ..Unit::default()
-                    };
+                    let mut job = Unit::named("default".to_string());
                     for node in top_steps {
                         let step = self.unit(node, Kind::Step, job.units.len() + 1);
                         job.units.push(step);
@@ -502,7 +510,7 @@ pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
         errors: Vec::new(),
         secrets,
     };
-    let wf = match kdl::parse(path, src) {
+    match kdl::parse(path, src) {
         Ok(doc) => {
             // The document as the children of a node that has nothing else.
             let top = Node {
@@ -513,17 +521,14 @@ pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
                 line: 1,
                 col: 1,
             };
-            c.unit(&top, Kind::Top, 0)
+            let wf = c.unit(&top, Kind::Top, 0);
+            if c.errors.is_empty() {
+                return Ok(wf);
+            }
         }
-        Err(e) => {
-            c.errors.push(e);
-            Unit::default()
-        }
-    };
-    let n = c.errors.len();
-    if n == 0 {
-        return Ok(wf);
+        Err(e) => c.errors.push(e),
     }
+    let n = c.errors.len();
     for e in &c.errors {
         error!("{e}");
     }
