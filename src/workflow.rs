@@ -33,7 +33,7 @@ pub struct Unit {
     /// The string properties by their position in `KEYS`: `RUN`, `RUNS_ON`,
     /// `WORKDIR`, `IF` (also in `when`) and `SHELL` (`None` is
     /// `DEFAULT_SHELL`). One array, so one assignment sets any of them.
-    pub text: [Option<String>; 7],
+    pub text: [Option<String>; 5],
     pub timeout: Option<Duration>,
     pub continue_on_error: bool,
     pub when: When,
@@ -86,23 +86,23 @@ enum Kind {
 
 /// Every property there is, found by position so each is compared once.
 const KEYS: [&str; 7] = [
-    "timeout",
-    "continue-on-error",
     "run",
     "runs-on",
     "workdir",
     "if",
     "shell",
+    "timeout",
+    "continue-on-error",
 ];
-const TIMEOUT: usize = 0;
-const CONTINUE_ON_ERROR: usize = 1;
-const RUN: usize = 2;
-const RUNS_ON: usize = 3;
-const WORKDIR: usize = 4;
-const IF: usize = 5;
-const SHELL: usize = 6;
+const RUN: usize = 0;
+const RUNS_ON: usize = 1;
+const WORKDIR: usize = 2;
+const IF: usize = 3;
+const SHELL: usize = 4;
+const TIMEOUT: usize = 5;
+const CONTINUE_ON_ERROR: usize = 6;
 /// Per kind: bit `i` is set when it takes `KEYS[i]`.
-const TAKES: [u8; 3] = [0, 0b000_1001, 0b111_0111];
+const TAKES: [u8; 3] = [0, 0b010_0010, 0b111_1101];
 
 /// The position in `KEYS` of `key`, when `takes` has it.
 fn prop(key: &str, takes: u8) -> Option<usize> {
