@@ -659,9 +659,7 @@ impl Parser<'_> {
             self.i += 1;
         }
         let mut w = String::new();
-        for &c in self.s.get(start..self.i).unwrap_or_default() {
-            w.push(c);
-        }
+        push_all(&mut w, self.s.get(start..self.i).unwrap_or_default());
         w
     }
 
@@ -673,9 +671,9 @@ impl Parser<'_> {
     /// `hashes` > 0 makes it raw, closed by `"` and as many `#`.
     ///
     /// A multi-line string's dedent works on literal characters only, so
-    /// escapes are kept apart (`false`) until then: `\s` is not indentation,
-    /// an escaped newline does not split lines, and `\` + whitespace is
-    /// already gone.
+    /// each line's literal leading whitespace is counted as it is read: `\s`
+    /// is not indentation, an escaped newline does not split lines, and `\`
+    /// + whitespace is already gone.
     fn string(&mut self, at: usize, hashes: usize) -> Parse<String> {
         let multi = self.starts("\"\"\"");
         let quotes = if multi { 3 } else { 1 };
@@ -690,8 +688,12 @@ impl Parser<'_> {
             }
             self.bump_nl();
         }
-        let mut buf: Vec<(char, bool)> = Vec::new();
-        let mut starts = vec![self.i];
+        let mut buf: Vec<char> = Vec::new();
+        // Per line ended so far, three numbers: where it starts in `buf` and
+        // in the source, and how many literal whitespace chars it starts
+        // with, or usize::MAX when that is all it holds (a blank line).
+        let mut lines: Vec<usize> = Vec::new();
+        let (mut start, mut line_at, mut ws, mut blank) = (0, self.i, 0, true);
         loop {
             let c = self.peek();
             if c == '\0' {
@@ -714,55 +716,63 @@ impl Parser<'_> {
                     ));
                 }
                 self.bump_nl();
-                buf.push(('\n', true));
-                starts.push(self.i);
+                lines.push(start);
+                lines.push(line_at);
+                lines.push(if blank { usize::MAX } else { ws });
+                buf.push('\n');
+                (start, line_at, ws, blank) = (buf.len(), self.i, 0, true);
             } else if c == '\\' && hashes == 0 {
+                // Escapes are not indentation, and a line with one is not blank.
                 if let Some(e) = self.escape()? {
-                    buf.push((e, false));
+                    buf.push(e);
+                    blank = false;
                 }
             } else {
-                buf.push((c, true));
+                if blank && is_ws(c) {
+                    ws += 1;
+                } else {
+                    blank = false;
+                }
+                buf.push(c);
                 self.i += 1;
             }
         }
         let close = self.i;
         self.i += quotes + hashes;
+        let mut out = String::new();
         if !multi {
-            return Ok(buf.iter().map(|p| p.0).collect());
+            push_all(&mut out, &buf);
+            return Ok(out);
         }
         // The last line holds the indentation to remove from the others.
-        let lit_nl = |&(c, lit): &(char, bool)| lit && c == '\n';
-        let blank = |l: &[(char, bool)]| l.iter().all(|&(c, lit)| lit && is_ws(c));
-        let cut = buf.iter().rposition(lit_nl);
-        let prefix = buf.get(cut.map_or(0, |p| p + 1)..).unwrap_or_default();
-        if !blank(prefix) {
+        if !blank {
             return Err(self.fail(
                 close,
                 "the closing \"\"\" of a multi-line string must be on its own line",
                 "only whitespace may come before it on that line",
             ));
         }
-        let mut out = String::new();
-        let Some(cut) = cut else {
-            return Ok(out);
-        };
-        for (k, line) in buf.get(..cut).unwrap_or_default().split(lit_nl).enumerate() {
+        let prefix = buf.get(start..).unwrap_or_default();
+        let mut k = 0;
+        while let Some(&[from, at_line, lead]) = lines.get(k..k + 3) {
+            // The line ends at its '\n', just before the next line's start.
+            let to = lines.get(k + 3).copied().unwrap_or(start).saturating_sub(1);
             if k > 0 {
                 out.push('\n');
             }
-            if blank(line) {
+            k += 3;
+            if lead == usize::MAX {
                 continue;
             }
-            match line.strip_prefix(prefix) {
-                Some(rest) => out.extend(rest.iter().map(|p| p.0)),
-                None => {
-                    return Err(self.fail(
-                        starts.get(k).copied().unwrap_or(at),
-                        "this line of a multi-line string does not start with the indentation of its closing \"\"\"",
-                        "every line must start with exactly the whitespace before the closing \"\"\"",
-                    ))
-                }
+            let rest = from + prefix.len();
+            if lead < prefix.len() || buf.get(from..rest) != Some(prefix) {
+                return Err(self.fail(
+                    at_line,
+                    "this line of a multi-line string does not start with the indentation of its closing \"\"\"",
+                    "every line must start with exactly the whitespace before the closing \"\"\"",
+                ));
             }
+            push_all(&mut out, buf.get(rest..to).unwrap_or_default());
         }
         Ok(out)
     }
@@ -820,6 +830,12 @@ impl Parser<'_> {
                 "the escapes are \\n \\r \\t \\\\ \\\" \\b \\f \\s \\u{hex}, and \\ before whitespace",
             )
         })
+    }
+}
+
+fn push_all(out: &mut String, chars: &[char]) {
+    for &c in chars {
+        out.push(c);
     }
 }
 
