@@ -882,7 +882,9 @@ fn number(word: &str) -> std::result::Result<Number, &'static str> {
                 carry /= 10;
             }
         }
-        out.extend(dec.iter().rev().map(|d| b'0' + d));
+        for d in dec.iter().rev() {
+            out.push(b'0' + d);
+        }
     } else {
         // digit (digit | _)* in each part; the exponent's sign is explicit
         // in the output.
@@ -929,13 +931,19 @@ fn number(word: &str) -> std::result::Result<Number, &'static str> {
         0 => out.iter().take_while(|&&c| c == b'0').count(),
         _ => 0,
     };
-    let digits = std::str::from_utf8(out.get(lead..).unwrap_or_default()).unwrap_or_default();
-    let (sign, digits) = match digits {
-        "" => ("", "0"),
-        d => (if neg { "-" } else { "" }, d),
-    };
-    let mut text = String::from(sign);
-    text += digits;
+    let mut text = String::new();
+    match out.get(lead..) {
+        Some(digits) if !digits.is_empty() => {
+            if neg {
+                text.push('-');
+            }
+            for &c in digits {
+                text.push(c as char);
+            }
+        }
+        // Only zeros: no sign on 0.
+        _ => text.push('0'),
+    }
     Ok(if part == 0 {
         Number::Int(text)
     } else {
