@@ -169,16 +169,16 @@ pub fn parse(path: &str, src: &str) -> Result<Document> {
     // Checked up front because the spec bans these everywhere, comments
     // included; it also frees '\0' to mean end of input below.
     let nodes = match bad {
-        Some((k, c)) => Err(p.fail(
+        Some((k, c)) => Err(p.fail_fmt(
             k,
-            &format!("the character U+{:04X} is not allowed in KDL", c as u32),
+            format_args!("the character U+{:04X} is not allowed in KDL", c as u32),
             if c == '\u{feff}' {
                 "a byte order mark may only be the very first character"
             } else {
                 "inside a quoted string it can be written as an escape: \\u{...}"
             },
         )),
-        None => p.document(),
+        None => p.nodes(0),
     };
     match p.error {
         Some(e) => Err(e),
@@ -297,6 +297,12 @@ impl Parser<'_> {
         Failed
     }
 
+    /// `fail` with a formatted message: the `String` is made and dropped
+    /// here rather than at each caller.
+    fn fail_fmt(&mut self, at: usize, msg: fmt::Arguments, hint: &str) -> Failed {
+        self.fail(at, &fmt::format(msg), hint)
+    }
+
     /// Fails with `before` followed by what is at `at`.
     fn found(&mut self, at: usize, before: &str) -> Failed {
         let mut msg = String::from(before);
@@ -312,18 +318,13 @@ impl Parser<'_> {
         self.fail(at, &msg, "")
     }
 
-    fn document(&mut self) -> Parse<Vec<Node>> {
-        let nodes = self.nodes(0)?;
-        if self.peek() == '}' {
-            return Err(self.fail(self.i, "unexpected `}`: no children block is open", ""));
-        }
-        Ok(nodes)
-    }
-
     fn nodes(&mut self, depth: usize) -> Parse<Vec<Node>> {
         let mut out = Vec::new();
         loop {
             self.line_space()?;
+            if self.peek() == '}' && depth == 0 {
+                return Err(self.fail(self.i, "unexpected `}`: no children block is open", ""));
+            }
             if matches!(self.peek(), '\0' | '}') {
                 return Ok(out);
             }
@@ -430,11 +431,17 @@ impl Parser<'_> {
 
     /// A value that must be a string: a node name or a type.
     fn text(&mut self, what: &str, expected: &str, at: usize) -> Parse<String> {
-        match self.value(expected)? {
+        let v = self.value(expected)?;
+        self.string_of(v, what, at)
+    }
+
+    /// The string `v` holds; else an error calling it `what`.
+    fn string_of(&mut self, v: Value, what: &str, at: usize) -> Parse<String> {
+        match v {
             Value::String(s) => Ok(s),
-            v => Err(self.fail(
+            v => Err(self.fail_fmt(
                 at,
-                &format!("{what} must be a string, not a {}", v.type_name()),
+                format_args!("{what} must be a string, not a {}", v.type_name()),
                 "",
             )),
         }
@@ -529,23 +536,14 @@ impl Parser<'_> {
         self.node_space()?;
         let mut key = None;
         if self.eat('=') {
-            key = Some(match value {
-                _ if ty.is_some() => {
-                    return Err(self.fail(
-                        at,
-                        "a property key cannot have a type annotation",
-                        "annotate the value instead: key=(type)value",
-                    ))
-                }
-                Value::String(s) => s,
-                v => {
-                    return Err(self.fail(
-                        at,
-                        &format!("a property key must be a string, not a {}", v.type_name()),
-                        "",
-                    ))
-                }
-            });
+            if ty.is_some() {
+                return Err(self.fail(
+                    at,
+                    "a property key cannot have a type annotation",
+                    "annotate the value instead: key=(type)value",
+                ));
+            }
+            key = Some(self.string_of(value, "a property key", at)?);
             self.node_space()?;
             ty = self.ty()?;
             value = self.value("expected a value after `=`, found ")?;
@@ -610,7 +608,7 @@ impl Parser<'_> {
         if hashes > 0 {
             return match keyword {
                 Some(v) => Ok(v),
-                None => Err(self.fail(at, &format!("unknown keyword `#{word}`"), "")),
+                None => Err(self.fail_fmt(at, format_args!("unknown keyword `#{word}`"), "")),
             };
         }
         if word.is_empty() {
@@ -620,24 +618,24 @@ impl Parser<'_> {
         if starts_digit(unsigned) {
             return match number(&word) {
                 Ok(n) => Ok(Value::Number(n)),
-                Err(why) => Err(self.fail(
+                Err(why) => Err(self.fail_fmt(
                     at,
-                    &format!("invalid number `{word}`: {why}"),
+                    format_args!("invalid number `{word}`: {why}"),
                     &format!("if it is meant as a string, quote it: \"{word}\""),
                 )),
             };
         }
         if unsigned.strip_prefix('.').is_some_and(starts_digit) {
-            return Err(self.fail(
+            return Err(self.fail_fmt(
                 at,
-                &format!("invalid number `{word}`: it needs a digit before the `.`"),
+                format_args!("invalid number `{word}`: it needs a digit before the `.`"),
                 "write 0.5, not .5; quote it if it is a string",
             ));
         }
         if let Some(v) = keyword {
-            return Err(self.fail(
+            return Err(self.fail_fmt(
                 at,
-                &format!("`{word}` cannot be a bare string"),
+                format_args!("`{word}` cannot be a bare string"),
                 if !matches!(v, Value::Number(_)) {
                     KEYWORD_HINT
                 } else {
@@ -660,11 +658,9 @@ impl Parser<'_> {
         while is_ident(self.peek()) {
             self.i += 1;
         }
-        self.s
-            .get(start..self.i)
-            .unwrap_or_default()
-            .iter()
-            .collect()
+        let mut w = String::new();
+        push_all(&mut w, self.s.get(start..self.i).unwrap_or_default());
+        w
     }
 
     fn closes(&self, from: usize, hashes: usize) -> bool {
@@ -675,9 +671,9 @@ impl Parser<'_> {
     /// `hashes` > 0 makes it raw, closed by `"` and as many `#`.
     ///
     /// A multi-line string's dedent works on literal characters only, so
-    /// escapes are kept apart (`false`) until then: `\s` is not indentation,
-    /// an escaped newline does not split lines, and `\` + whitespace is
-    /// already gone.
+    /// each line's literal leading whitespace is counted as it is read: `\s`
+    /// is not indentation, an escaped newline does not split lines, and `\`
+    /// + whitespace is already gone.
     fn string(&mut self, at: usize, hashes: usize) -> Parse<String> {
         let multi = self.starts("\"\"\"");
         let quotes = if multi { 3 } else { 1 };
@@ -692,8 +688,12 @@ impl Parser<'_> {
             }
             self.bump_nl();
         }
-        let mut buf: Vec<(char, bool)> = Vec::new();
-        let mut starts = vec![self.i];
+        let mut buf: Vec<char> = Vec::new();
+        // Per line ended so far, three numbers: where it starts in `buf` and
+        // in the source, and how many literal whitespace chars it starts
+        // with, or usize::MAX when that is all it holds (a blank line).
+        let mut lines: Vec<usize> = Vec::new();
+        let (mut start, mut line_at, mut ws, mut blank) = (0, self.i, 0, true);
         loop {
             let c = self.peek();
             if c == '\0' {
@@ -716,55 +716,63 @@ impl Parser<'_> {
                     ));
                 }
                 self.bump_nl();
-                buf.push(('\n', true));
-                starts.push(self.i);
+                lines.push(start);
+                lines.push(line_at);
+                lines.push(if blank { usize::MAX } else { ws });
+                buf.push('\n');
+                (start, line_at, ws, blank) = (buf.len(), self.i, 0, true);
             } else if c == '\\' && hashes == 0 {
+                // Escapes are not indentation, and a line with one is not blank.
                 if let Some(e) = self.escape()? {
-                    buf.push((e, false));
+                    buf.push(e);
+                    blank = false;
                 }
             } else {
-                buf.push((c, true));
+                if blank && is_ws(c) {
+                    ws += 1;
+                } else {
+                    blank = false;
+                }
+                buf.push(c);
                 self.i += 1;
             }
         }
         let close = self.i;
         self.i += quotes + hashes;
+        let mut out = String::new();
         if !multi {
-            return Ok(buf.iter().map(|p| p.0).collect());
+            push_all(&mut out, &buf);
+            return Ok(out);
         }
         // The last line holds the indentation to remove from the others.
-        let lit_nl = |&(c, lit): &(char, bool)| lit && c == '\n';
-        let blank = |l: &[(char, bool)]| l.iter().all(|&(c, lit)| lit && is_ws(c));
-        let cut = buf.iter().rposition(lit_nl);
-        let prefix = buf.get(cut.map_or(0, |p| p + 1)..).unwrap_or_default();
-        if !blank(prefix) {
+        if !blank {
             return Err(self.fail(
                 close,
                 "the closing \"\"\" of a multi-line string must be on its own line",
                 "only whitespace may come before it on that line",
             ));
         }
-        let mut out = String::new();
-        let Some(cut) = cut else {
-            return Ok(out);
-        };
-        for (k, line) in buf.get(..cut).unwrap_or_default().split(lit_nl).enumerate() {
+        let prefix = buf.get(start..).unwrap_or_default();
+        let mut k = 0;
+        while let Some(&[from, at_line, lead]) = lines.get(k..k + 3) {
+            // The line ends at its '\n', just before the next line's start.
+            let to = lines.get(k + 3).copied().unwrap_or(start).saturating_sub(1);
             if k > 0 {
                 out.push('\n');
             }
-            if blank(line) {
+            k += 3;
+            if lead == usize::MAX {
                 continue;
             }
-            match line.strip_prefix(prefix) {
-                Some(rest) => out.extend(rest.iter().map(|p| p.0)),
-                None => {
-                    return Err(self.fail(
-                        starts.get(k).copied().unwrap_or(at),
-                        "this line of a multi-line string does not start with the indentation of its closing \"\"\"",
-                        "every line must start with exactly the whitespace before the closing \"\"\"",
-                    ))
-                }
+            let rest = from + prefix.len();
+            if lead < prefix.len() || buf.get(from..rest) != Some(prefix) {
+                return Err(self.fail(
+                    at_line,
+                    "this line of a multi-line string does not start with the indentation of its closing \"\"\"",
+                    "every line must start with exactly the whitespace before the closing \"\"\"",
+                ));
             }
+            push_all(&mut out, buf.get(rest..to).unwrap_or_default());
         }
         Ok(out)
     }
@@ -816,12 +824,18 @@ impl Parser<'_> {
         Err(if c == '/' {
             self.fail(at, "`\\/` is not an escape in KDL 2", "write / as it is")
         } else {
-            self.fail(
+            self.fail_fmt(
                 at,
-                &format!("invalid escape `\\{c}`"),
+                format_args!("invalid escape `\\{c}`"),
                 "the escapes are \\n \\r \\t \\\\ \\\" \\b \\f \\s \\u{hex}, and \\ before whitespace",
             )
         })
+    }
+}
+
+fn push_all(out: &mut String, chars: &[char]) {
+    for &c in chars {
+        out.push(c);
     }
 }
 
@@ -868,7 +882,9 @@ fn number(word: &str) -> std::result::Result<Number, &'static str> {
                 carry /= 10;
             }
         }
-        out.extend(dec.iter().rev().map(|d| b'0' + d));
+        for d in dec.iter().rev() {
+            out.push(b'0' + d);
+        }
     } else {
         // digit (digit | _)* in each part; the exponent's sign is explicit
         // in the output.
@@ -915,13 +931,19 @@ fn number(word: &str) -> std::result::Result<Number, &'static str> {
         0 => out.iter().take_while(|&&c| c == b'0').count(),
         _ => 0,
     };
-    let digits = std::str::from_utf8(out.get(lead..).unwrap_or_default()).unwrap_or_default();
-    let (sign, digits) = match digits {
-        "" => ("", "0"),
-        d => (if neg { "-" } else { "" }, d),
-    };
-    let mut text = String::from(sign);
-    text += digits;
+    let mut text = String::new();
+    match out.get(lead..) {
+        Some(digits) if !digits.is_empty() => {
+            if neg {
+                text.push('-');
+            }
+            for &c in digits {
+                text.push(c as char);
+            }
+        }
+        // Only zeros: no sign on 0.
+        _ => text.push('0'),
+    }
     Ok(if part == 0 {
         Number::Int(text)
     } else {
