@@ -117,6 +117,28 @@ fn find_newline(data: &[u8]) -> Option<usize> {
     }
 }
 
+/// Where to cut `text` at or before `at` so that no UTF-8 character (nor the
+/// start of one the next bytes might complete) is split: then the U+FFFD
+/// replacement of each part is that of the whole. 0 if only `at` == 0 is.
+pub(crate) fn char_start(text: &[u8], at: usize) -> usize {
+    let at = at.min(text.len());
+    let from = at.saturating_sub(3);
+    // The last byte before `at` that is not a continuation byte.
+    match text[from..at].iter().rposition(|&b| b & 0xC0 != 0x80) {
+        Some(j) => {
+            let b = text[from + j];
+            // Bytes a sequence led by `b` takes: 2 from 0xC0, 3 from 0xE0, 4 from 0xF0.
+            let need = (b >> 4 == 0xF) as usize + (b >= 0xE0) as usize + 2;
+            if b >= 0xC0 && at - (from + j) < need {
+                from + j
+            } else {
+                at
+            }
+        }
+        None => at,
+    }
+}
+
 /// The std sorts cost kilobytes of code; this one runs once per secret.
 fn heapsort(v: &mut [Vec<u8>]) {
     fn sift(v: &mut [Vec<u8>], mut root: usize, end: usize) {
@@ -552,6 +574,12 @@ impl LineSplitter {
         let len = self.buf.len();
         let safe = len.saturating_sub(keep);
         let mut c = self.max.min(safe);
+        // A character cut in two would become two U+FFFD in the log's text.
+        match char_start(&self.buf, c) {
+            0 if c < self.max => return,
+            0 => {}
+            b => c = b,
+        }
         let i = self.spans.partition_point(|&(_, e)| e <= c);
         if let Some(&(s, e)) = self.spans.get(i) {
             if s < c {
