@@ -753,6 +753,43 @@ fn spool_escaping_is_byte_for_byte_miniserdes() {
 }
 
 #[test]
+fn spool_replaces_invalid_utf8_as_from_utf8_lossy() {
+    // Every lead byte with followers at the edges of the valid ranges, whole
+    // and cut short, at the end of the text and at each place in a word.
+    let edges = [
+        0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff,
+    ];
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    for lead in 0x80..=0xffu8 {
+        for &b1 in &edges {
+            for b2 in [0x80, 0xbf, 0x41] {
+                for (k, b3) in [0x80u8, 0xbf, 0x0a].into_iter().enumerate() {
+                    let mut t = vec![b'x'; (lead as usize + k) % 9];
+                    t.extend_from_slice(&[lead, b1, b2, b3]);
+                    t.truncate(t.len() - (usize::from(b1) % 4).min(3));
+                    texts.push(t);
+                }
+            }
+        }
+    }
+    let dir = TempDir::new("spool-utf8");
+    let path = dir.0.join("s.ndjson");
+    let mut s = Spool::create(&path).unwrap();
+    for t in &texts {
+        s.append(Stream::Stdout, None, t);
+    }
+    s.flush().unwrap();
+    let file = std::fs::read_to_string(&path).expect("the spool is UTF-8");
+    let lines: Vec<_> = file.lines().collect();
+    assert_eq!(lines.len(), texts.len());
+    for (line, t) in lines.iter().zip(&texts) {
+        let ev: Event = json::from_str(line).expect("an event");
+        assert_eq!(ev.text, String::from_utf8_lossy(t), "text {t:x?}");
+        assert_eq!(*line, json::to_string(&ev), "text {t:x?}");
+    }
+}
+
+#[test]
 fn spool_len_counts_flushed_bytes_only() {
     let dir = TempDir::new("spool-len");
     let path = dir.0.join("s.ndjson");
