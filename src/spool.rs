@@ -183,37 +183,30 @@ pub(crate) fn push_json_str(out: &mut Vec<u8>, text: &[u8]) {
 /// non-ASCII included, as it is. Invalid UTF-8 becomes U+FFFD, as
 /// `String::from_utf8_lossy` replaces it.
 fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
-    // Every byte of the log passes here. Escape-free text is copied eight
-    // bytes at a time straight into the spare capacity (opt-level "z" does
-    // not vectorise a byte loop, and a memcpy call per run of plain text was
+    // Every byte of the log passes here. Escape-free text is copied a block
+    // at a time straight into the spare capacity (opt-level "z" does not
+    // vectorise a byte loop, and a memcpy call per run of plain text was
     // what made the musl build slow); the rest goes byte by byte.
-    // One input byte becomes at most 6 (`\u00xx`); 8 more let a whole word
-    // be stored before it is known where its first escape is.
-    out.reserve(text.len() * 6 + 8);
+    // One input byte becomes at most 6 (`\u00xx`); BLOCK more let a whole
+    // block be stored before it is known where its first escape is.
+    out.reserve(text.len() * 6 + BLOCK);
     let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
     // Bytes written to `dst`: at most 6 per byte of `text` read so far.
     let mut o = 0;
     let mut i = 0;
     loop {
-        while let Some(w) = text.get(i..i + 8) {
-            let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
-            // SAFETY: o <= 6 * i and i + 8 <= text.len(), so o + 8 is within
-            // the reserved 6 * text.len() + 8 bytes.
-            unsafe { dst.add(o).cast::<u64>().write_unaligned(x) };
-            let sp = special(x);
-            if sp != 0 {
-                // The lowest flagged byte is a true one: the word tests only
-                // err above a byte that is really special.
-                let k = (sp.trailing_zeros() / 8) as usize;
-                i += k;
-                o += k;
+        while i + BLOCK <= text.len() {
+            // SAFETY: BLOCK bytes of `text` from i; o <= 6 * i, so o + BLOCK
+            // is within the reserve.
+            let k = unsafe { copy_plain(text.as_ptr().add(i), dst.add(o)) };
+            i += k;
+            o += k;
+            if k < BLOCK {
                 break;
             }
-            i += 8;
-            o += 8;
         }
         let Some(&b) = text.get(i) else { break };
-        let mut esc = [b, 0, 0, 0, 0, 0];
+        let mut esc = [b, 0, 0, 0, 0, 0, 0, 0];
         let mut n = 1;
         let mut used = 1;
         if b >= 0x80 {
@@ -235,7 +228,7 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
             esc[1] = short;
             n = 2;
             if short == b'u' {
-                esc[2..].copy_from_slice(&[
+                esc[2..6].copy_from_slice(&[
                     b'0',
                     b'0',
                     b'0' + (b >> 4),
@@ -244,8 +237,14 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
                 n = 6;
             }
         }
-        // SAFETY: `n` <= 6 * `used`, so o + n stays within 6 * (i + used).
-        unsafe { std::ptr::copy_nonoverlapping(esc.as_ptr(), dst.add(o), n) };
+        // SAFETY: o <= 6 * i and i < text.len(), so o + 8 <= o + BLOCK is
+        // within the reserve; the `n` bytes kept are at most 6 * `used` (one
+        // store, not a memcpy call per escape).
+        unsafe {
+            dst.add(o)
+                .cast::<u64>()
+                .write_unaligned(u64::from_ne_bytes(esc))
+        };
         o += n;
         i += used;
     }
@@ -255,40 +254,60 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
 
 const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The valid start of a UTF-8 character at the beginning of `s` (whose first
-/// byte is not ASCII): its length, at least 1, and whether it is a whole
-/// character. An incomplete or invalid start is what one U+FFFD replaces.
+/// The UTF-8 character `s` starts with (its first byte is not ASCII): its
+/// length and whether it is valid; if not, the length is that of the bytes
+/// one U+FFFD replaces, as in `String::from_utf8_lossy`.
 fn utf8_prefix(s: &[u8]) -> (usize, bool) {
-    let (need, lo, hi) = match s.first() {
-        Some(0xC2..=0xDF) => (2, 0x80, 0xBF),
-        Some(0xE0) => (3, 0xA0, 0xBF),
-        Some(0xED) => (3, 0x80, 0x9F),
-        Some(0xE1..=0xEF) => (3, 0x80, 0xBF),
-        Some(0xF0) => (4, 0x90, 0xBF),
-        Some(0xF4) => (4, 0x80, 0x8F),
-        Some(0xF1..=0xF3) => (4, 0x80, 0xBF),
-        _ => return (1, false),
-    };
-    for n in 1..need {
-        match s.get(n) {
-            Some(&c) if (n == 1 && (lo..=hi).contains(&c)) || (n > 1 && c & 0xC0 == 0x80) => {}
-            _ => return (n, false),
-        }
+    let head = s.get(..4).unwrap_or(s);
+    match std::str::from_utf8(head) {
+        Err(e) if e.valid_up_to() == 0 => (e.error_len().unwrap_or(head.len()), false),
+        // The lead byte has as many leading ones as the character has bytes.
+        _ => ((!s[0]).leading_zeros() as usize, true),
     }
-    (need, true)
 }
 
-/// Nonzero when one of the eight bytes is not printable ASCII or is `"` or
-/// `\` (the classic "has a byte less than n" and "has a zero byte" word
-/// tests, plus the high bits); the flag of the first such byte is exact.
-fn special(x: u64) -> u64 {
+/// Bytes `copy_plain` takes at once: an SSE2 register where every CPU has one.
+#[cfg(target_arch = "x86_64")]
+const BLOCK: usize = 16;
+#[cfg(not(target_arch = "x86_64"))]
+const BLOCK: usize = 8;
+
+/// Copies BLOCK bytes from `src` to `dst` and says how many of them come
+/// before the first one JSON must escape (BLOCK if none): a control
+/// character, `"`, `\`, or a byte of non-ASCII (checked as UTF-8 apart).
+/// SAFETY: `src` must be readable and `dst` writable for BLOCK bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_plain(src: *const u8, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    let v = _mm_loadu_si128(src.cast());
+    _mm_storeu_si128(dst.cast(), v);
+    let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+    // Signed: the bytes from 0x80 on are below 0x20 too.
+    let m = _mm_or_si128(
+        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+        _mm_or_si128(is(b'"'), is(b'\\')),
+    );
+    (_mm_movemask_epi8(m) as u32 | 1 << BLOCK).trailing_zeros() as usize
+}
+
+/// Eight bytes as one word: the classic "has a byte less than n" and "has a
+/// zero byte" tests, plus the high bits. They err only above a byte that is
+/// really special, so the lowest flag is exact.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn copy_plain(src: *const u8, dst: *mut u8) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
+    let x = u64::from_le(src.cast::<u64>().read_unaligned());
+    dst.cast::<u64>().write_unaligned(x.to_le());
     let quote = x ^ (ONES * u64::from(b'"'));
     let backslash = x ^ (ONES * u64::from(b'\\'));
-    (x | x.wrapping_sub(ONES * 0x20)
+    let flags = (x
+        | x.wrapping_sub(ONES * 0x20)
         | quote.wrapping_sub(ONES) & !quote
         | backslash.wrapping_sub(ONES) & !backslash)
-        & (ONES << 7)
+        & (ONES << 7);
+    (flags.trailing_zeros() / 8) as usize
 }
 
 /// Milliseconds since the Unix epoch, rounded down (also before the epoch).
