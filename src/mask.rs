@@ -36,8 +36,11 @@ impl fmt::Debug for Masker {
 }
 
 impl Masker {
-    pub fn new() -> Masker {
-        Masker::default()
+    pub const fn new() -> Masker {
+        Masker {
+            pats: Vec::new(),
+            ac: OnceLock::new(),
+        }
     }
 
     /// Registers a secret with all its forms; the error is a reason to log.
@@ -122,21 +125,19 @@ fn find_newline(data: &[u8]) -> Option<usize> {
 /// replacement of each part is that of the whole. 0 if only `at` == 0 is.
 pub(crate) fn char_start(text: &[u8], at: usize) -> usize {
     let at = at.min(text.len());
-    let from = at.saturating_sub(3);
-    // The last byte before `at` that is not a continuation byte.
-    match text[from..at].iter().rposition(|&b| b & 0xC0 != 0x80) {
-        Some(j) => {
-            let b = text[from + j];
-            // Bytes a sequence led by `b` takes: 2 from 0xC0, 3 from 0xE0, 4 from 0xF0.
-            let need = (b >> 4 == 0xF) as usize + (b >= 0xE0) as usize + 2;
-            if b >= 0xC0 && at - (from + j) < need {
-                from + j
+    for back in 1..=at.min(3) {
+        let b = text[at - back];
+        // Not a continuation byte: ASCII, or a lead byte whose leading ones
+        // count the bytes of its character.
+        if b & 0xC0 != 0x80 {
+            return if b >= 0xC0 && (!b).leading_zeros() as usize > back {
+                at - back
             } else {
                 at
-            }
+            };
         }
-        None => at,
     }
+    at
 }
 
 /// The std sorts cost kilobytes of code; this one runs once per secret.

@@ -54,45 +54,49 @@ pub fn set_step(step: Option<&str>) {
     if let Some(p) = PIPELINE.get() {
         if let Ok(mut s) = p.step.lock() {
             // The name becomes the `step` field of every event: mask it too.
-            *s = step
-                .map(|name| String::from_utf8_lossy(&p.masker.mask(name.as_bytes())).into_owned());
+            *s = step.map(mask);
         }
     }
 }
 
 /// Masks `text` with the job's secrets, for messages built outside the pipeline.
 pub fn mask(text: &str) -> String {
-    match PIPELINE.get() {
-        Some(p) => String::from_utf8_lossy(&p.masker.mask(text.as_bytes())).into_owned(),
-        None => text.to_string(),
-    }
+    String::from_utf8_lossy(&masker(PIPELINE.get()).mask(text.as_bytes())).into_owned()
 }
 
 /// Writes one of the runner's own log records: `plain` to the spool,
 /// `console` (the coloured form, if any) or `plain` to stderr.
 pub fn runner_line(plain: &str, console: Option<&str>) {
-    let Some(p) = PIPELINE.get() else {
-        let _ = writeln!(std::io::stderr().lock(), "{}", console.unwrap_or(plain));
-        return;
+    let pipeline = PIPELINE.get();
+    // Masked, as one line of output: a `runner` event is one message, its
+    // lines ending in `\n` like the job's.
+    let line = |text: &str| {
+        let mut out = masker(pipeline).mask(text.as_bytes()).into_owned();
+        out.push(b'\n');
+        out
     };
-    let shown = p
-        .masker
-        .mask(console.unwrap_or(plain).as_bytes())
-        .into_owned();
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(&shown);
-    let _ = err.write_all(b"\n");
-    drop(err);
+    let shown = line(console.unwrap_or(plain));
+    let _ = std::io::stderr().lock().write_all(&shown);
+    let Some(p) = pipeline else { return };
     let sealed = p.sealed.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(spool) = p.spool.as_ref().filter(|_| !sealed) {
-        // One event per message, its lines ending in `\n` like the job's.
-        let mut masked = p.masker.mask(plain.as_bytes()).into_owned();
-        masked.push(b'\n');
+        let masked = if console.is_some() {
+            line(plain)
+        } else {
+            shown
+        };
         if let (Ok(mut s), Ok(step)) = (spool.lock(), p.step.lock()) {
             append_events(&mut s, Stream::Runner, step.as_deref(), &masked);
             let _ = s.flush();
         }
     }
+}
+
+/// The job's masker; before `init`, one without secrets (nothing secret is
+/// logged before the secrets are known).
+fn masker(pipeline: Option<&Pipeline>) -> &Masker {
+    static NO_MASK: Masker = Masker::new();
+    pipeline.map_or(&NO_MASK, |p| &p.masker)
 }
 
 /// Appends `text`, the masked bytes of one stream as read together, as
@@ -147,12 +151,8 @@ impl Capture {
 
     /// `Some(chunk)` feeds, `Some(None)` ends the stream, `None` flushes.
     fn handle(&mut self, what: Option<Option<&[u8]>>) {
-        static NO_MASK: OnceLock<Masker> = OnceLock::new();
         let pipeline = PIPELINE.get();
-        let masker = match pipeline {
-            Some(p) => &p.masker,
-            None => NO_MASK.get_or_init(Masker::new),
-        };
+        let masker = masker(pipeline);
         // The batch, masked: the console's bytes and the spool's text.
         let console = &mut self.console;
         console.clear();
