@@ -156,17 +156,8 @@ impl Capture {
         // The batch, masked: the console's bytes and the spool's text.
         let console = &mut self.console;
         console.clear();
-        let mut emit = |text: &[u8], complete: bool| {
-            console.extend_from_slice(text);
-            if complete {
-                console.push(b'\n');
-            }
-        };
-        match what {
-            Some(Some(d)) => self.splitter.push(d, masker, &mut emit),
-            Some(None) => self.splitter.finish(masker, &mut emit),
-            None => self.splitter.flush(masker, &mut emit),
-        }
+        self.splitter
+            .process(what, masker, &mut |text| console.extend_from_slice(text));
         if let Some(p) = pipeline.filter(|_| !self.console.is_empty()) {
             let flush_error = match (p.spool.as_ref().map(Mutex::lock), p.step.lock()) {
                 (Some(Ok(mut s)), Ok(step)) => {
