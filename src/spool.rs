@@ -202,7 +202,14 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
             i += k;
             o += k;
             if k < BLOCK {
-                break;
+                if text.get(i) != Some(&b'\n') {
+                    break;
+                }
+                // The escape at the end of every line, without leaving the loop.
+                // SAFETY: i < text.len(), so o + 2 <= 6 * i + 2 is reserved.
+                unsafe { dst.add(o).cast::<[u8; 2]>().write_unaligned(*b"\\n") };
+                i += 1;
+                o += 2;
             }
         }
         let Some(&b) = text.get(i) else { break };
