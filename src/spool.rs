@@ -189,7 +189,7 @@ fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
     // what made the musl build slow); the rest goes byte by byte.
     // One input byte becomes at most 6 (`\u00xx`); BLOCK more let a whole
     // block be stored before it is known where its first escape is.
-    out.reserve(text.len() * 6 + BLOCK);
+    out.reserve(text.len().saturating_mul(6).saturating_add(BLOCK));
     let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
     // Bytes written to `dst`: at most 6 per byte of `text` read so far.
     let mut o = 0;
