@@ -36,8 +36,11 @@ impl fmt::Debug for Masker {
 }
 
 impl Masker {
-    pub fn new() -> Masker {
-        Masker::default()
+    pub const fn new() -> Masker {
+        Masker {
+            pats: Vec::new(),
+            ac: OnceLock::new(),
+        }
     }
 
     /// Registers a secret with all its forms; the error is a reason to log.
@@ -115,6 +118,26 @@ fn find_newline(data: &[u8]) -> Option<usize> {
     } else {
         Some(p as usize - data.as_ptr() as usize)
     }
+}
+
+/// Where to cut `text` at or before `at` so that no UTF-8 character (nor the
+/// start of one the next bytes might complete) is split: then the U+FFFD
+/// replacement of each part is that of the whole. 0 if only `at` == 0 is.
+pub(crate) fn char_start(text: &[u8], at: usize) -> usize {
+    let at = at.min(text.len());
+    for back in 1..=at.min(3) {
+        let b = text[at - back];
+        // Not a continuation byte: ASCII, or a lead byte whose leading ones
+        // count the bytes of its character.
+        if b & 0xC0 != 0x80 {
+            return if b >= 0xC0 && (!b).leading_zeros() as usize > back {
+                at - back
+            } else {
+                at
+            };
+        }
+    }
+    at
 }
 
 /// The std sorts cost kilobytes of code; this one runs once per secret.
@@ -454,7 +477,33 @@ impl LineSplitter {
     /// piece that a newline ended: false for the leading pieces of an
     /// over-long line and for a last line without newline.
     /// Pass the same masker on every call.
-    pub fn push(&mut self, mut data: &[u8], masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+    pub fn push(&mut self, data: &[u8], masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        self.process(Some(Some(data)), masker, &mut |t| by_line(t, emit));
+    }
+
+    /// Emits as much of an unfinished line as can be shown without risking
+    /// an unmasked secret: all but the bytes a match could still grow from.
+    /// The log pipeline calls it when output has paused mid-line (a prompt,
+    /// progress dots), so such output still reaches the console.
+    pub fn flush(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        self.process(None, masker, &mut |t| by_line(t, emit));
+    }
+
+    /// End of stream: emits what is left (a last line without newline), if any.
+    pub fn finish(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
+        self.process(Some(None), masker, &mut |t| by_line(t, emit));
+    }
+
+    /// What `push` (`Some(Some(data))`), `finish` (`Some(None)`) and `flush`
+    /// (`None`) do, with the masked text given to `out` as it is: lines with
+    /// their `\n`, many at once, or pieces of a line. The log pipeline takes
+    /// it so, without a call and a copy per line.
+    pub(crate) fn process(
+        &mut self,
+        what: Option<Option<&[u8]>>,
+        masker: &Masker,
+        out: &mut dyn FnMut(&[u8]),
+    ) {
         let ac = masker.automaton();
         if ac.is_none_or(|a| self.state as usize >= a.label.len()) {
             self.state = 0;
@@ -462,31 +511,62 @@ impl LineSplitter {
         // A match still growing at the end of `buf` began within its last
         // `keep` bytes, so cutting before them cannot split an unseen match.
         let keep = ac.map_or(0, |a| a.longest - 1);
+        let data = match what {
+            Some(Some(data)) => data,
+            Some(None) => {
+                if !self.buf.is_empty() || self.partial {
+                    self.end_line(false, out);
+                }
+                return;
+            }
+            None => {
+                while self.buf.len() > keep {
+                    let before = self.buf.len();
+                    self.cut(keep, out);
+                    if self.buf.len() == before {
+                        break;
+                    }
+                }
+                return;
+            }
+        };
         let cap = self.max.saturating_add(keep);
+        // data[run..at] are whole lines with nothing to mask, not yet given
+        // to `out`: they go on together, straight from `data`.
+        let (mut run, mut at) = (0, 0);
         loop {
-            let nl = find_newline(data);
-            // The common case, a whole line inside this chunk, is masked and
-            // emitted in place rather than copied through `buf`.
+            let rest = data.get(at..).unwrap_or_default();
+            let nl = find_newline(rest);
+            // The common case, a whole line inside this chunk, is masked in
+            // place rather than copied through `buf`.
             if let Some(n) = nl.filter(|&n| n <= self.max && self.buf.is_empty() && self.state == 0)
             {
-                let (line, rest) = data.split_at(n);
+                let line = &rest[..n];
                 self.spans.clear();
                 if let Some(ac) = ac {
                     ac.scan(0, line, 0, &mut self.spans, true);
                 }
-                if self.spans.is_empty() {
-                    emit(line, true);
-                } else {
+                self.partial = false;
+                at += n + 1;
+                if !self.spans.is_empty() {
+                    if run < at - n - 1 {
+                        out(data.get(run..at - n - 1).unwrap_or_default());
+                    }
                     self.scratch.clear();
                     render(&mut self.scratch, line, &self.spans);
-                    emit(&self.scratch, true);
+                    self.scratch.push(b'\n');
+                    out(&self.scratch);
                     self.spans.clear();
+                    run = at;
                 }
-                self.partial = false;
-                data = rest.get(1..).unwrap_or_default();
                 continue;
             }
-            let (mut line, rest) = data.split_at(nl.unwrap_or(data.len()));
+            if run < at {
+                out(data.get(run..at).unwrap_or_default());
+            }
+            let (mut line, _) = rest.split_at(nl.unwrap_or(rest.len()));
+            at += line.len() + 1;
+            run = at;
             loop {
                 let (now, later) =
                     line.split_at(cap.saturating_sub(self.buf.len()).min(line.len()));
@@ -499,46 +579,23 @@ impl LineSplitter {
                 if line.is_empty() {
                     break;
                 }
-                self.cut(keep, emit);
+                self.cut(keep, out);
             }
             if nl.is_none() {
                 return;
             }
-            self.end_line(true, emit);
-            data = rest.get(1..).unwrap_or_default();
-        }
-    }
-
-    /// Emits as much of an unfinished line as can be shown without risking
-    /// an unmasked secret: all but the bytes a match could still grow from.
-    /// The log pipeline calls it when output has paused mid-line (a prompt,
-    /// progress dots), so such output still reaches the console.
-    pub fn flush(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        let keep = masker.automaton().map_or(0, |a| a.longest - 1);
-        while self.buf.len() > keep {
-            let before = self.buf.len();
-            self.cut(keep, emit);
-            if self.buf.len() == before {
-                break;
-            }
-        }
-    }
-
-    /// End of stream: emits what is left (a last line without newline), if any.
-    pub fn finish(&mut self, _masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        if !self.buf.is_empty() || self.partial {
-            self.end_line(false, emit);
+            self.end_line(true, out);
         }
     }
 
     /// Emits the rest of the line. `complete` says a newline ended it; a
     /// `\r` before that newline stays in the text, so the console can write
-    /// the line back byte for byte (the spool drops it).
-    fn end_line(&mut self, complete: bool, emit: &mut dyn FnMut(&[u8], bool)) {
+    /// the line back byte for byte.
+    fn end_line(&mut self, complete: bool, out: &mut dyn FnMut(&[u8])) {
         while self.buf.len() > self.max {
-            self.cut(0, emit);
+            self.cut(0, out);
         }
-        self.emit_piece(self.buf.len(), complete, emit);
+        self.emit_piece(self.buf.len(), complete, out);
         self.buf.clear();
         self.spans.clear();
         self.state = 0;
@@ -548,10 +605,16 @@ impl LineSplitter {
     /// Emits an incomplete piece of about `max` bytes, never cutting inside a
     /// masked span nor within the last `keep` bytes, unless a span covers all
     /// of it: then the span is split and its tail stays masked in `spans`.
-    fn cut(&mut self, keep: usize, emit: &mut dyn FnMut(&[u8], bool)) {
+    fn cut(&mut self, keep: usize, out: &mut dyn FnMut(&[u8])) {
         let len = self.buf.len();
         let safe = len.saturating_sub(keep);
         let mut c = self.max.min(safe);
+        // A character cut in two would become two U+FFFD in the log's text.
+        match char_start(&self.buf, c) {
+            0 if c < self.max => return,
+            0 => {}
+            b => c = b,
+        }
         let i = self.spans.partition_point(|&(_, e)| e <= c);
         if let Some(&(s, e)) = self.spans.get(i) {
             if s < c {
@@ -559,7 +622,7 @@ impl LineSplitter {
             }
         }
         let c = c.clamp(1, len.max(1));
-        self.emit_piece(c, false, emit);
+        self.emit_piece(c, false, out);
         self.buf.drain(..c.min(len));
         self.spans.retain_mut(|sp| {
             sp.0 = sp.0.saturating_sub(c);
@@ -569,16 +632,32 @@ impl LineSplitter {
         self.partial = true;
     }
 
-    fn emit_piece(&mut self, end: usize, complete: bool, emit: &mut dyn FnMut(&[u8], bool)) {
+    /// Gives `buf[..end]` to `out`, masked, with a `\n` if `newline`.
+    fn emit_piece(&mut self, end: usize, newline: bool, out: &mut dyn FnMut(&[u8])) {
         let text = self.buf.get(..end).unwrap_or(&self.buf);
         let n = self.spans.partition_point(|&(s, _)| s < end);
-        match self.spans.get(..n) {
-            Some(spans) if !spans.is_empty() => {
-                self.scratch.clear();
-                render(&mut self.scratch, text, spans);
-                emit(&self.scratch, complete);
-            }
-            _ => emit(text, complete),
+        self.scratch.clear();
+        render(
+            &mut self.scratch,
+            text,
+            self.spans.get(..n).unwrap_or_default(),
+        );
+        if newline {
+            self.scratch.push(b'\n');
+        }
+        out(&self.scratch);
+    }
+}
+
+/// Cuts masked text from `LineSplitter::process` into `push`'s calls: one
+/// per line, `complete` if its `\n` was there.
+fn by_line(mut text: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
+    while let Some(n) = find_newline(text) {
+        emit(&text[..n], true);
+        text = &text[n + 1..];
+        if text.is_empty() {
+            return;
         }
     }
+    emit(text, false);
 }

@@ -1,6 +1,7 @@
 //! The log pipeline: every line that leaves the runner (the job's stdout and
 //! stderr, the runner's own log lines) is cut into lines, masked, written to
-//! the console and, when a spool is open, appended to it as an event.
+//! the console and, when a spool is open, appended to it: what one pipe read
+//! brought as one event (docs/protocol.md, "Log events").
 //!
 //! Console stdout and stderr stay plain text, so the serial console reads like
 //! a terminal; the spool carries the structured events the uploader sends.
@@ -13,6 +14,9 @@ use std::sync::{Mutex, OnceLock};
 
 /// Longest piece of a line kept in memory; longer lines become several events.
 pub const MAX_LINE: usize = 64 * 1024;
+/// Most text in one event: even escaped at 6 bytes a byte (`\u00xx`) an event
+/// stays well under the 256 KiB an upload request carries.
+const MAX_EVENT: usize = 32 * 1024;
 
 struct Pipeline {
     masker: Masker,
@@ -50,46 +54,70 @@ pub fn set_step(step: Option<&str>) {
     if let Some(p) = PIPELINE.get() {
         if let Ok(mut s) = p.step.lock() {
             // The name becomes the `step` field of every event: mask it too.
-            *s = step
-                .map(|name| String::from_utf8_lossy(&p.masker.mask(name.as_bytes())).into_owned());
+            *s = step.map(mask);
         }
     }
 }
 
 /// Masks `text` with the job's secrets, for messages built outside the pipeline.
 pub fn mask(text: &str) -> String {
-    match PIPELINE.get() {
-        Some(p) => String::from_utf8_lossy(&p.masker.mask(text.as_bytes())).into_owned(),
-        None => text.to_string(),
-    }
+    String::from_utf8_lossy(&masker(PIPELINE.get()).mask(text.as_bytes())).into_owned()
 }
 
 /// Writes one of the runner's own log records: `plain` to the spool,
 /// `console` (the coloured form, if any) or `plain` to stderr.
 pub fn runner_line(plain: &str, console: Option<&str>) {
-    let Some(p) = PIPELINE.get() else {
-        let _ = writeln!(std::io::stderr().lock(), "{}", console.unwrap_or(plain));
-        return;
+    let pipeline = PIPELINE.get();
+    // Masked, as one line of output: a `runner` event is one message, its
+    // lines ending in `\n` like the job's.
+    let line = |text: &str| {
+        let mut out = masker(pipeline).mask(text.as_bytes()).into_owned();
+        out.push(b'\n');
+        out
     };
-    let shown = p
-        .masker
-        .mask(console.unwrap_or(plain).as_bytes())
-        .into_owned();
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(&shown);
-    let _ = err.write_all(b"\n");
-    drop(err);
+    let shown = line(console.unwrap_or(plain));
+    let _ = std::io::stderr().lock().write_all(&shown);
+    let Some(p) = pipeline else { return };
     let sealed = p.sealed.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(spool) = p.spool.as_ref().filter(|_| !sealed) {
-        let masked = p.masker.mask(plain.as_bytes());
+        let masked = if console.is_some() {
+            line(plain)
+        } else {
+            shown
+        };
         if let (Ok(mut s), Ok(step)) = (spool.lock(), p.step.lock()) {
-            // A multi-line message (an error with its source line) is one
-            // event per line, like any other output.
-            for line in masked.split(|&b| b == b'\n') {
-                s.append(Stream::Runner, step.as_deref(), line);
-            }
+            append_events(&mut s, Stream::Runner, step.as_deref(), &masked);
             let _ = s.flush();
         }
+    }
+}
+
+/// The job's masker; before `init`, one without secrets (nothing secret is
+/// logged before the secrets are known).
+fn masker(pipeline: Option<&Pipeline>) -> &Masker {
+    static NO_MASK: Masker = Masker::new();
+    pipeline.map_or(&NO_MASK, |p| &p.masker)
+}
+
+/// Appends `text`, the masked bytes of one stream as read together, as
+/// events: whole lines (`\n` included), or a piece of a line that the
+/// stream's next event continues; at most MAX_EVENT bytes each.
+fn append_events(s: &mut Spool, stream: Stream, step: Option<&str>, mut text: &[u8]) {
+    while !text.is_empty() {
+        let mut end = text.len();
+        if end > MAX_EVENT || text.last() != Some(&b'\n') {
+            let head = &text[..end.min(MAX_EVENT)];
+            end = match head.iter().rposition(|&b| b == b'\n') {
+                Some(nl) => nl + 1,
+                // A piece of a long line: cut between characters (the
+                // pieces come from the splitter whole, so this is safe).
+                None if end > MAX_EVENT => crate::mask::char_start(text, MAX_EVENT).max(1),
+                None => end,
+            };
+        }
+        let (event, rest) = text.split_at(end);
+        s.append(stream, step, event);
+        text = rest;
     }
 }
 
@@ -123,47 +151,26 @@ impl Capture {
 
     /// `Some(chunk)` feeds, `Some(None)` ends the stream, `None` flushes.
     fn handle(&mut self, what: Option<Option<&[u8]>>) {
-        static NO_MASK: OnceLock<Masker> = OnceLock::new();
         let pipeline = PIPELINE.get();
-        let masker = match pipeline {
-            Some(p) => &p.masker,
-            None => NO_MASK.get_or_init(Masker::new),
-        };
+        let masker = masker(pipeline);
+        // The batch, masked: the console's bytes and the spool's text.
         let console = &mut self.console;
         console.clear();
-        let stream = self.stream;
-        let flush_error = {
-            let mut spool = pipeline
-                .and_then(|p| p.spool.as_ref())
-                .and_then(|s| s.lock().ok());
-            let step_guard = pipeline.and_then(|p| p.step.lock().ok());
-            let step = step_guard.as_ref().and_then(|s| s.as_deref());
-            let mut emit = |text: &[u8], complete: bool| {
-                console.extend_from_slice(text);
-                if complete {
-                    console.push(b'\n');
+        self.splitter
+            .process(what, masker, &mut |text| console.extend_from_slice(text));
+        if let Some(p) = pipeline.filter(|_| !self.console.is_empty()) {
+            let flush_error = match (p.spool.as_ref().map(Mutex::lock), p.step.lock()) {
+                (Some(Ok(mut s)), Ok(step)) => {
+                    append_events(&mut s, self.stream, step.as_deref(), &self.console);
+                    s.flush().err()
                 }
-                if let Some(s) = spool.as_mut() {
-                    // An event is the line's text: a CRLF line ending is not part of it.
-                    let text = if complete {
-                        text.strip_suffix(b"\r").unwrap_or(text)
-                    } else {
-                        text
-                    };
-                    s.append(stream, step, text);
-                }
+                _ => None,
             };
-            match what {
-                Some(Some(d)) => self.splitter.push(d, masker, &mut emit),
-                Some(None) => self.splitter.finish(masker, &mut emit),
-                None => self.splitter.flush(masker, &mut emit),
+            if let Some(e) = flush_error {
+                error!("writing the log spool failed: {e}");
             }
-            spool.as_mut().and_then(|s| s.flush().err())
-        };
-        if let Some(e) = flush_error {
-            error!("writing the log spool failed: {e}");
         }
-        write_console(stream, &self.console);
+        write_console(self.stream, &self.console);
     }
 }
 

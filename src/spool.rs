@@ -1,10 +1,10 @@
-//! The durable log spool: turns each piece of job output into one NDJSON event
+//! The durable log spool: turns each piece of output into one NDJSON event
 //! and appends it to a local file, which is the uploader's source of truth.
 //!
-//! This is the job's hot path (it runs once per output line), so `append` only
-//! formats into a reused buffer, never touches the network, and writes to the
-//! file only when the caller has not flushed for a megabyte; `flush` writes
-//! the buffer in one go after each pipe read.
+//! This is the job's hot path (every byte of the log is escaped here), so
+//! `append` only formats into a reused buffer, never touches the network,
+//! and writes to the file only when the caller has not flushed for a
+//! megabyte; `flush` writes the buffer in one go after each pipe read.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -33,9 +33,6 @@ impl Stream {
 /// `append` writes the buffer out itself past this size, so a caller that
 /// forgets to flush cannot make the buffer grow without bound.
 const AUTO_FLUSH: usize = 1 << 20;
-/// A batch shares one clock reading (see `append`), renewed after this many
-/// events even without a flush.
-const CLOCK_EVERY: u32 = 1024;
 /// While the file cannot be written (disk full), events are held up to this
 /// much and dropped beyond it: the job must go on with bounded memory.
 const MAX_PENDING: usize = 16 << 20;
@@ -45,21 +42,10 @@ pub struct Spool {
     buf: Vec<u8>,
     written: u64,
     seq: u64,
-    /// `{"seq":N` for the next event, kept by incrementing the digits in
-    /// place: at opt-level "z" a division by ten is a real `div`, and
-    /// formatting seq would take several per event.
-    head: Vec<u8>,
-    /// Events since the clock was read; CLOCK_EVERY forces a new reading.
-    since_clock: u32,
+    /// The time of the events since the last write, read at the first.
+    ts: Option<[u8; 24]>,
     /// Events not recorded because the file could not be written.
     dropped: u64,
-    /// `,"ts":"…","stream":"…","step":…,"text":"`: everything between the
-    /// seq and the text of an event, for the millisecond, stream and step
-    /// below. It changes once per batch at most, so it is built once.
-    mid: Vec<u8>,
-    mid_ms: i64,
-    mid_stream: Stream,
-    mid_step: Option<String>,
 }
 
 impl Spool {
@@ -70,23 +56,18 @@ impl Spool {
             buf: Vec::with_capacity(64 * 1024),
             written: 0,
             seq: 0,
-            head: b"{\"seq\":0".to_vec(),
-            since_clock: CLOCK_EVERY,
+            ts: None,
             dropped: 0,
-            mid: Vec::new(),
-            // No real clock reading: the first event builds `mid`.
-            mid_ms: i64::MIN,
-            mid_stream: Stream::Runner,
-            mid_step: None,
         })
     }
 
-    /// Buffers one event. Invalid UTF-8 in `text` becomes U+FFFD.
+    /// Buffers one event with `text` as it is (see docs/protocol.md, "Log
+    /// events", for what the pipeline puts in one). Invalid UTF-8 in `text`
+    /// becomes U+FFFD.
     ///
     /// The events appended between two flushes share one timestamp, read at
     /// the first of them: the caller flushes after each pipe read, so that is
-    /// when the read returned, which is when those lines arrived. (Reading
-    /// the clock costs 40-90 ns in a VM, as much as formatting the event.)
+    /// when the read returned, which is when its lines arrived.
     pub fn append(&mut self, stream: Stream, step: Option<&str>, text: &[u8]) {
         if self.buf.len() >= AUTO_FLUSH {
             // An error here is reported by the caller's next flush, which retries.
@@ -96,48 +77,50 @@ impl Spool {
                 return;
             }
         }
-        let mut ms = self.mid_ms;
-        if self.since_clock >= CLOCK_EVERY {
-            ms = millis(SystemTime::now());
-            self.since_clock = 0;
-        }
-        self.since_clock += 1;
-        if ms != self.mid_ms || stream != self.mid_stream || step != self.mid_step.as_deref() {
-            self.rebuild_mid(ms, stream, step);
-        }
-        let b = &mut self.buf;
-        b.extend_from_slice(&self.head);
-        b.extend_from_slice(&self.mid);
-        push_escaped(b, text);
-        b.extend_from_slice(b"\"}\n");
-        self.seq += 1;
-        // Increments the decimal digits of `head` (after `{"seq":`).
-        let mut i = self.head.len();
+        let ts = *self
+            .ts
+            .get_or_insert_with(|| format_millis(millis(SystemTime::now())));
+        let mut digits = [0u8; 20];
+        let mut k = digits.len();
+        let mut v = self.seq;
         loop {
-            i -= 1;
-            match self.head[i] {
-                b'9' => self.head[i] = b'0',
-                b':' => {
-                    self.head.insert(i + 1, b'1');
-                    break;
-                }
-                _ => {
-                    self.head[i] += 1;
-                    break;
-                }
+            k -= 1;
+            digits[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
             }
         }
+        let b = &mut self.buf;
+        for part in [
+            &b"{\"seq\":"[..],
+            &digits[k..],
+            b",\"ts\":\"",
+            &ts,
+            b"\",\"stream\":\"",
+            stream.as_str().as_bytes(),
+            b"\",\"step\":",
+        ] {
+            b.extend_from_slice(part);
+        }
+        match step {
+            Some(s) => push_json_str(b, s.as_bytes()),
+            None => b.extend_from_slice(b"null"),
+        }
+        b.extend_from_slice(b",\"text\":");
+        push_json_str(b, text);
+        b.extend_from_slice(b"}\n");
+        self.seq += 1;
     }
 
     /// Writes the buffered events to the file. On an error the unwritten rest
     /// stays buffered and the next flush continues where this one stopped, so
     /// the file never holds a torn event followed by another one.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.since_clock = CLOCK_EVERY;
         self.write_out()?;
         if self.dropped > 0 {
             let msg = format!(
-                "{} log events were lost: the spool file could not be written",
+                "{} log events were lost: the spool file could not be written\n",
                 self.dropped
             );
             self.dropped = 0;
@@ -181,25 +164,9 @@ impl Spool {
         };
         self.written += done as u64;
         self.buf.drain(..done);
+        // Events of the next batch read the clock anew.
+        self.ts = None;
         res
-    }
-
-    fn rebuild_mid(&mut self, ms: i64, stream: Stream, step: Option<&str>) {
-        let m = &mut self.mid;
-        m.clear();
-        m.extend_from_slice(b",\"ts\":\"");
-        m.extend_from_slice(&format_millis(ms));
-        m.extend_from_slice(b"\",\"stream\":\"");
-        m.extend_from_slice(stream.as_str().as_bytes());
-        m.extend_from_slice(b"\",\"step\":");
-        match step {
-            Some(s) => push_json_str(m, s.as_bytes()),
-            None => m.extend_from_slice(b"null"),
-        }
-        m.extend_from_slice(b",\"text\":\"");
-        self.mid_ms = ms;
-        self.mid_stream = stream;
-        self.mid_step = step.map(str::to_string);
     }
 }
 
@@ -213,64 +180,141 @@ pub(crate) fn push_json_str(out: &mut Vec<u8>, text: &[u8]) {
 /// Appends `text` escaped as the inside of a JSON string (RFC 8259), byte for
 /// byte as miniserde and serde_json write it: `"` and `\` with a backslash,
 /// `\b \t \n \f \r`, other control characters as `\u00xx`, everything else,
-/// non-ASCII included, as it is. Invalid UTF-8 becomes U+FFFD.
+/// non-ASCII included, as it is. Invalid UTF-8 becomes U+FFFD, as
+/// `String::from_utf8_lossy` replaces it.
 fn push_escaped(out: &mut Vec<u8>, text: &[u8]) {
-    // Most lines are plain ASCII: skip over it eight bytes at a time, since
-    // opt-level "z" does not vectorise a byte loop.
+    // Every byte of the log passes here. Escape-free text is copied a block
+    // at a time straight into the spare capacity (opt-level "z" does not
+    // vectorise a byte loop, and a memcpy call per run of plain text was
+    // what made the musl build slow); the rest goes byte by byte.
+    // One input byte becomes at most 6 (`\u00xx`); BLOCK more let a whole
+    // block be stored before it is known where its first escape is.
+    out.reserve(text.len().saturating_mul(6).saturating_add(BLOCK));
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    // Bytes written to `dst`: at most 6 per byte of `text` read so far.
+    let mut o = 0;
     let mut i = 0;
-    while let Some(w) = text.get(i..i + 8) {
-        if special(w) != 0 {
-            break;
+    loop {
+        while i + BLOCK <= text.len() {
+            // SAFETY: BLOCK bytes of `text` from i; o <= 6 * i, so o + BLOCK
+            // is within the reserve.
+            let k = unsafe { copy_plain(text.as_ptr().add(i), dst.add(o)) };
+            i += k;
+            o += k;
+            if k < BLOCK {
+                if text.get(i) != Some(&b'\n') {
+                    break;
+                }
+                // The escape at the end of every line, without leaving the loop.
+                // SAFETY: i < text.len(), so o + 2 <= 6 * i + 2 is reserved.
+                unsafe { dst.add(o).cast::<[u8; 2]>().write_unaligned(*b"\\n") };
+                i += 1;
+                o += 2;
+            }
         }
-        i += 8;
-    }
-    let (plain, rest) = text.split_at(i);
-    if rest
-        .iter()
-        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.extend_from_slice(text);
-        return;
-    }
-    out.extend_from_slice(plain);
-    // The rest byte by byte (`plain` is ASCII: `rest` starts a character).
-    let rest = String::from_utf8_lossy(rest);
-    let s = rest.as_bytes();
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            continue;
+        let Some(&b) = text.get(i) else { break };
+        let mut esc = [b, 0, 0, 0, 0, 0, 0, 0];
+        let mut n = 1;
+        let mut used = 1;
+        if b >= 0x80 {
+            let (len, whole) = utf8_prefix(&text[i..]);
+            used = len;
+            n = 3;
+            if whole {
+                n = len;
+                esc[..n].copy_from_slice(&text[i..i + n]);
+            } else {
+                esc[..3].copy_from_slice("\u{fffd}".as_bytes());
+            }
+        } else if b < 0x20 || b == b'"' || b == b'\\' {
+            let short = match b {
+                b'"' | b'\\' => b,
+                _ => b"uuuuuuuubtnufruuuuuuuuuuuuuuuuuu"[usize::from(b)],
+            };
+            esc[0] = b'\\';
+            esc[1] = short;
+            n = 2;
+            if short == b'u' {
+                esc[2..6].copy_from_slice(&[
+                    b'0',
+                    b'0',
+                    b'0' + (b >> 4),
+                    LOWER_HEX[usize::from(b & 15)],
+                ]);
+                n = 6;
+            }
         }
-        out.extend_from_slice(&s[start..i]);
-        start = i + 1;
-        let short = match b {
-            b'"' | b'\\' => b,
-            _ => b"uuuuuuuubtnufruuuuuuuuuuuuuuuuuu"[usize::from(b)],
+        // SAFETY: o <= 6 * i and i < text.len(), so o + 8 <= o + BLOCK is
+        // within the reserve; the `n` bytes kept are at most 6 * `used` (one
+        // store, not a memcpy call per escape).
+        unsafe {
+            dst.add(o)
+                .cast::<u64>()
+                .write_unaligned(u64::from_ne_bytes(esc))
         };
-        if short == b'u' {
-            let hex = b"0123456789abcdef"[usize::from(b & 15)];
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', b'0' + (b >> 4), hex]);
-        } else {
-            out.extend_from_slice(&[b'\\', short]);
-        }
+        o += n;
+        i += used;
     }
-    out.extend_from_slice(&s[start..]);
+    // SAFETY: the first `o` spare bytes were written above.
+    unsafe { out.set_len(out.len() + o) };
 }
 
-/// Nonzero when one of the eight bytes is not printable ASCII or is `"` or
-/// `\` (the classic "has a byte less than n" and "has a zero byte" word
-/// tests, plus the high bits).
-fn special(w: &[u8]) -> u64 {
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The UTF-8 character `s` starts with (its first byte is not ASCII): its
+/// length and whether it is valid; if not, the length is that of the bytes
+/// one U+FFFD replaces, as in `String::from_utf8_lossy`.
+fn utf8_prefix(s: &[u8]) -> (usize, bool) {
+    let head = s.get(..4).unwrap_or(s);
+    match std::str::from_utf8(head) {
+        Err(e) if e.valid_up_to() == 0 => (e.error_len().unwrap_or(head.len()), false),
+        // The lead byte has as many leading ones as the character has bytes.
+        _ => ((!s[0]).leading_zeros() as usize, true),
+    }
+}
+
+/// Bytes `copy_plain` takes at once: an SSE2 register where every CPU has one.
+#[cfg(target_arch = "x86_64")]
+const BLOCK: usize = 16;
+#[cfg(not(target_arch = "x86_64"))]
+const BLOCK: usize = 8;
+
+/// Copies BLOCK bytes from `src` to `dst` and says how many of them come
+/// before the first one JSON must escape (BLOCK if none): a control
+/// character, `"`, `\`, or a byte of non-ASCII (checked as UTF-8 apart).
+/// SAFETY: `src` must be readable and `dst` writable for BLOCK bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy_plain(src: *const u8, dst: *mut u8) -> usize {
+    use std::arch::x86_64::*;
+    let v = _mm_loadu_si128(src.cast());
+    _mm_storeu_si128(dst.cast(), v);
+    let is = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+    // Signed: the bytes from 0x80 on are below 0x20 too.
+    let m = _mm_or_si128(
+        _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+        _mm_or_si128(is(b'"'), is(b'\\')),
+    );
+    (_mm_movemask_epi8(m) as u32 | 1 << BLOCK).trailing_zeros() as usize
+}
+
+/// Eight bytes as one word: the classic "has a byte less than n" and "has a
+/// zero byte" tests, plus the high bits. They err only above a byte that is
+/// really special, so the lowest flag is exact.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn copy_plain(src: *const u8, dst: *mut u8) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(w);
-    let x = u64::from_le_bytes(a);
+    let x = u64::from_le(src.cast::<u64>().read_unaligned());
+    dst.cast::<u64>().write_unaligned(x.to_le());
     let quote = x ^ (ONES * u64::from(b'"'));
     let backslash = x ^ (ONES * u64::from(b'\\'));
-    (x | x.wrapping_sub(ONES * 0x20)
+    let flags = (x
+        | x.wrapping_sub(ONES * 0x20)
         | quote.wrapping_sub(ONES) & !quote
         | backslash.wrapping_sub(ONES) & !backslash)
-        & (ONES << 7)
+        & (ONES << 7);
+    (flags.trailing_zeros() / 8) as usize
 }
 
 /// Milliseconds since the Unix epoch, rounded down (also before the epoch).

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::events::{events, stream_lines, stream_text};
 use common::git::{Repo, TempDir};
 use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
 use common::runner::{wait_until, Output, Runner};
@@ -120,14 +121,23 @@ fn healthy_run(fault: Fault) {
     assert_eq!(fin.steps.len(), 1);
     assert_eq!(fin.steps[0].state, "succeeded");
     let log = String::from_utf8_lossy(&orch.log(JOB)).into_owned();
-    assert!(
-        log.contains(r#""stream":"stdout","step":null,"text":"out line 299""#),
-        "stdout events"
-    );
-    assert!(
-        log.contains(r#""stream":"stderr","step":null,"text":"err line 0""#),
-        "stderr events"
-    );
+    let evs = events(log.as_bytes());
+    for (stream, line) in [("stdout", "out line 299"), ("stderr", "err line 0")] {
+        assert!(
+            stream_lines(&evs, stream).iter().any(|l| l == line),
+            "{stream} events"
+        );
+        assert!(
+            evs.iter()
+                .filter(|e| e.stream == stream)
+                .all(|e| e.step.is_none()),
+            "{stream} events outside a step"
+        );
+    }
+    // Each stream's events give back its lines whole, the long one included.
+    let out_lines = stream_lines(&evs, "stdout");
+    assert_eq!(out_lines.len(), 302, "stdout lines");
+    assert_eq!(out_lines[300], "x".repeat(300_000));
     assert!(
         log.contains(r#""stream":"runner""#) && log.contains("fetching"),
         "runner events"
@@ -305,4 +315,61 @@ fn statuses_are_only_running_then_one_final() {
 
 fn libc_sigterm() -> i32 {
     15
+}
+
+#[test]
+fn each_streams_events_join_into_its_output_exactly() {
+    // A 300 KB line of 1- to 4-byte characters is cut into several events
+    // (and pieces in the runner) at places that fall inside characters;
+    // a pause inside a character makes the runner show the line early.
+    let job = Job::new(
+        r"printf 'crlf one\r\ncrlf two\r\n'
+i=0; while [ $i -lt 30000 ]; do printf 'a\303\251\342\202\254\360\237\230\200'; i=$((i+1)); done; echo
+printf 'bad \377 cut '; i=0; while [ $i -lt 20 ]; do printf '\342\202\254'; i=$((i+1)); done
+printf '\342\202'; sleep 0.5; printf '\254 joined\n'
+printf 'err one\nerr two' >&2
+printf 'no newline at the end'
+",
+    );
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let out = job.runner(&orch).run(DEADLINE);
+    out.assert_code(0);
+    check_delivery(&orch, &job, &out);
+    let want = format!(
+        "crlf one\r\ncrlf two\r\n{}\nbad \u{fffd} cut {} joined\nno newline at the end",
+        "a\u{e9}\u{20ac}\u{1f600}".repeat(30000),
+        "\u{20ac}".repeat(21)
+    );
+    let evs = events(&fs::read(job.spool()).unwrap());
+    let got = stream_text(&evs, "stdout");
+    assert!(
+        got == want,
+        "stdout events joined differ: {} bytes, want {}",
+        got.len(),
+        want.len()
+    );
+    assert_eq!(stream_text(&evs, "stderr"), "err one\nerr two");
+    assert!(out.stdout == want, "the console's stdout differs");
+    // The long line took several events, none of which ends inside it with
+    // a replacement character, and the pause showed `bad … cut ` early.
+    let long: Vec<_> = evs
+        .iter()
+        .filter(|e| e.text.contains('\u{1f600}'))
+        .collect();
+    assert!(long.len() >= 2, "{} events for the long line", long.len());
+    assert!(
+        evs.iter()
+            .any(|e| e.text.starts_with("bad \u{fffd} cut \u{20ac}") && !e.text.ends_with('\n')),
+        "the paused line was not shown early"
+    );
+    // Every event is whole lines or a piece of one line.
+    for e in &evs {
+        let body = e.text.strip_suffix('\n').unwrap_or(&e.text);
+        assert!(
+            e.text.ends_with('\n') || !body.contains('\n'),
+            "event {} mixes lines with a piece: {:?}",
+            e.seq,
+            &e.text[..e.text.len().min(80)]
+        );
+    }
 }

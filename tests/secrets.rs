@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::events::{events, stream_text};
 use common::forms::{b64_core, json, pct};
 use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo, TempDir};
 use common::orchestrator::{Fault, Orchestrator};
 use common::rng::Rng;
 use common::runner::{wait_until, Output, Runner};
-use miniserde::{json, Deserialize};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const JOB_ID: &str = "job-secrets";
@@ -242,23 +242,6 @@ fn tail(s: &str, n: usize) -> &str {
 // ---------------------------------------------------------------------------
 // The spool and the orchestrator's log
 // ---------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct Event {
-    seq: u64,
-    #[allow(dead_code)]
-    ts: String,
-    stream: String,
-    step: Option<String>,
-    text: String,
-}
-
-fn events(log: &[u8]) -> Vec<Event> {
-    String::from_utf8_lossy(log)
-        .lines()
-        .map(|l| json::from_str(l).unwrap_or_else(|e| panic!("not an event: {l:?}: {e}")))
-        .collect()
-}
 
 /// Looks for needles in a log of events: its raw bytes, each event's text
 /// and step, and each stream's texts joined (a secret cut between two
@@ -736,7 +719,19 @@ fn every_form_of_every_secret_is_masked_on_every_path() {
     // a paused line reached the spool as an event of its own, the secret
     // held back until its end came.
     let log = fs::read(fx.spool()).unwrap();
-    let shown_early = events(&log)
+    let evs = events(&log);
+    // Each stream's events joined are that stream, masked: no character was
+    // cut into two U+FFFD between events.
+    for (stream, want) in [("stdout", &want_out), ("stderr", &want_err)] {
+        let got = stream_text(&evs, stream);
+        if got != *want {
+            panic!(
+                "the spool's {stream} differs from the oracle:\n{}",
+                first_difference(&got, want)
+            );
+        }
+    }
+    let shown_early = evs
         .iter()
         .filter(|e| !e.text.is_empty() && e.text.bytes().all(|b| b == b'.'))
         .count();
