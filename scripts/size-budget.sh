@@ -19,7 +19,7 @@ set -eu
 # (docs/benchmarks.md says where the bytes go), so the budget holds it there
 # with a little room: a change that grows it past this fails CI, and the
 # number only comes down from here.
-BUDGET=1.78
+BUDGET=1.65
 
 cd "$(dirname "$0")/.."
 root=$(pwd)

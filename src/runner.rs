@@ -43,72 +43,38 @@ enum Cmd {
     Version,
 }
 
-/// The command line, read by hand: lexopt cost 6.7 KB for six flags. The
-/// syntax and messages are lexopt's: `--flag value`, `--flag=value`, `-h`
-/// and `-V` (also leading a cluster), and `--` ending the options; an
-/// argument that is not UTF-8 is refused as such.
-fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
+/// The command line, through lexopt (the design card's parser): `--flag
+/// value`, `--flag=value`, `-h`/`-V`, and `--` ending the options.
+fn parse_args() -> Result<Cmd> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
     let mut flags = Flags::default();
     let mut dry_run = false;
     let mut check: Option<Option<String>> = None;
-    let mut options = true;
-    args.next(); // the program's name
-    while let Some(arg) = args.next() {
-        let arg = string(arg)?;
-        if options && arg == "--" {
-            options = false;
-            continue;
-        }
-        let Some(opt) = arg.strip_prefix('-').filter(|o| options && !o.is_empty()) else {
-            if check.is_none() && arg == "check" {
-                check = Some(None);
-            } else if check == Some(None) {
-                check = Some(Some(arg));
-            } else if arg != "run" {
-                return Err(usage(format!("unexpected argument {arg:?}")));
-            }
-            continue;
-        };
-        let Some(long) = opt.strip_prefix('-') else {
-            // A cluster of short options: only -h and -V exist, and either ends the parse.
-            return match opt.chars().next().unwrap_or_default() {
-                'h' => Ok(Cmd::Help),
-                'V' => Ok(Cmd::Version),
-                c => Err(usage(quoted(
-                    "invalid option '-",
-                    c.encode_utf8(&mut [0; 4]),
-                ))),
-            };
-        };
-        let (name, mut inline) = match long.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (long, None),
-        };
-        let key = match name {
-            "help" => return Ok(Cmd::Help),
-            "version" => return Ok(Cmd::Version),
-            "dry-run" => {
-                if let Some(v) = inline {
-                    return Err(usage(format!(
-                        "unexpected argument for option '--dry-run': {v:?}"
-                    )));
-                }
+    while let Some(arg) = parser.next().map_err(usage)? {
+        let key = match arg {
+            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('V') | Long("version") => return Ok(Cmd::Version),
+            Long("dry-run") => {
                 dry_run = true;
                 continue;
             }
-            "job-file" => None,
-            _ => match context::flag_index(name) {
-                Some(i) => Some(i),
-                None => return Err(usage(quoted("invalid option '--", name))),
-            },
+            Long("job-file") => None,
+            Long(name) if context::flag_index(name).is_some() => context::flag_index(name),
+            Value(v) => {
+                let v = string(v)?;
+                if check.is_none() && v == "check" {
+                    check = Some(None);
+                } else if check == Some(None) {
+                    check = Some(Some(v));
+                } else if v != "run" {
+                    return Err(usage(Value(v.into()).unexpected()));
+                }
+                continue;
+            }
+            other => return Err(usage(other.unexpected())),
         };
-        let value = match inline.take() {
-            Some(v) => v,
-            None => match args.next() {
-                Some(v) => string(v)?,
-                None => return Err(usage(quoted("missing argument for option '--", name))),
-            },
-        };
+        let value = string(parser.value().map_err(usage)?)?;
         match key {
             None => flags.job_file = Some(value),
             // A repeated setting flag: the first one counts.
@@ -123,18 +89,9 @@ fn parse_args(mut args: std::env::ArgsOs) -> Result<Cmd> {
     })
 }
 
-/// `head` + `what` + `'`.
-fn quoted(head: &str, what: &str) -> String {
-    let mut m = head.to_string();
-    m.push_str(what);
-    m.push('\'');
-    m
-}
-
 #[inline(never)]
-fn usage(mut msg: String) -> Error {
-    msg.push_str(" (see --help)");
-    Error::input(msg)
+fn usage(e: lexopt::Error) -> Error {
+    Error::input(format!("{e} (see --help)"))
 }
 
 fn string(v: OsString) -> Result<String> {
@@ -145,7 +102,7 @@ fn string(v: OsString) -> Result<String> {
 /// Runs the runner and returns its exit code.
 pub fn main() -> i32 {
     logger::init();
-    let cmd = match parse_args(std::env::args_os()) {
+    let cmd = match parse_args() {
         Ok(cmd) => cmd,
         Err(e) => return fail(e),
     };
@@ -275,7 +232,7 @@ fn upload_config(ctx: &Context) -> Result<Option<upload::Config>> {
 
 fn open_spool(path: &Path) -> Result<Spool> {
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        let _ = crate::exec::create_dirs(dir, 0o777);
     }
     Spool::create(path).map_err(|e| {
         Error::internal(format!(

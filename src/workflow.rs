@@ -945,15 +945,16 @@ struct ScriptDir(PathBuf);
 
 impl ScriptDir {
     fn create() -> Result<ScriptDir> {
-        use std::os::unix::fs::DirBuilderExt;
         let dir = std::env::temp_dir().join(format!("solstice-runner-{}", std::process::id()));
-        clear(&dir);
-        if let Err(e) = std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(&dir)
-        {
-            return Err(io_error("create", &dir, e));
+        // The name is predictable, so the directory must be one this run made
+        // itself: a leftover of a crashed run is removed, and anything still
+        // there afterwards (someone else's) makes mkdir fail rather than be used.
+        crate::exec::remove_tree(&dir);
+        let mut c = dir.as_os_str().as_encoded_bytes().to_vec();
+        c.push(0);
+        // SAFETY: mkdir on a NUL-terminated path (TMPDIR, an environment value, holds no NUL).
+        if unsafe { libc::mkdir(c.as_ptr().cast(), 0o700) } != 0 {
+            return Err(io_error("create", &dir, std::io::Error::last_os_error()));
         }
         Ok(ScriptDir(dir))
     }
@@ -973,18 +974,8 @@ impl ScriptDir {
 
 impl Drop for ScriptDir {
     fn drop(&mut self) {
-        clear(&self.0);
+        crate::exec::remove_tree(&self.0);
     }
-}
-
-/// Removes a script directory and the files in it. It holds only files (a
-/// script that makes a subdirectory there keeps it): `remove_dir_all`, which
-/// walks trees, would cost 1.8 KB more.
-fn clear(dir: &Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let _ = std::fs::remove_file(entry.path());
-    }
-    let _ = std::fs::remove_dir(dir);
 }
 
 /// The closing table: every step, its result and its duration.

@@ -214,7 +214,7 @@ fn absent_orchestrator_gives_up_at_the_deadline() {
 
 #[test]
 fn cancellation_is_reported_after_the_whole_log() {
-    let job = Job::new("echo started; trap 'echo got term; exit 1' TERM; sleep 60 & wait");
+    let job = Job::new("trap 'echo got term; exit 1' TERM; echo started; sleep 60 & wait");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
     let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
     wait_until(DEADLINE, "the job to start", || {
