@@ -15,7 +15,7 @@
 set -eu
 
 # The budget: the release binary may be at most this many times the size of
-# the hello-world floor. The target is 1.50; the binary is at 1.75
+# the hello-world floor. The target is 1.50; the binary is at 1.64
 # (docs/benchmarks.md says where the bytes go), so the budget holds it there
 # with a little room: a change that grows it past this fails CI, and the
 # number only comes down from here.
