@@ -1412,13 +1412,7 @@ mod tests {
                 }
             }
         });
-        let ep = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-            prefix: String::new(),
-        };
-        let mut conn = Conn::new();
-        conn.open(&ep, &ep.url()).unwrap();
+        let mut conn = connected(port);
         let mut ask = || {
             let r = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"").unwrap();
             (r.status, String::from_utf8(r.body).unwrap(), r.keep_alive)
@@ -1427,6 +1421,18 @@ mod tests {
         assert_eq!(ask(), (409, r#"{"length":93}"#.into(), true));
         assert_eq!(ask(), (503, "closed".into(), false));
         server.join().unwrap();
+    }
+
+    /// A connection to a test server on 127.0.0.1:`port`.
+    fn connected(port: u16) -> Conn {
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            prefix: String::new(),
+        };
+        let mut conn = Conn::new();
+        conn.open(&ep, &ep.url()).unwrap();
+        conn
     }
 
     /// Bodies over MAX_BODY fail, whether announced or delimited by the close;
@@ -1466,13 +1472,7 @@ mod tests {
                 let _ = s.read(&mut b);
                 let _ = s.write_all(&answer);
             });
-            let ep = Endpoint {
-                host: "127.0.0.1".into(),
-                port,
-                prefix: String::new(),
-            };
-            let mut conn = Conn::new();
-            conn.open(&ep, &ep.url()).unwrap();
+            let mut conn = connected(port);
             let got = conn.exchange(b"GET / HTTP/1.1\r\n\r\n", b"");
             assert_eq!(got.map(|r| r.body.len()).ok(), want);
             server.join().unwrap();
