@@ -60,7 +60,10 @@ fn parse_args() -> Result<Cmd> {
                 continue;
             }
             Long("job-file") => None,
-            Long(name) if context::flag_index(name).is_some() => context::flag_index(name),
+            Long(name) => match context::flag_index(name) {
+                Some(i) => Some(i),
+                None => return Err(usage(arg.unexpected())),
+            },
             Value(v) => {
                 let v = string(v)?;
                 if check.is_none() && v == "check" {
