@@ -1,132 +1,45 @@
-//! The runner's phases, in order: command line, job context, secrets and log
-//! pipeline, checkout, plan, execution, report. Each phase's failure becomes
-//! an `Error` whose kind decides the exit code.
+//! The conductor: runs the stages in the order the data flows (command line
+//! and job context, secrets and the log pipeline, checkout, plan, running
+//! it, the final report) and turns the result into the exit code. Each
+//! stage's failure is an `Error` whose kind decides that code.
 
-use crate::checkout::{self, GitOptions};
-use crate::context::{self, Context, Flags};
+use crate::config::args::{self, Command, Flags, HELP};
+use crate::config::secrets::{self, Secrets};
+use crate::config::{self, Config};
 use crate::error::{Error, Result};
-use crate::exec::{self, End, Limits};
-use crate::secrets::{self, Secrets};
-use crate::spool::Spool;
-use crate::upload::{self, Status, StepReport, Uploader};
-use crate::{logger, output, plan};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-const HELP: &str = "\
-solstice-runner: fetch a repository at an exact commit and run its Solstice CI job
-
-USAGE:
-    solstice-runner [OPTIONS]            run the job
-    solstice-runner check [FILE]         validate a workflow (default .solstice/workflow.kdl)
-
-OPTIONS (each overrides its environment variable, which overrides the job file):
-    --repo-url URL      repository to fetch            SOLSTICE_REPO_URL    repo_url
-    --commit SHA        full commit id to check out    SOLSTICE_COMMIT_SHA  commit_sha
-    --workdir DIR       where to check it out          SOLSTICE_WORKDIR     workdir (default /root/work)
-    --job NAME          workflow job to run            SOLSTICE_JOB         job
-    --job-file PATH     job file (default /etc/solstice/job.yaml; SOLSTICE_JOB_FILE)
-    --dry-run           print the resolved context and plan; fetch and run nothing
-    -h, --help          print this help
-    -V, --version       print the version
-
-EXIT CODES:
-    the job's own code; 128+N if it died of signal N; 124 if a timeout killed it;
-    250 internal error, 251 bad input, 252 fetch failed
-";
-
-enum Cmd {
-    Run { flags: Flags, dry_run: bool },
-    Check(Option<String>),
-    Help,
-    Version,
-}
-
-/// The command line, through lexopt (the design card's parser): `--flag
-/// value`, `--flag=value`, `-h`/`-V`, and `--` ending the options.
-fn parse_args() -> Result<Cmd> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_env();
-    let mut flags = Flags::default();
-    let mut dry_run = false;
-    let mut check: Option<Option<String>> = None;
-    while let Some(arg) = parser.next().map_err(usage)? {
-        let key = match arg {
-            Short('h') | Long("help") => return Ok(Cmd::Help),
-            Short('V') | Long("version") => return Ok(Cmd::Version),
-            Long("dry-run") => {
-                dry_run = true;
-                continue;
-            }
-            Long("job-file") => None,
-            Long(name) => match context::flag_index(name) {
-                Some(i) => Some(i),
-                None => return Err(usage(arg.unexpected())),
-            },
-            Value(v) => {
-                let v = string(v)?;
-                if check.is_none() && v == "check" {
-                    check = Some(None);
-                } else if check == Some(None) {
-                    check = Some(Some(v));
-                } else if v != "run" {
-                    return Err(usage(Value(v.into()).unexpected()));
-                }
-                continue;
-            }
-            other => return Err(usage(other.unexpected())),
-        };
-        let value = string(parser.value().map_err(usage)?)?;
-        match key {
-            None => flags.job_file = Some(value),
-            // A repeated setting flag: the first one counts.
-            Some(i) => {
-                flags.values[i].get_or_insert(value);
-            }
-        }
-    }
-    Ok(match check {
-        Some(file) => Cmd::Check(file),
-        None => Cmd::Run { flags, dry_run },
-    })
-}
-
-#[inline(never)]
-fn usage(e: lexopt::Error) -> Error {
-    Error::input(format!("{e} (see --help)"))
-}
-
-fn string(v: OsString) -> Result<String> {
-    v.into_string()
-        .map_err(|v| Error::input(format!("argument {v:?} is not valid UTF-8")))
-}
+use crate::logs::mask::Masker;
+use crate::logs::spool::Spool;
+use crate::logs::upload::{self, Uploader};
+use crate::logs::{self, logger};
+use crate::plan::{self, Plan};
+use crate::report::{JobState, Status};
+use crate::run::{self, process, Outcome};
+use crate::{checkout, sys};
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
 
 /// Runs the runner and returns its exit code.
 pub fn main() -> i32 {
-    logger::init();
-    let cmd = match parse_args() {
-        Ok(cmd) => cmd,
+    let env = config::process_env;
+    logger::init(config::log_level(&env).value);
+    let (cmd, flags) = match args::parse() {
+        Ok(parsed) => parsed,
         Err(e) => return fail(e),
     };
-    match cmd {
-        Cmd::Help => {
-            print!("{HELP}");
-            0
+    let result = match cmd {
+        Command::Help => {
+            print_out(HELP);
+            Ok(0)
         }
-        Cmd::Version => {
-            println!("solstice-runner {}", env!("CARGO_PKG_VERSION"));
-            0
+        Command::Version => {
+            print_out(&format!("solstice-runner {}\n", env!("CARGO_PKG_VERSION")));
+            Ok(0)
         }
-        Cmd::Check(file) => match crate::workflow::check(file.as_deref()) {
-            Ok(()) => 0,
-            Err(e) => fail(e),
-        },
-        Cmd::Run { flags, dry_run } => match run(&flags, dry_run) {
-            Ok(code) => code,
-            Err(e) => fail(e),
-        },
-    }
+        Command::Check(file) => check(file.as_deref(), &flags),
+        Command::Run { dry_run } => run(&flags, dry_run),
+    };
+    result.unwrap_or_else(fail)
 }
 
 fn fail(e: Error) -> i32 {
@@ -134,108 +47,123 @@ fn fail(e: Error) -> i32 {
     e.exit_code()
 }
 
-fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
-    let ctx = context::resolve(flags)?;
-    let secrets = secrets::load(&ctx)?;
-    let job_timeout = match ctx.get("timeout") {
-        Some(v) => Some(
-            context::parse_duration(&v.text).map_err(|m| context::bad_value(v, "timeout", &m))?,
-        ),
-        None => None,
-    };
-    let grace = Duration::from_secs(context::env_number("SOLSTICE_CANCEL_GRACE", 10)?);
-    let upload_deadline = Duration::from_secs(context::env_number("SOLSTICE_UPLOAD_DEADLINE", 30)?);
-    let upload = upload_config(&ctx)?;
-    let spool_path = match ctx.text("spool") {
-        Some(p) => Some(PathBuf::from(p)),
-        // The spool is what the uploader sends, so an orchestrator needs one.
-        None if upload.is_some() => {
-            let mut p = ctx.workdir.clone().into_os_string();
-            p.push(".log.ndjson");
-            Some(PathBuf::from(p))
-        }
-        None => None,
-    };
-    let masker = secrets::masker(&ctx, &secrets);
-    if dry_run {
-        output::init(masker, None);
-        print!("{}", output::mask(&ctx.describe()));
-        if let Some(p) = &spool_path {
-            println!("spool            = {}", p.display());
-        }
-        println!(
-            "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh",
-            ctx.repo.display,
-            ctx.commit,
-            ctx.workdir.display()
+/// Writes to stdout. A closed stdout (`check | head`) ends the output
+/// quietly: the rest is not wanted, and the runner must not die of it.
+fn print_out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// `solstice-runner check [FILE]`: validates a workflow and prints its plan.
+/// Secret names are checked against the secrets file a run would read.
+fn check(file: Option<&str>, flags: &Flags) -> Result<i32> {
+    let path = Path::new(file.unwrap_or(plan::WORKFLOW));
+    let secrets_file = config::secrets_file(flags, &config::process_env)?;
+    let secrets = secrets::read(&secrets_file.value)?;
+    let wf = plan::workflow::load(path, &secrets)?;
+    if !secrets.found && wf.names_secrets() {
+        warn!(
+            "no secrets file at {}: secret names are not checked",
+            secrets.path
         );
+    }
+    print_out(&plan::workflow::describe(&wf));
+    Ok(0)
+}
+
+/// The masker for every secret the runner knows of.
+fn masker(cfg: &Config, secrets: &Secrets) -> Masker {
+    let mut m = Masker::new();
+    let mut add = |what: &str, value: &str| {
+        if let Err(reason) = m.add(value.as_bytes()) {
+            warn!("{what} is not masked in the log: {reason}");
+        }
+    };
+    if let Some((user, pass)) = &cfg.repo.value.credentials {
+        add("the password in repo_url", pass);
+        // Tokens often travel as the user (`https://TOKEN:x-oauth-basic@host`);
+        // a short user name is no secret and needs no warning.
+        if user.len() >= 4 {
+            add("the user in repo_url", user);
+        }
+    }
+    if let Some(token) = cfg.token.value.as_deref().filter(|t| !t.is_empty()) {
+        add("the job token", token);
+    }
+    if let Some(token) = &cfg.git_token.value {
+        add("SOLSTICE_GIT_TOKEN", token);
+    }
+    for (name, value) in &secrets.vars {
+        add(&format!("secret {name}"), value);
+    }
+    m.build();
+    m
+}
+
+fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
+    let cfg = config::resolve(flags, &config::process_env)?;
+    let secrets = secrets::read(&cfg.secrets_file.value)?;
+    let masker = masker(&cfg, &secrets);
+    if dry_run {
+        logs::init(masker, None);
+        print_out(&logs::mask(&cfg.describe()));
+        print_out(&format!(
+            "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh\n",
+            cfg.repo.value.display,
+            cfg.commit.value,
+            cfg.workdir.value.display()
+        ));
         return Ok(0);
     }
-    let spool = match &spool_path {
+    let spool = match &cfg.spool.value {
         Some(p) => Some(open_spool(p)?),
         None => None,
     };
-    output::init(masker, spool);
-    exec::install_signal_handlers()
+    logs::init(masker, spool);
+    sys::install_signal_handlers()
         .map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
-    let uploader = match (upload, &spool_path) {
-        (Some(cfg), Some(path)) => Some(Uploader::start(cfg, path.clone())),
+    let uploader = match (&cfg.orchestrator.value, &cfg.spool.value) {
+        (Some(endpoint), Some(path)) => Some(Uploader::start(
+            upload::Config {
+                endpoint: endpoint.clone(),
+                job_id: cfg.job_id.value.clone().unwrap_or_default(),
+                token: cfg.token.value.clone().unwrap_or_default(),
+            },
+            path.clone(),
+        )),
         _ => None,
     };
-    let (code, status) = match execute(&ctx, &secrets, job_timeout, grace) {
-        Ok(status) => (status.exit_code.unwrap_or(0), status),
+    let status = match execute(&cfg, &secrets) {
+        Ok(o) => Status {
+            state: o.state,
+            exit_code: Some(o.exit_code),
+            reason: o.reason,
+            step: None,
+            steps: o.steps,
+        },
         Err(e) => {
-            let code = fail(e);
-            (
-                code,
-                Status {
-                    state: "error",
-                    exit_code: Some(code),
-                    steps: Vec::new(),
-                },
-            )
+            let code = e.exit_code();
+            let reason = logs::mask(e.headline());
+            error!("{e}");
+            Status {
+                state: JobState::Error,
+                exit_code: Some(code),
+                reason: Some(reason),
+                step: None,
+                steps: Vec::new(),
+            }
         }
     };
+    let code = status.exit_code.unwrap_or(0);
     if let Some(u) = uploader {
-        output::seal();
-        if !u.finish(status, upload_deadline) {
-            warn!(
-                "the orchestrator did not acknowledge the whole log within {} s (SOLSTICE_UPLOAD_DEADLINE)",
-                upload_deadline.as_secs()
-            );
-        }
+        logs::seal();
+        u.finish(status, cfg.upload_deadline.value);
     }
     Ok(code)
 }
 
-/// The orchestrator settings, checked before anything runs; `None` without
-/// an orchestrator URL (console only).
-fn upload_config(ctx: &Context) -> Result<Option<upload::Config>> {
-    let Some(url) = ctx.get("orchestrator_url") else {
-        return Ok(None);
-    };
-    let endpoint = upload::parse_url(&url.text)
-        .map_err(|e| context::bad_value(url, "orchestrator_url", &e.msg))?;
-    let job_id = ctx.text("job_id").ok_or_else(|| {
-        Error::input(
-            "an orchestrator_url needs a job_id: set SOLSTICE_JOB_ID or `job_id:` in the job file",
-        )
-    })?;
-    // A token file written by a shell often ends in a newline.
-    let token = ctx.text("token").unwrap_or("").trim().to_string();
-    if token.is_empty() {
-        warn!("no job token (SOLSTICE_JOB_TOKEN): the orchestrator will likely refuse the log");
-    }
-    Ok(Some(upload::Config {
-        endpoint,
-        job_id: job_id.to_string(),
-        token,
-    }))
-}
-
 fn open_spool(path: &Path) -> Result<Spool> {
     if let Some(dir) = path.parent() {
-        let _ = crate::exec::create_dirs(dir, 0o777);
+        let _ = std::fs::create_dir_all(dir);
     }
     Spool::create(path).map_err(|e| {
         Error::internal(format!(
@@ -245,148 +173,51 @@ fn open_spool(path: &Path) -> Result<Spool> {
     })
 }
 
-/// The job phases after the context: checkout, plan, run. A `job_timeout`
-/// of 0, or one too far away to represent, is no limit.
-fn execute(
-    ctx: &Context,
-    secrets: &Secrets,
-    job_timeout: Option<Duration>,
-    grace: Duration,
-) -> Result<Status> {
-    let checked_out = checkout::checkout(ctx, &GitOptions::from_env()?);
+/// The job's stages after the context: checkout, plan, run.
+fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
+    let checked_out = checkout::checkout(cfg);
     // A cancelled git fails like any other; the cancellation is what counts.
-    if let Some(sig) = exec::cancelled() {
+    if let Some(sig) = sys::cancelled() {
         warn!("cancelled by signal {sig} before the job started");
-        return Ok(Status {
-            state: "cancelled",
-            exit_code: Some(128 + sig),
+        return Ok(Outcome {
+            state: JobState::Cancelled,
+            exit_code: 128 + sig,
+            reason: Some(process::signal_name(sig)),
             steps: Vec::new(),
         });
     }
     checked_out?;
     // The job's time limit counts from here: fetching has SOLSTICE_GIT_TIMEOUT.
-    let deadline = job_timeout
-        .filter(|t| !t.is_zero())
-        .and_then(|t| Instant::now().checked_add(t));
-    let limits = Limits { deadline, grace };
-    match plan::find(&ctx.workdir)? {
-        plan::Plan::Script(script) => {
-            let started = Instant::now();
-            let end = run_script(ctx, secrets, &script, limits)?;
-            let code = report(end);
-            let state = state_of(end);
-            let step = StepReport {
-                name: plan::JOB_SCRIPT.to_string(),
-                state: state.to_string(),
-                exit_code: Some(code),
-                duration_ms: exec::millis(started.elapsed()),
-            };
-            Ok(Status {
-                state,
-                exit_code: Some(code),
-                steps: vec![step],
-            })
-        }
-        plan::Plan::Workflow(path) => {
-            let (code, results) = crate::workflow::run_file(ctx, secrets, &path, limits)?;
-            let first_failure = results
-                .iter()
-                .find(|r| r.exit_code == Some(code) && r.state != "ok");
-            let state = match (exec::cancelled(), first_failure) {
-                (Some(_), _) => "cancelled",
-                _ if code == 0 => "succeeded",
-                (None, Some(r)) if r.state == "timed_out" => "timed_out",
-                _ => "failed",
-            };
-            let mut steps = Vec::with_capacity(results.len());
-            for r in &results {
-                steps.push(StepReport {
-                    name: output::mask(&r.name),
-                    state: if r.state == "ok" {
-                        "succeeded"
-                    } else {
-                        r.state
-                    }
-                    .to_string(),
-                    exit_code: r.exit_code,
-                    duration_ms: exec::millis(r.duration),
-                });
-            }
-            Ok(Status {
-                state,
-                exit_code: Some(code),
-                steps,
-            })
-        }
-    }
-}
-
-/// The orchestrator's name for how a job ended.
-pub fn state_of(end: End) -> &'static str {
-    match end {
-        End::Exited(0) => "succeeded",
-        End::TimedOut => "timed_out",
-        End::Cancelled(_) => "cancelled",
-        _ => "failed",
-    }
-}
-
-/// The environment every job process gets on top of the runner's own.
-pub fn job_command(ctx: &Context, program: &Path) -> exec::Spec {
-    let mut cmd = exec::Spec::new(program);
-    cmd.cwd(&ctx.workdir)
-        .env("CI", "true")
-        .env("SOLSTICE_WORKSPACE", &ctx.workdir)
-        .env("SOLSTICE_REPO_URL", ctx.repo.display.as_str())
-        .env("SOLSTICE_COMMIT_SHA", ctx.commit.as_str());
-    // The job must not be able to impersonate the runner or fetch privately.
-    for secret in ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"] {
-        cmd.env_remove(secret);
-    }
-    cmd
-}
-
-fn run_script(ctx: &Context, secrets: &Secrets, script: &Path, limits: Limits) -> Result<End> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = std::fs::metadata(script)
-        .map(|m| m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false);
-    info!("running {}", plan::JOB_SCRIPT);
-    let command = |direct: bool| {
-        let mut cmd = job_command(ctx, if direct { script } else { Path::new("/bin/sh") });
-        if !direct {
-            cmd.arg(script);
-        }
-        // job.sh is trusted with every secret; workflow steps get only those they name.
-        for (k, v) in &secrets.vars {
-            cmd.env(k.as_str(), v.as_str());
-        }
-        cmd
+    let limits = process::Limits {
+        deadline: cfg
+            .timeout
+            .value
+            .and_then(|t| Instant::now().checked_add(t)),
+        grace: cfg.cancel_grace.value,
     };
-    match output::run_job(&command(executable), limits) {
-        // An executable script without a shebang: the kernel refuses it, a shell does not.
-        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => {
-            output::run_job(&command(false), limits)
+    match plan::find(&cfg.workdir.value)? {
+        Plan::Script(script) => run::run_script(cfg, secrets, &script, limits),
+        Plan::Workflow(path) => {
+            let wf = plan::workflow::load(&path, secrets)?;
+            if !secrets.found && wf.names_secrets() {
+                warn!(
+                    "the workflow names secrets but there is no secrets file at {}",
+                    secrets.path
+                );
+            }
+            let job = plan::workflow::select(&wf, cfg.job.value.as_deref())?;
+            let n = job.parts().len();
+            let runs_on = job
+                .runs_on()
+                .map(|r| format!(", runs-on \"{r}\""))
+                .unwrap_or_default();
+            info!(
+                "running job \"{}\" of {} ({n} step{}{runs_on})",
+                job.name,
+                plan::WORKFLOW,
+                if n == 1 { "" } else { "s" }
+            );
+            run::run_workflow(cfg, secrets, &wf, job, limits)
         }
-        other => other,
     }
-    .map_err(|e| {
-        Error::input(format!(
-            "cannot start {}: {e} (check its #! line)",
-            plan::JOB_SCRIPT
-        ))
-    })
-}
-
-/// Logs how the job ended and returns the runner's exit code for it.
-fn report(end: End) -> i32 {
-    let code = end.exit_code();
-    match end {
-        End::Exited(0) => info!("job succeeded"),
-        End::Exited(c) => error!("job failed with exit code {c}"),
-        End::Signaled(sig) => error!("job died of signal {sig} (exit code {code})"),
-        End::TimedOut => error!("job timed out and was killed (exit code {code})"),
-        End::Cancelled(sig) => warn!("job cancelled by signal {sig} (exit code {code})"),
-    }
-    code
 }

@@ -402,7 +402,11 @@ fn dry_run_shows_each_setting_with_its_source_and_does_nothing() {
             "{key}: expected {value:?} from {source:?}, got {v:?}:\n{out}"
         );
     };
-    assert_eq!(dry_run_value(&out, "job_file"), f, "{out}");
+    assert_eq!(
+        dry_run_value(&out, "job_file"),
+        format!("{f}    [environment SOLSTICE_JOB_FILE]"),
+        "{out}"
+    );
     shows("repo_url", &fx.url(), &format!("{f}:1:11"));
     shows("commit_sha", &fx.c[1], "environment SOLSTICE_COMMIT_SHA");
     shows("workdir", &wd_flag.display().to_string(), "flag --workdir");

@@ -294,7 +294,7 @@ fn smart_http_push_with_chunked_body_behind_auth() {
     let chunked = http.requests().iter().any(|r| {
         r.method == "POST"
             && r.header("transfer-encoding")
-                .map_or(false, |v| v.contains("chunked"))
+                .is_some_and(|v| v.contains("chunked"))
     });
     assert!(chunked, "{:?}", http.request_lines());
 }

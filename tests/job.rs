@@ -590,7 +590,7 @@ fn ten_mib_lines_without_newline_are_byte_exact() {
     let mib10 = 10 * 1024 * 1024;
     let mut want = vec![b'a'; mib10];
     want.push(b'\n');
-    want.extend(std::iter::repeat(b'c').take(mib10));
+    want.extend(std::iter::repeat_n(b'c', mib10));
     assert!(
         stdout == want,
         "stdout is not the job's 20 MiB verbatim (got {} bytes)",

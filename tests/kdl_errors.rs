@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use workflow_runner::error::{Error, Kind};
-use workflow_runner::kdl::{parse, Number, Value};
+use workflow_runner::plan::kdl::{parse, Number, Value};
 
 fn err(src: &str) -> Error {
     match parse("job.kdl", src) {
@@ -21,7 +21,7 @@ fn at(src: &str) -> (String, usize, usize) {
     assert_eq!(e.kind, Kind::Input, "{e}");
     let loc = e.loc.clone().expect("a KDL error has a location");
     assert_eq!(loc.path, "job.kdl");
-    (e.msg.clone(), loc.line, loc.col)
+    (e.headline().to_string(), loc.line, loc.col)
 }
 
 fn assert_at(src: &str, msg_part: &str, line: usize, col: usize) {
@@ -58,16 +58,16 @@ fn kdl1_keywords_get_hints() {
         let e = err(src);
         assert!(e.msg.contains(&format!("`{word}`")), "{e}");
         assert!(
-            e.detail
+            detail(&e)
                 .contains("hint: KDL 2 writes booleans and null with a `#`: #true, #false, #null"),
             "{e}"
         );
     }
     // As a property key too: `null=1` is not a string key.
     let e = err("n null=1");
-    assert!(e.detail.contains("#null"), "{e}");
+    assert!(detail(&e).contains("#null"), "{e}");
     let e = err("n inf");
-    assert!(e.detail.contains("#inf, #-inf and #nan"), "{e}");
+    assert!(detail(&e).contains("#inf, #-inf and #nan"), "{e}");
 }
 
 #[test]
@@ -76,8 +76,7 @@ fn kdl1_raw_strings_get_hints() {
         let e = err(src);
         assert!(e.msg.contains("raw strings are KDL 1 syntax"), "{e}");
         assert!(
-            e.detail
-                .contains("hint: KDL 2 writes raw strings as #\"...\"#"),
+            detail(&e).contains("hint: KDL 2 writes raw strings as #\"...\"#"),
             "{e}"
         );
     }
@@ -91,10 +90,9 @@ fn caret_is_under_the_column() {
     let e = err("node 1 2\n\tchild \"a\\qb\"\n");
     assert_eq!(e.loc.as_ref().map(|l| (l.line, l.col)), Some((2, 10)));
     assert!(
-        e.detail
-            .starts_with("\n    \tchild \"a\\qb\"\n    \t        ^"),
+        detail(&e).starts_with("\n    \tchild \"a\\qb\"\n    \t        ^"),
         "{:?}",
-        e.detail
+        detail(&e)
     );
 }
 
@@ -165,7 +163,7 @@ fn numbers() {
     assert_at("n -2px", "invalid number", 1, 3);
     let e = err("n .5");
     assert!(
-        e.msg.contains("digit before the `.`") && e.detail.contains("hint: write 0.5"),
+        e.msg.contains("digit before the `.`") && detail(&e).contains("hint: write 0.5"),
         "{e}"
     );
     let too_long = format!("n 0x{}", "f".repeat(5000));
@@ -291,8 +289,7 @@ fn disallowed_code_points() {
     assert_at("n \"\u{0}\"", "U+0000", 1, 4);
     let e = err("n \u{feff}a");
     assert!(
-        e.detail
-            .contains("byte order mark may only be the very first"),
+        detail(&e).contains("byte order mark may only be the very first"),
         "{e}"
     );
     // Comments are no exception.
@@ -350,9 +347,9 @@ fn positions_count_chars_and_every_newline() {
     let e = err("a\rb\u{85}c 1.x");
     assert_eq!(e.loc.as_ref().map(|l| (l.line, l.col)), Some((3, 3)));
     assert!(
-        e.detail.starts_with("\n    c 1.x\n      ^"),
+        detail(&e).starts_with("\n    c 1.x\n      ^"),
         "{:?}",
-        e.detail
+        detail(&e)
     );
 }
 
@@ -523,4 +520,9 @@ fn hostile_shapes_finish() {
             &src[..40.min(src.len())]
         );
     }
+}
+
+/// What an error adds after its first line: the quoted source and hints.
+fn detail(e: &Error) -> &str {
+    &e.msg[e.headline().len()..]
 }

@@ -9,7 +9,7 @@ use std::fs;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use workflow_runner::kdl::{self, Document, Entry, Node, Number, Value};
+use workflow_runner::plan::kdl::{self, Document, Entry, Node, Number, Value};
 
 fn suite_dir() -> PathBuf {
     match std::env::var_os("KDL_SUITE_DIR") {

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use workflow_runner::mask::{LineSplitter, Masker};
+use workflow_runner::logs::mask::{LineSplitter, Masker};
 #[path = "common/rng.rs"]
 mod rng;
 use rng::Rng;

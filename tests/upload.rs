@@ -9,9 +9,11 @@ use miniserde::{json, Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use workflow_runner::config::url::{parse_url, Endpoint};
 use workflow_runner::error::Kind;
-use workflow_runner::spool::{rfc3339_millis, Spool, Stream};
-use workflow_runner::upload::{parse_url, Config, Endpoint, Status, StepReport, Uploader};
+use workflow_runner::logs::spool::{rfc3339_millis, Spool, Stream};
+use workflow_runner::logs::upload::{Config, Uploader};
+use workflow_runner::report::{JobState, Status, StepReport, StepState};
 
 // ---------------------------------------------------------------- helpers
 
@@ -142,24 +144,26 @@ fn write_job(spool: &Mutex<Spool>, n: u64) {
 
 fn final_status() -> Status {
     Status {
-        state: "failed",
+        state: JobState::Failed,
         exit_code: Some(3),
+        reason: Some("step \"test \\\"unit\\\"\" failed with exit code 3".into()),
+        step: None,
         steps: vec![
             StepReport {
                 name: "build".into(),
-                state: "succeeded".into(),
+                state: StepState::Succeeded,
                 exit_code: Some(0),
                 duration_ms: 1234,
             },
             StepReport {
                 name: "test \"unit\"".into(),
-                state: "failed".into(),
+                state: StepState::Failed,
                 exit_code: Some(3),
                 duration_ms: 56,
             },
             StepReport {
                 name: "deploy".into(),
-                state: "skipped".into(),
+                state: StepState::Skipped,
                 exit_code: None,
                 duration_ms: 0,
             },

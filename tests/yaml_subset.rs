@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use workflow_runner::yaml::{parse, Entry};
+use workflow_runner::config::yaml::{parse, Entry};
 #[path = "common/rng.rs"]
 mod rng;
 use rng::Rng;

@@ -845,12 +845,12 @@ fn serve_connection(sh: &HttpShared, stream: TcpStream) -> io::Result<()> {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        if get("expect").map_or(false, |v| v.eq_ignore_ascii_case("100-continue")) {
+        if get("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             writer.flush()?;
         }
         let body = if get("transfer-encoding")
-            .map_or(false, |v| v.to_ascii_lowercase().contains("chunked"))
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
         {
             read_chunked(&mut reader)?
         } else if let Some(len) = get("content-length") {
@@ -943,7 +943,7 @@ fn handle_request(
             "Basic {}",
             base64(format!("{}:{}", user, password).as_bytes())
         );
-        let ok = get("authorization").map_or(false, |v| {
+        let ok = get("authorization").is_some_and(|v| {
             // The scheme name is case-insensitive.
             match v.split_once(' ') {
                 Some((scheme, rest)) => {
@@ -1130,7 +1130,7 @@ fn percent_decode(s: &str) -> String {
 /// Standard base64 with padding.
 pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity((data.len() + 2) / 3 * 4);
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [
             chunk[0],

@@ -1,7 +1,10 @@
 //! The plan: what the checkout asks the runner to run. `.solstice/job.sh`
 //! wins over `.solstice/workflow.kdl`; neither is an input error.
 
-use crate::error::Result;
+pub mod kdl;
+pub mod workflow;
+
+use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 pub const JOB_SCRIPT: &str = ".solstice/job.sh";
@@ -24,7 +27,7 @@ pub fn find(workspace: &Path) -> Result<Plan> {
     if workflow.is_file() {
         return Ok(Plan::Workflow(workflow));
     }
-    Err(crate::workflow::input(format_args!(
+    Err(Error::input(format!(
         "the repository has no job: neither {JOB_SCRIPT} nor {WORKFLOW} exists in {}",
         workspace.display()
     )))

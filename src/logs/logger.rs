@@ -3,7 +3,8 @@
 //! so the lines are masked, reach stderr and, when a spool is open, become
 //! `runner` events like any other output.
 
-use crate::output;
+use crate::config::LogLevel;
+use crate::logs::runner_line;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
@@ -14,27 +15,20 @@ static LOGGER: Logger = Logger;
 /// Whether stderr is a terminal, decided once by `init`.
 static COLOUR: AtomicBool = AtomicBool::new(false);
 
-/// Installs the logger. The level comes from `SOLSTICE_LOG` (error, warn,
-/// info, debug, trace; default info); an unknown value is reported once and
-/// info is used, since a typo must not silence the log at 3 a.m.
-pub fn init() {
-    let raw = std::env::var("SOLSTICE_LOG").unwrap_or_default();
-    let (level, bad) = match raw.trim().to_ascii_lowercase().as_str() {
-        "" | "info" => (LevelFilter::Info, false),
-        "error" => (LevelFilter::Error, false),
-        "warn" | "warning" => (LevelFilter::Warn, false),
-        "debug" => (LevelFilter::Debug, false),
-        "trace" => (LevelFilter::Trace, false),
-        "off" => (LevelFilter::Off, false),
-        _ => (LevelFilter::Info, true),
-    };
-    // SAFETY: isatty only inspects the descriptor.
-    COLOUR.store(unsafe { libc::isatty(2) } == 1, Relaxed);
+/// Installs the logger at `level`. Called first thing, so that even an
+/// error in the job context is reported in the log's format.
+pub fn init(level: LogLevel) {
+    use std::io::IsTerminal;
+    COLOUR.store(std::io::stderr().is_terminal(), Relaxed);
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(level);
-    }
-    if bad {
-        warn!("SOLSTICE_LOG={raw:?} is not one of error, warn, info, debug, trace; using info");
+        log::set_max_level(match level {
+            LogLevel::Off => LevelFilter::Off,
+            LogLevel::Error => LevelFilter::Error,
+            LogLevel::Warn => LevelFilter::Warn,
+            LogLevel::Info => LevelFilter::Info,
+            LogLevel::Debug => LevelFilter::Debug,
+            LogLevel::Trace => LevelFilter::Trace,
+        });
     }
 }
 
@@ -54,7 +48,7 @@ impl Log for Logger {
             Level::Debug => ("DEBUG", "36"),
             Level::Trace => ("TRACE", "90"),
         };
-        let ts = crate::spool::rfc3339_millis(std::time::SystemTime::now());
+        let ts = crate::logs::spool::rfc3339_millis(std::time::SystemTime::now());
         let plain = format!("{ts} {name} {}", record.args());
         let console = COLOUR.load(Relaxed).then(|| {
             format!(
@@ -62,7 +56,7 @@ impl Log for Logger {
                 record.args()
             )
         });
-        output::runner_line(&plain, console.as_deref());
+        runner_line(&plain, console.as_deref());
     }
 
     fn flush(&self) {}

@@ -1,16 +1,23 @@
-//! The log pipeline: every line that leaves the runner (the job's stdout and
+//! The log pipeline: every byte that leaves the runner (the job's stdout and
 //! stderr, the runner's own log lines) is cut into lines, masked, written to
 //! the console and, when a spool is open, appended to it: what one pipe read
-//! brought as one event (docs/protocol.md, "Log events").
+//! brought as one event (docs/protocol.md, "Log events"). The uploader sends
+//! the spool to the orchestrator.
 //!
 //! Console stdout and stderr stay plain text, so the serial console reads like
 //! a terminal; the spool carries the structured events the uploader sends.
 
-use crate::exec;
-use crate::mask::{LineSplitter, Masker};
-use crate::spool::{Spool, Stream};
+pub mod bytes;
+pub mod logger;
+pub mod mask;
+pub mod spool;
+pub mod upload;
+
+use mask::{LineSplitter, Masker};
+use spool::{Spool, Stream};
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Longest piece of a line kept in memory; longer lines become several events.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -23,9 +30,18 @@ struct Pipeline {
     /// Set once the final status is computed: its `log_length` is the
     /// spool's size then, so later lines (the uploader's own) go to the
     /// console only.
-    sealed: std::sync::atomic::AtomicBool,
-    spool: Option<Mutex<Spool>>,
-    step: Mutex<Option<String>>,
+    sealed: AtomicBool,
+    sink: Mutex<Sink>,
+}
+
+/// What the spool side of the pipeline holds between writes.
+struct Sink {
+    spool: Option<Spool>,
+    /// The step whose output this is, masked (it is the `step` of events).
+    step: Option<String>,
+    /// The spool could not be written at the last flush: the error was
+    /// reported once, and is not again until a write succeeds.
+    failing: bool,
 }
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -36,26 +52,35 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 pub fn init(masker: Masker, spool: Option<Spool>) {
     let _ = PIPELINE.set(Pipeline {
         masker,
-        sealed: Default::default(),
-        spool: spool.map(Mutex::new),
-        step: Mutex::new(None),
+        sealed: AtomicBool::new(false),
+        sink: Mutex::new(Sink {
+            spool,
+            step: None,
+            failing: false,
+        }),
     });
+}
+
+impl Pipeline {
+    fn sink(&self) -> MutexGuard<'_, Sink> {
+        // A panic while holding it aborts the runner, so it is never poisoned
+        // in practice; if it were, the data is still whole.
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Closes the spool to new events; see `Pipeline::sealed`.
 pub fn seal() {
     if let Some(p) = PIPELINE.get() {
-        p.sealed.store(true, std::sync::atomic::Ordering::SeqCst);
+        p.sealed.store(true, Ordering::SeqCst);
     }
 }
 
 /// Names the step whose output follows (None between steps).
 pub fn set_step(step: Option<&str>) {
     if let Some(p) = PIPELINE.get() {
-        if let Ok(mut s) = p.step.lock() {
-            // The name becomes the `step` field of every event: mask it too.
-            *s = step.map(mask);
-        }
+        // The name becomes the `step` field of every event: masked too.
+        p.sink().step = step.map(mask);
     }
 }
 
@@ -77,18 +102,20 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
     };
     let shown = line(console.unwrap_or(plain));
     let _ = std::io::stderr().lock().write_all(&shown);
-    let Some(p) = pipeline else { return };
-    let sealed = p.sealed.load(std::sync::atomic::Ordering::SeqCst);
-    if let Some(spool) = p.spool.as_ref().filter(|_| !sealed) {
-        let masked = if console.is_some() {
-            line(plain)
-        } else {
-            shown
-        };
-        if let (Ok(mut s), Ok(step)) = (spool.lock(), p.step.lock()) {
-            append_events(&mut s, Stream::Runner, step.as_deref(), &masked);
-            let _ = s.flush();
-        }
+    let Some(p) = pipeline.filter(|p| !p.sealed.load(Ordering::SeqCst)) else {
+        return;
+    };
+    let masked = if console.is_some() {
+        line(plain)
+    } else {
+        shown
+    };
+    let mut sink = p.sink();
+    let Sink { spool, step, .. } = &mut *sink;
+    if let Some(s) = spool {
+        append_events(s, Stream::Runner, step.as_deref(), &masked);
+        // A failure here is the job's output's to report (see `Capture`).
+        let _ = s.flush();
     }
 }
 
@@ -111,7 +138,7 @@ fn append_events(s: &mut Spool, stream: Stream, step: Option<&str>, mut text: &[
                 Some(nl) => nl + 1,
                 // A piece of a long line: cut between characters (the
                 // pieces come from the splitter whole, so this is safe).
-                None if end > MAX_EVENT => crate::mask::char_start(text, MAX_EVENT).max(1),
+                None if end > MAX_EVENT => mask::char_start(text, MAX_EVENT).max(1),
                 None => end,
             };
         }
@@ -131,7 +158,15 @@ pub struct Capture {
 }
 
 impl Capture {
-    pub fn new(stream: Stream) -> Capture {
+    pub fn stdout() -> Capture {
+        Capture::new(Stream::Stdout)
+    }
+
+    pub fn stderr() -> Capture {
+        Capture::new(Stream::Stderr)
+    }
+
+    fn new(stream: Stream) -> Capture {
         Capture {
             stream,
             splitter: LineSplitter::new(MAX_LINE),
@@ -159,15 +194,36 @@ impl Capture {
         self.splitter
             .process(what, masker, &mut |text| console.extend_from_slice(text));
         if let Some(p) = pipeline.filter(|_| !self.console.is_empty()) {
-            let flush_error = match (p.spool.as_ref().map(Mutex::lock), p.step.lock()) {
-                (Some(Ok(mut s)), Ok(step)) => {
-                    append_events(&mut s, self.stream, step.as_deref(), &self.console);
-                    s.flush().err()
-                }
-                _ => None,
+            let change = {
+                let mut sink = p.sink();
+                let Sink {
+                    spool,
+                    step,
+                    failing,
+                } = &mut *sink;
+                spool.as_mut().and_then(|s| {
+                    append_events(s, self.stream, step.as_deref(), &self.console);
+                    // Only the start and the end of a failure streak are
+                    // reported: a full disk must not add a line per read.
+                    match s.flush() {
+                        Err(e) if !*failing => {
+                            *failing = true;
+                            Some(Err(e))
+                        }
+                        Ok(()) if *failing => {
+                            *failing = false;
+                            Some(Ok(()))
+                        }
+                        _ => None,
+                    }
+                })
             };
-            if let Some(e) = flush_error {
-                error!("writing the log spool failed: {e}");
+            match change {
+                Some(Err(e)) => error!(
+                    "writing the log spool failed: {e}; events are held in memory up to 16 MiB, then counted as lost (the console keeps the whole log)"
+                ),
+                Some(Ok(())) => info!("the log spool can be written again"),
+                None => {}
             }
         }
         write_console(self.stream, &self.console);
@@ -186,14 +242,4 @@ fn write_console(stream: Stream, bytes: &[u8]) {
         }
         _ => std::io::stderr().lock().write_all(bytes),
     };
-}
-
-/// Runs a job process with its output streamed through the pipeline.
-pub fn run_job(spec: &exec::Spec, limits: exec::Limits) -> std::io::Result<exec::End> {
-    let mut captures = [Capture::new(Stream::Stdout), Capture::new(Stream::Stderr)];
-    exec::run(spec, limits, &mut |event| match event {
-        exec::Output::Data(i, data) => captures.get_mut(i).map_or((), |c| c.feed(Some(data))),
-        exec::Output::End(i) => captures.get_mut(i).map_or((), |c| c.feed(None)),
-        exec::Output::Idle => captures.iter_mut().for_each(Capture::idle),
-    })
 }

@@ -7,30 +7,17 @@
 //! the commit is validated hex, the URL cannot start with `-` and is stored as
 //! a remote, and credentials travel in the environment, never in arguments.
 
-use crate::context::{strip_credentials, Context, Transport};
+use crate::config::url::strip_credentials;
+use crate::config::{Config, Transport};
 use crate::error::{Error, Result};
-use crate::exec::{self, End, Limits};
+use crate::run::process::{self, End, Limits};
+use crate::sys;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Settings for running git, from the environment.
-pub struct GitOptions {
-    pub retries: u32,
-    pub timeout: Duration,
-}
-
-impl GitOptions {
-    pub fn from_env() -> Result<GitOptions> {
-        Ok(GitOptions {
-            retries: crate::context::env_number("SOLSTICE_GIT_RETRIES", 3)? as u32,
-            timeout: Duration::from_secs(crate::context::env_number("SOLSTICE_GIT_TIMEOUT", 600)?),
-        })
-    }
-}
-
 struct Git<'a> {
-    ctx: &'a Context,
-    opts: &'a GitOptions,
+    cfg: &'a Config,
     dir: &'a Path,
 }
 
@@ -43,29 +30,36 @@ struct Failure {
 impl Git<'_> {
     /// git with the space-separated words of `args`, then `last` if given
     /// (a value from outside, which may hold spaces).
-    fn command(&self, args: &str, last: Option<&str>) -> exec::Spec {
-        let mut cmd = exec::Spec::new("git");
+    fn command(&self, args: &str, last: Option<&str>) -> Command {
+        let mut cmd = process::command("git");
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
-        cmd.arg_list(b"-c\0core.hooksPath=/dev/null\0-c\0core.fsmonitor=false\0-C\0")
-            .arg(self.dir);
-        for a in args.split(' ').chain(last) {
-            cmd.arg(a);
-        }
-        cmd.env_list(
-            // Only transports that fetch; ext:: in a submodule URL would run commands.
-            b"GIT_TERMINAL_PROMPT=0\0GIT_ALLOW_PROTOCOL=http:https:ssh:git:file\0\
-              GIT_DIR\0SOLSTICE_JOB_TOKEN\0SOLSTICE_GIT_TOKEN\0GIT_WORK_TREE\0",
-        );
+        cmd.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-C",
+        ])
+        .arg(self.dir)
+        .args(args.split(' ').chain(last))
+        .env("GIT_TERMINAL_PROMPT", "0")
+        // Only transports that fetch; ext:: in a submodule URL would run commands.
+        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
-        let auth = match (&self.ctx.repo.transport, &self.ctx.repo.credentials) {
+        let repo = &self.cfg.repo.value;
+        let auth = match (&repo.transport, &repo.credentials) {
             (Transport::Http, Some((user, pass))) => Some(format!("{user}:{pass}")),
-            (Transport::Http, None) => crate::secrets::git_token().map(|token| {
-                let user = std::env::var("SOLSTICE_GIT_USER");
-                format!("{}:{token}", user.as_deref().unwrap_or("x-access-token"))
-            }),
+            (Transport::Http, None) => self
+                .cfg
+                .git_token
+                .value
+                .as_ref()
+                .map(|token| format!("{}:{token}", self.cfg.git_user.value)),
             _ => None,
         };
         if let Some(auth) = auth {
@@ -74,7 +68,7 @@ impl Git<'_> {
             // command lines and out of .git/config.
             let header = format!(
                 "Authorization: Basic {}",
-                crate::mask::base64(auth.as_bytes())
+                crate::logs::mask::base64(auth.as_bytes())
             );
             let n: usize = std::env::var("GIT_CONFIG_COUNT")
                 .ok()
@@ -83,7 +77,7 @@ impl Git<'_> {
             cmd.env("GIT_CONFIG_COUNT", (n + 1).to_string())
                 .env(
                     format!("GIT_CONFIG_KEY_{n}"),
-                    format!("http.{}.extraHeader", self.ctx.repo.origin),
+                    format!("http.{}.extraHeader", repo.origin),
                 )
                 .env(format!("GIT_CONFIG_VALUE_{n}"), header);
         }
@@ -95,19 +89,24 @@ impl Git<'_> {
         let (space, value) = last.map_or(("", ""), |l| (" ", l));
         debug!("git {args}{space}{value}");
         let limits = Limits {
-            deadline: Some(Instant::now() + self.opts.timeout),
+            deadline: self
+                .cfg
+                .git_timeout
+                .value
+                .and_then(|t| Instant::now().checked_add(t)),
             grace: Duration::from_secs(5),
         };
-        let out = exec::run_collected(&self.command(args, last), limits).map_err(|e| Failure {
-            message: format!("cannot run git: {e} (is git installed and on PATH?)"),
-            transient: false,
-        })?;
+        let out =
+            process::run_collected(self.command(args, last), limits).map_err(|e| Failure {
+                message: format!("cannot run git: {e} (is git installed and on PATH?)"),
+                transient: false,
+            })?;
         let (message, transient) = match out.end {
             End::Exited(0) => return Ok(out.stdout),
             End::TimedOut => (
                 format!(
                     "timed out after {} s (SOLSTICE_GIT_TIMEOUT)",
-                    self.opts.timeout.as_secs()
+                    self.cfg.git_timeout.value.unwrap_or_default().as_secs()
                 ),
                 true,
             ),
@@ -139,8 +138,8 @@ impl Git<'_> {
                 Ok(out) => return Ok(out),
                 Err(f)
                     if f.transient
-                        && attempt < self.opts.retries
-                        && exec::cancelled().is_none() =>
+                        && attempt < self.cfg.git_retries.value
+                        && sys::cancelled().is_none() =>
                 {
                     attempt += 1;
                     warn!(
@@ -148,7 +147,7 @@ impl Git<'_> {
                         last_line(&f.message),
                         delay_ms,
                         attempt + 1,
-                        self.opts.retries + 1
+                        self.cfg.git_retries.value + 1
                     );
                     std::thread::sleep(Duration::from_millis(delay_ms + jitter(delay_ms)));
                     delay_ms = (delay_ms * 2).min(30_000);
@@ -169,7 +168,7 @@ impl Git<'_> {
     fn fetch_error(&self, what: &str, f: Failure) -> Error {
         Error::fetch(format!(
             "{what} from {} failed: {}",
-            self.ctx.repo.display, f.message
+            self.cfg.repo.value.display, f.message
         ))
     }
 }
@@ -225,12 +224,13 @@ gateway time";
 }
 
 /// Brings `ctx.workdir` to `ctx.commit`.
-pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
-    let dir = ctx.workdir.as_path();
-    let git = Git { ctx, opts, dir };
+pub fn checkout(cfg: &Config) -> Result<()> {
+    let dir = cfg.workdir.value.as_path();
+    let git = Git { cfg, dir };
     let reused = prepare_workdir(&git)?;
-    let sha = ctx.commit.as_str();
-    info!("fetching {} at {sha}", ctx.repo.display);
+    let sha = cfg.commit.value.as_str();
+    let shown = &cfg.repo.value.display;
+    info!("fetching {shown} at {sha}");
     let started = Instant::now();
 
     let shallow = git.run(
@@ -239,7 +239,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         Some(sha),
     );
     if let Err(f) = shallow {
-        if f.transient || exec::cancelled().is_some() {
+        if f.transient || sys::cancelled().is_some() {
             return Err(git.fetch_error("fetching the commit", f));
         }
         info!(
@@ -258,8 +258,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
         let object = format!("{sha}^{{commit}}");
         if git.run_once("cat-file -e", Some(&object)).is_err() {
             return Err(Error::fetch(format!(
-                "commit {sha} is not in {} (not on any branch or tag the server offers)",
-                ctx.repo.display
+                "commit {sha} is not in {shown} (not on any branch or tag the server offers)"
             )));
         }
     }
@@ -289,7 +288,7 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
     }
     info!(
         "checked out {sha} in {} ms",
-        exec::millis(started.elapsed())
+        process::millis(started.elapsed())
     );
     Ok(())
 }
@@ -298,19 +297,15 @@ pub fn checkout(ctx: &Context, opts: &GitOptions) -> Result<()> {
 /// earlier checkout of the same repository is being reused.
 fn prepare_workdir(git: &Git) -> Result<bool> {
     let dir = git.dir;
-    let url = git.ctx.repo.fetch_url.as_str();
+    let url = git.cfg.repo.value.fetch_url.as_str();
     let shown = dir.display();
-    let mut empty = true;
-    match exec::scan_dir(dir, 0, &mut |_| {
-        empty = false;
-        false
-    }) {
+    match std::fs::read_dir(dir).map(|mut d| d.next().is_none()) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            exec::create_dirs(dir, 0o777)
+            std::fs::create_dir_all(dir)
                 .map_err(|e| Error::input(format!("cannot create workdir {shown}: {e}")))?;
         }
         Err(e) => return Err(Error::input(format!("workdir {shown} cannot be read: {e}"))),
-        Ok(()) => {
+        Ok(empty) => {
             if !empty {
                 let origin = git.run_once("config --get remote.origin.url", None);
                 let ours = dir.join(".git").is_dir()
@@ -318,7 +313,7 @@ fn prepare_workdir(git: &Git) -> Result<bool> {
                 if !ours {
                     return Err(Error::input(format!(
                         "workdir {shown} is not empty and is not a checkout of {}; it is left untouched (point SOLSTICE_WORKDIR at an empty or missing directory)",
-                        git.ctx.repo.display
+                        git.cfg.repo.value.display
                     )));
                 }
                 info!("reusing the checkout in {shown}");
@@ -369,7 +364,7 @@ fn scrub_config(git: &Git) {
 mod tests {
     #[test]
     fn base64() {
-        use crate::mask::base64;
+        use crate::logs::mask::base64;
         assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");

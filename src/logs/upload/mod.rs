@@ -17,8 +17,10 @@
 //! the shared state is leaked rather than counted: std's TcpStream, File
 //! and Arc each brought code that nothing else in the runner uses.
 
-use crate::error::{Error, Result};
-use crate::spool::push_json_str;
+#![allow(unsafe_code)] // until this module moves to std::net and std::thread
+
+use crate::config::url::{is_ci, parse_num, Endpoint};
+use crate::report::Status;
 use std::ffi::CStr;
 use std::fmt;
 use std::io;
@@ -40,122 +42,6 @@ const BACKOFF_MAX_MS: u64 = 5000;
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
 
-/// Where the orchestrator listens: `http://host:port/prefix`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// A name or an address; an IPv6 address without its brackets.
-    pub host: String,
-    pub port: u16,
-    /// The path before `/v1/...`: empty or `/a/b`, without a trailing slash.
-    pub prefix: String,
-}
-
-impl Endpoint {
-    /// `http://host:port/prefix`, built once per uploader; the authority
-    /// (`host:port`, IPv6 in brackets) is what lies between the scheme and
-    /// the prefix.
-    fn url(&self) -> String {
-        let v6 = self.host.as_bytes().contains(&b':');
-        let (l, r) = if v6 { ("[", "]") } else { ("", "") };
-        format!(
-            "http://{l}{}{r}:{}{}",
-            self.host, self.port as u64, self.prefix
-        )
-    }
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(&self.url())
-    }
-}
-
-/// Said without the URL, which may hold a password.
-const USERINFO: &str = "SOLSTICE_ORCHESTRATOR_URL must not contain user information \
-     (user@ or user:password@): the runner authenticates with SOLSTICE_JOB_TOKEN";
-
-/// Parses `SOLSTICE_ORCHESTRATOR_URL`: `http://host[:port][/prefix]`, port 80
-/// when absent.
-pub fn parse_url(s: &str) -> Result<Endpoint> {
-    split_url(s).map_err(|why| {
-        Error::input(if why == USERINFO {
-            why.to_string()
-        } else {
-            format!("SOLSTICE_ORCHESTRATOR_URL \"{s}\" {why}")
-        })
-    })
-}
-
-fn split_url(s: &str) -> std::result::Result<Endpoint, &'static str> {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return Err("is not a URL: expected http://host:port[/prefix]");
-    };
-    let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
-    let (authority, tail) = rest.split_at(end.unwrap_or(rest.len()));
-    // Checked before anything echoes the URL.
-    if authority.as_bytes().contains(&b'@') {
-        return Err(USERINFO);
-    }
-    let scheme = scheme.as_bytes();
-    if is_ci(scheme, b"https") {
-        return Err(
-            "uses https, which the runner does not speak: it talks plain HTTP to the \
-             orchestrator on the host side of the VM network; use http://host:port",
-        );
-    }
-    if !is_ci(scheme, b"http") {
-        return Err("has a scheme other than http: expected http://host:port[/prefix]");
-    }
-    let (host, port, host_ok) = match authority.strip_prefix('[') {
-        Some(v6) => {
-            let (addr, after) = v6
-                .split_once(']')
-                .ok_or("needs a ] after the IPv6 address")?;
-            let port = match after {
-                "" => None,
-                p => Some(
-                    p.strip_prefix(':')
-                        .ok_or("needs :port after the IPv6 address")?,
-                ),
-            };
-            let ok = |b: u8| b.is_ascii_hexdigit() || b == b':' || b == b'.';
-            (addr, port, addr.bytes().all(ok))
-        }
-        None => {
-            let (host, port) = match authority.split_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            };
-            let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
-            (host, port, host.bytes().all(ok))
-        }
-    };
-    if host.is_empty() || !host_ok {
-        return Err("needs a host of letters, digits, '-', '_' and '.', or an IPv6 address in [ ]");
-    }
-    let port = match port {
-        None => 80,
-        Some(p) => match parse_num(p.as_bytes(), 10) {
-            Some(n @ 1..=65535) => n as u16,
-            _ => return Err("needs a port from 1 to 65535"),
-        },
-    };
-    if !tail
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#')
-    {
-        return Err(
-            "may only have a path of printable ASCII, without spaces, a query (?) or a \
-             fragment (#)",
-        );
-    }
-    Ok(Endpoint {
-        host: host.to_string(),
-        port,
-        prefix: tail.trim_end_matches('/').to_string(),
-    })
-}
-
 pub struct Config {
     pub endpoint: Endpoint,
     pub job_id: String,
@@ -171,60 +57,6 @@ impl fmt::Debug for Config {
             .field("token", &"<redacted>")
             .finish()
     }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepReport {
-    pub name: String,
-    pub state: String,
-    pub exit_code: Option<i32>,
-    pub duration_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// "running", "succeeded", "failed", "cancelled", "timed_out" or "error".
-    pub state: &'static str,
-    pub exit_code: Option<i32>,
-    pub steps: Vec<StepReport>,
-}
-
-/// The status PUT's body (docs/protocol.md), keys in the documented order.
-fn status_json(status: &Status, log_length: u64) -> Vec<u8> {
-    // `,"exit_code":C<key>N`: the tail both the status and a step end with.
-    fn code_and(b: &mut Vec<u8>, code: Option<i32>, key: &str, n: u64) {
-        let code: &dyn fmt::Display = match &code {
-            Some(c) => c,
-            None => &"null",
-        };
-        b.extend_from_slice(format!(",\"exit_code\":{code}{key}{n}").as_bytes());
-    }
-    let mut b = b"{\"state\":".to_vec();
-    push_json_str(&mut b, status.state.as_bytes());
-    code_and(&mut b, status.exit_code, ",\"log_length\":", log_length);
-    b.extend_from_slice(
-        concat!(
-            ",\"runner_version\":\"",
-            env!("CARGO_PKG_VERSION"),
-            "\",\"steps\":["
-        )
-        .as_bytes(),
-    );
-    for (i, step) in status.steps.iter().enumerate() {
-        b.extend_from_slice(&b",{\"name\":"[usize::from(i == 0)..]);
-        push_json_str(&mut b, step.name.as_bytes());
-        b.extend_from_slice(b",\"state\":");
-        push_json_str(&mut b, step.state.as_bytes());
-        code_and(
-            &mut b,
-            step.exit_code,
-            ",\"duration_ms\":",
-            step.duration_ms,
-        );
-        b.push(b'}');
-    }
-    b.extend_from_slice(b"]}");
-    b
 }
 
 /// The state the job thread and the upload thread share.
@@ -263,7 +95,7 @@ impl Shared {
 
 /// Logs `job <id>: <what>`, the shape of every message of the uploader.
 fn say(level: log::Level, job: &str, what: fmt::Arguments) {
-    crate::logger::emit(level, format_args!("job {job}: {what}"));
+    crate::logs::logger::emit(level, format_args!("job {job}: {what}"));
 }
 
 /// Logs why the upload stops for good; returns false, for `run`'s result.
@@ -337,7 +169,7 @@ impl Uploader {
         let end = Instant::now().checked_add(deadline);
         let log_length = std::fs::metadata(&self.spool_path).map_or(0, |m| m.len());
         let mut st = self.shared.lock();
-        st.finish = Some((status_json(&status, log_length), log_length));
+        st.finish = Some((status.body(log_length).into_bytes(), log_length));
         self.shared.cv.notify_all();
         loop {
             if let Some(ok) = st.outcome {
@@ -352,8 +184,9 @@ impl Uploader {
                     log::Level::Warn,
                     &self.job_id,
                     format_args!(
-                        "the orchestrator did not take the whole log within {} ms ({} of {} \
-                         bytes acknowledged); giving up on the upload",
+                        "the orchestrator did not take the whole log within {} ms \
+                         (SOLSTICE_UPLOAD_DEADLINE; {} of {} bytes acknowledged); giving up on \
+                         the upload",
                         deadline.as_millis() as u64,
                         st.acked,
                         log_length
@@ -894,27 +727,6 @@ fn file_len(fd: i32) -> io::Result<u64> {
     }
 }
 
-/// A decimal or hexadecimal number of digits only, without overflow.
-fn parse_num(s: &[u8], radix: u32) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        if u32::from(d) >= radix {
-            return None;
-        }
-        n = n.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
-    }
-    Some(n)
-}
-
 /// The non-negative integer `length` of a JSON object such as
 /// `{"length": 93, "note": "…"}`, without a JSON parser: a scan that skips
 /// strings whole and looks at the keys of the top level only. Anything but
@@ -958,14 +770,6 @@ fn parse_length(body: &[u8]) -> Option<u64> {
         }
     }
     found
-}
-
-/// Whether `s` is `lower` in any ASCII case (`lower` is lowercase).
-fn is_ci(s: &[u8], lower: &[u8]) -> bool {
-    s.len() == lower.len()
-        && s.iter()
-            .zip(lower)
-            .all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
 struct Response {

@@ -4,6 +4,7 @@
 //! Every byte the runner sends out goes through here, so nothing in this file
 //! may panic on input, and its cost stays linear in the text.
 
+use super::bytes::find_newline;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -105,18 +106,6 @@ impl Masker {
         let mut out = Vec::with_capacity(text.len());
         render(&mut out, text, &spans);
         Cow::Owned(out)
-    }
-}
-
-/// The first `\n` in `data`: libc's memchr is vectorised, a byte loop at
-/// opt-level "z" is not, and this search touches every byte of the log.
-fn find_newline(data: &[u8]) -> Option<usize> {
-    // SAFETY: memchr reads at most `data.len()` bytes from a valid slice.
-    let p = unsafe { libc::memchr(data.as_ptr().cast(), i32::from(b'\n'), data.len()) };
-    if p.is_null() {
-        None
-    } else {
-        Some(p as usize - data.as_ptr() as usize)
     }
 }
 

@@ -7,14 +7,13 @@
 //! with `{:?}`: a name may be a secret's value, which the log masker finds as
 //! written but not as Rust escapes it (`\u{a0}`).
 
-use crate::context::{is_env_name, parse_duration, Context};
+use crate::config::secrets::Secrets;
+use crate::config::{is_env_name, parse_duration};
 use crate::error::{Error, Result};
-use crate::exec::{End, Limits};
-use crate::kdl::{self, Entry, Node, Value};
-use crate::secrets::Secrets;
+use crate::plan::kdl::{self, Entry, Node, Value};
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum When {
@@ -48,6 +47,31 @@ pub type Job = Unit;
 pub type Step = Unit;
 
 impl Unit {
+    /// A step's script.
+    pub fn run(&self) -> &str {
+        self.text[RUN].as_deref().unwrap_or_default()
+    }
+
+    /// A step's working directory, relative to the workspace.
+    pub fn workdir(&self) -> Option<&str> {
+        self.text[WORKDIR].as_deref()
+    }
+
+    /// A step's shell command line.
+    pub fn shell(&self) -> &str {
+        self.text[SHELL].as_deref().unwrap_or(DEFAULT_SHELL)
+    }
+
+    /// A job's `runs-on` label.
+    pub fn runs_on(&self) -> Option<&str> {
+        self.text[RUNS_ON].as_deref()
+    }
+
+    /// The workflow's jobs, or a job's steps.
+    pub fn parts(&self) -> &[Unit] {
+        &self.units
+    }
+
     /// Not inlined: `Default` for this many fields is 100 bytes a copy.
     #[inline(never)]
     fn named(name: String) -> Unit {
@@ -568,25 +592,20 @@ fn read(path: &Path) -> Result<String> {
     }
 }
 
-/// `solstice-runner check [FILE]`: validate and print the plan.
-pub fn check(file: Option<&str>) -> Result<()> {
-    let shown = file.unwrap_or(crate::plan::WORKFLOW);
-    let src = read(Path::new(shown))?;
-    let secrets_path = std::env::var("SOLSTICE_SECRETS_FILE");
-    let secrets = crate::secrets::read(
-        secrets_path
-            .as_deref()
-            .unwrap_or(crate::secrets::DEFAULT_FILE),
-    )?;
-    if !secrets.found {
-        warn!(
-            "no secrets file at {}: secret names are not checked",
-            secrets.path
-        );
+/// Reads and validates the workflow at `path`; secret names are checked
+/// against `secrets` when its file was found.
+pub fn load(path: &Path, secrets: &Secrets) -> Result<Workflow> {
+    let src = read(path)?;
+    parse(&path.display().to_string(), &src, secrets)
+}
+
+impl Unit {
+    /// Whether any job or step names a secret.
+    pub fn names_secrets(&self) -> bool {
+        self.units
+            .iter()
+            .any(|j| !j.secrets.is_empty() || j.units.iter().any(|s| !s.secrets.is_empty()))
     }
-    let wf = parse(shown, &src, &secrets)?;
-    print!("{}", describe(&wf));
-    Ok(())
 }
 
 /// A plan's `env` and `secrets` lines at `indent`.
@@ -670,332 +689,7 @@ pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
     })
 }
 
-/// How one step ended, for the summary and the orchestrator.
-#[derive(Clone, Debug)]
-pub struct StepResult {
-    pub name: String,
-    /// "ok", "failed", "skipped", "timed_out", "cancelled".
-    pub state: &'static str,
-    pub exit_code: Option<i32>,
-    pub duration: Duration,
-}
-
-/// Runs the selected job of the workflow at `path`; returns the exit code
-/// and every step's result.
-pub fn run_file(
-    ctx: &Context,
-    secrets: &Secrets,
-    path: &Path,
-    limits: Limits,
-) -> Result<(i32, Vec<StepResult>)> {
-    let src = read(path)?;
-    let shown = crate::plan::WORKFLOW;
-    let wf = parse(shown, &src, secrets)?;
-    if !secrets.found
-        && wf
-            .units
-            .iter()
-            .any(|j| !j.secrets.is_empty() || j.units.iter().any(|s| !s.secrets.is_empty()))
-    {
-        warn!(
-            "the workflow names secrets but there is no secrets file at {}",
-            secrets.path
-        );
-    }
-    let job = select(&wf, ctx.text("job"))?;
-    let runs_on = match &job.text[RUNS_ON] {
-        Some(r) => format!(", runs-on \"{r}\""),
-        None => String::new(),
-    };
-    let n = job.units.len();
-    let s = if n == 1 { "" } else { "s" };
-    info!(
-        "running job \"{}\" of {shown} ({n} step{s}{runs_on})",
-        job.name
-    );
-    let (code, results) = run_job(ctx, &wf, &secrets.vars, job, limits)?;
-    summary(&results);
-    if code == 0 {
-        info!("job \"{}\" succeeded", job.name);
-    } else {
-        error!("job \"{}\" failed with exit code {code}", job.name);
-    }
-    Ok((code, results))
-}
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// `t + d`; a limit too far away to represent is no limit.
-fn after(t: Instant, d: Option<Duration>) -> Option<Instant> {
-    d.and_then(|d| t.checked_add(d))
-}
-
-/// Runs a job's steps in order; returns the job's exit code and each step's result.
-/// `values` are the secrets file's, for the names the job and step give.
-pub fn run_job(
-    ctx: &Context,
-    wf: &Workflow,
-    values: &[(String, String)],
-    job: &Job,
-    limits: Limits,
-) -> Result<(i32, Vec<StepResult>)> {
-    let deadline = earliest(limits.deadline, after(Instant::now(), job.timeout));
-    let scripts = ScriptDir::create()?;
-    let workspace = match ctx.workdir.canonicalize() {
-        Ok(w) => w,
-        Err(e) => return Err(io_error("resolve the workspace", &ctx.workdir, e)),
-    };
-    let mut results: Vec<StepResult> = Vec::new();
-    let mut failed_code: Option<i32> = None;
-    // Once the job is out of time or cancelled, nothing more runs.
-    let mut stopped = false;
-    let total = job.units.len();
-    for (i, step) in job.units.iter().enumerate() {
-        if let (false, Some(sig)) = (stopped, crate::exec::cancelled()) {
-            warn!("cancelled by signal {sig}; no further step runs");
-            stopped = true;
-            failed_code.get_or_insert(128 + sig);
-        }
-        let run = !stopped
-            && match step.when {
-                When::Success => failed_code.is_none(),
-                When::Failure => failed_code.is_some(),
-                When::Always => true,
-            };
-        let skipped = if run { "" } else { ": skipped" };
-        info!("==> [{}/{total}] {}{skipped}", i + 1, step.name);
-        let mut result = StepResult {
-            name: step.name.clone(),
-            state: "skipped",
-            exit_code: None,
-            duration: Duration::ZERO,
-        };
-        if run {
-            crate::output::set_step(Some(&step.name));
-            let step_started = Instant::now();
-            let step_limits = Limits {
-                deadline: earliest(deadline, after(step_started, step.timeout)),
-                grace: limits.grace,
-            };
-            let end = start_step(
-                ctx,
-                wf,
-                values,
-                job,
-                step,
-                &workspace,
-                &scripts,
-                i + 1,
-                step_limits,
-            );
-            crate::output::set_step(None);
-            result.duration = step_started.elapsed();
-            // A step that cannot start (its workdir leaves the workspace, its
-            // shell is missing) fails like any other, with the runner's code.
-            let (state, code) = match end {
-                Ok(End::Exited(0)) => ("ok", 0),
-                Ok(end @ End::TimedOut) => ("timed_out", end.exit_code()),
-                Ok(end @ End::Cancelled(_)) => ("cancelled", end.exit_code()),
-                Ok(end) => ("failed", end.exit_code()),
-                Err(e) => {
-                    error!("{e}");
-                    ("failed", e.exit_code())
-                }
-            };
-            result.state = state;
-            result.exit_code = Some(code);
-            if state == "cancelled"
-                || (state == "timed_out" && deadline.is_some_and(|d| Instant::now() >= d))
-            {
-                stopped = true;
-            }
-            if code != 0 {
-                // One log call for both outcomes: a warning when the job goes
-                // on, else an error, and the job's code is this one.
-                let go_on = step.continue_on_error && !stopped;
-                let (level, how, tail) = if go_on {
-                    (
-                        log::Level::Warn,
-                        "failed with",
-                        "; continuing (continue-on-error)",
-                    )
-                } else if state == "timed_out" {
-                    (log::Level::Error, "timed out with exit code", "")
-                } else {
-                    (log::Level::Error, "failed with exit code", "")
-                };
-                crate::logger::emit(
-                    level,
-                    format_args!("step \"{}\" {how} {code}{tail}", step.name),
-                );
-                if !go_on {
-                    failed_code.get_or_insert(code);
-                }
-            }
-        }
-        results.push(result);
-    }
-    Ok((failed_code.unwrap_or(0), results))
-}
-
-/// Writes a step's script and runs it with the step's shell, directory and
-/// environment layers.
-#[allow(clippy::too_many_arguments)]
-fn start_step(
-    ctx: &Context,
-    wf: &Workflow,
-    values: &[(String, String)],
-    job: &Job,
-    step: &Step,
-    workspace: &Path,
-    scripts: &ScriptDir,
-    n: usize,
-    limits: Limits,
-) -> Result<End> {
-    let dir = step_dir(workspace, step)?;
-    let script = scripts.write(n, step.text[RUN].as_deref().unwrap_or_default())?;
-    let shell = step.text[SHELL].as_deref().unwrap_or(DEFAULT_SHELL);
-    let mut words = shell.split_whitespace();
-    let program = words.next().unwrap_or("/bin/sh");
-    let mut cmd = crate::runner::job_command(ctx, Path::new(program));
-    for w in words {
-        cmd.arg(w);
-    }
-    cmd.arg(&script).cwd(&dir);
-    // `&str` pairs throughout, so `Spec::env` is instantiated once.
-    for env in [&wf.env, &job.env, &step.env] {
-        for (k, v) in env {
-            cmd.env(k.as_str(), v.as_str());
-        }
-    }
-    // Least privilege: a step sees only the secrets it or its job names.
-    for names in [&job.secrets, &step.secrets] {
-        for name in names {
-            if let Some((k, v)) = values.iter().find(|(k, _)| k == name) {
-                cmd.env(k.as_str(), v.as_str());
-            }
-        }
-    }
-    cmd.env("SOLSTICE_JOB", job.name.as_str())
-        .env("SOLSTICE_STEP", step.name.as_str());
-    match crate::output::run_job(&cmd, limits) {
-        Ok(end) => Ok(end),
-        Err(e) => Err(input(format_args!(
-            "step \"{}\": cannot start shell \"{program}\" in {}: {e}",
-            step.name,
-            dir.display()
-        ))),
-    }
-}
-
-/// Resolves a step's workdir and refuses one that leaves the workspace
-/// through `..` or a symlink.
-fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
-    let Some(rel) = &step.text[WORKDIR] else {
-        return Ok(workspace.to_path_buf());
-    };
-    let dir = match workspace.join(rel).canonicalize() {
-        Ok(dir) => dir,
-        Err(e) => {
-            return Err(input(format_args!(
-                "step \"{}\": workdir \"{rel}\" cannot be used: {e}",
-                step.name
-            )))
-        }
-    };
-    // Inside by bytes: `Path::starts_with` compares component by component,
-    // which costs 400 bytes more; both paths are canonical.
-    use std::os::unix::ffi::OsStrExt;
-    let ws = workspace.as_os_str().as_bytes();
-    let inside = dir
-        .as_os_str()
-        .as_bytes()
-        .strip_prefix(ws)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/") || ws.ends_with(b"/"));
-    if !inside || !dir.is_dir() {
-        return Err(input(format_args!(
-            "step \"{}\": workdir \"{rel}\" resolves to {}, which is not a directory inside the workspace",
-            step.name,
-            dir.display()
-        )));
-    }
-    Ok(dir)
-}
-
-/// An input error with a formatted message, formatted here rather than at
-/// each caller.
-pub(crate) fn input(msg: std::fmt::Arguments) -> Error {
+/// An input error with a formatted message.
+fn input(msg: std::fmt::Arguments) -> Error {
     Error::input(std::fmt::format(msg))
-}
-
-/// "cannot {what} {path}: {e}", an internal error: the runner's own files.
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::internal(format!("cannot {what} {}: {e}", path.display()))
-}
-
-/// Where step scripts are written: a private directory outside the
-/// checkout, so the job's tree stays exactly the commit.
-struct ScriptDir(PathBuf);
-
-impl ScriptDir {
-    fn create() -> Result<ScriptDir> {
-        let dir = std::env::temp_dir().join(format!("solstice-runner-{}", std::process::id()));
-        // The name is predictable, so the directory must be one this run made
-        // itself: a leftover of a crashed run is removed, and anything still
-        // there afterwards (someone else's) makes mkdir fail rather than be used.
-        crate::exec::remove_tree(&dir);
-        let mut c = dir.as_os_str().as_encoded_bytes().to_vec();
-        c.push(0);
-        // SAFETY: mkdir on a NUL-terminated path (TMPDIR, an environment value, holds no NUL).
-        if unsafe { libc::mkdir(c.as_ptr().cast(), 0o700) } != 0 {
-            return Err(io_error("create", &dir, std::io::Error::last_os_error()));
-        }
-        Ok(ScriptDir(dir))
-    }
-
-    fn write(&self, n: usize, script: &str) -> Result<PathBuf> {
-        let path = self.0.join(format!("step-{n}.sh"));
-        let mut text = script.to_string();
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        match std::fs::write(&path, text) {
-            Ok(()) => Ok(path),
-            Err(e) => Err(io_error("write", &path, e)),
-        }
-    }
-}
-
-impl Drop for ScriptDir {
-    fn drop(&mut self) {
-        crate::exec::remove_tree(&self.0);
-    }
-}
-
-/// The closing table: every step, its result and its duration.
-pub fn summary(results: &[StepResult]) {
-    info!("summary:");
-    for r in results {
-        let mut result = String::from(match r.state {
-            "timed_out" => "timed out",
-            state => state,
-        });
-        if let ("failed", Some(c)) = (r.state, r.exit_code) {
-            let _ = write!(result, " {c}");
-        }
-        let d = r.duration;
-        info!(
-            "  {:<12} {:>6}.{}s  {}",
-            result,
-            d.as_secs(),
-            d.subsec_millis() / 100,
-            r.name
-        );
-    }
 }

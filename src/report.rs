@@ -1,0 +1,245 @@
+//! The job's result as the orchestrator sees it: job and step states as
+//! enums, turned into protocol strings here and nowhere else, and the status
+//! body (docs/protocol.md, "PUT status") written by miniserde.
+
+use miniserde::ser::{Fragment, Map, Seq, Serialize};
+use std::borrow::Cow;
+
+/// How a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    /// The runner could not do its part: bad input, a failed fetch, a bug.
+    Error,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed_out",
+            JobState::Error => "error",
+        }
+    }
+}
+
+/// How one step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepState {
+    Succeeded,
+    Failed,
+    Skipped,
+    TimedOut,
+    Cancelled,
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Succeeded => "succeeded",
+            StepState::Failed => "failed",
+            StepState::Skipped => "skipped",
+            StepState::TimedOut => "timed_out",
+            StepState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The summary table's word for it.
+    pub fn words(self) -> &'static str {
+        match self {
+            StepState::Succeeded => "ok",
+            StepState::TimedOut => "timed out",
+            other => other.as_str(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepReport {
+    pub name: String,
+    pub state: StepState,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+}
+
+/// What the runner reports in `PUT status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    /// Why the job did not succeed, in a short sentence; `None` on success.
+    pub reason: Option<String>,
+    /// While running: the step that runs now.
+    pub step: Option<String>,
+    pub steps: Vec<StepReport>,
+}
+
+impl Status {
+    pub fn running(step: Option<String>) -> Status {
+        Status {
+            state: JobState::Running,
+            exit_code: None,
+            reason: None,
+            step,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The body of `PUT status`, with `log_length` as documented.
+    pub fn body(&self, log_length: u64) -> String {
+        miniserde::json::to_string(&Body {
+            status: self,
+            log_length,
+        })
+    }
+}
+
+struct Body<'a> {
+    status: &'a Status,
+    log_length: u64,
+}
+
+/// Walks the fields of a map one by one, skipping the absent ones, so
+/// optional fields are left out rather than written as null.
+pub struct Fields<'a> {
+    items: Vec<(&'static str, Box<dyn Serialize + 'a>)>,
+    next: usize,
+}
+
+impl<'a> Default for Fields<'a> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Fields<'a> {
+    pub fn new() -> Fields<'a> {
+        Fields {
+            items: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Adds a field.
+    pub fn with(mut self, key: &'static str, value: impl Serialize + 'a) -> Fields<'a> {
+        self.items.push((key, Box::new(value)));
+        self
+    }
+
+    /// Adds a field when there is a value.
+    pub fn with_some<T: Serialize>(self, key: &'static str, value: &'a Option<T>) -> Fields<'a> {
+        match value {
+            Some(v) => self.with(key, v),
+            None => self,
+        }
+    }
+
+    pub fn fragment(self) -> Fragment<'a> {
+        Fragment::Map(Box::new(self))
+    }
+}
+
+impl Map for Fields<'_> {
+    fn next(&mut self) -> Option<(Cow<'_, str>, &dyn Serialize)> {
+        let (k, v) = self.items.get(self.next)?;
+        self.next += 1;
+        Some((Cow::Borrowed(*k), &**v))
+    }
+}
+
+const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Serialize for Body<'_> {
+    fn begin(&self) -> Fragment<'_> {
+        let s = self.status;
+        Fields::new()
+            .with("state", s.state)
+            .with("exit_code", s.exit_code)
+            .with("log_length", self.log_length)
+            .with("runner_version", RUNNER_VERSION)
+            .with_some("reason", &s.reason)
+            .with_some("step", &s.step)
+            .with("steps", List(&s.steps))
+            .fragment()
+    }
+}
+
+/// A list miniserde writes as a JSON array.
+pub struct List<'a, T>(pub &'a [T]);
+
+impl<T: Serialize> Serialize for List<'_, T> {
+    fn begin(&self) -> Fragment<'_> {
+        Fragment::Seq(Box::new(Items(self.0.iter())))
+    }
+}
+
+struct Items<'a, T>(std::slice::Iter<'a, T>);
+
+impl<T: Serialize> Seq for Items<'_, T> {
+    fn next(&mut self) -> Option<&dyn Serialize> {
+        Some(self.0.next()?)
+    }
+}
+
+impl Serialize for StepReport {
+    fn begin(&self) -> Fragment<'_> {
+        Fields::new()
+            .with("name", &self.name)
+            .with("state", self.state)
+            .with("exit_code", self.exit_code)
+            .with("duration_ms", self.duration_ms)
+            .fragment()
+    }
+}
+
+impl Serialize for StepState {
+    fn begin(&self) -> Fragment<'_> {
+        Fragment::Str(Cow::Borrowed(self.as_str()))
+    }
+}
+
+impl Serialize for JobState {
+    fn begin(&self) -> Fragment<'_> {
+        Fragment::Str(Cow::Borrowed(self.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_keep_the_documented_order_and_leave_absent_fields_out() {
+        let running = Status::running(None).body(0);
+        assert_eq!(
+            running,
+            concat!(
+                r#"{"state":"running","exit_code":null,"log_length":0,"runner_version":""#,
+                env!("CARGO_PKG_VERSION"),
+                r#"","steps":[]}"#
+            )
+        );
+        let done = Status {
+            state: JobState::Failed,
+            exit_code: Some(3),
+            reason: Some("step \"test\" failed with exit code 3".into()),
+            step: None,
+            steps: vec![StepReport {
+                name: "te\"st".into(),
+                state: StepState::Failed,
+                exit_code: Some(3),
+                duration_ms: 12,
+            }],
+        };
+        let body = done.body(207);
+        assert!(body.starts_with(r#"{"state":"failed","exit_code":3,"log_length":207,"#));
+        assert!(body.contains(r#""reason":"step \"test\" failed with exit code 3","steps":[{"name":"te\"st","state":"failed","exit_code":3,"duration_ms":12}]}"#), "{body}");
+    }
+}
