@@ -21,6 +21,7 @@ use std::time::Instant;
 
 /// Runs the runner and returns its exit code.
 pub fn main() -> i32 {
+    sys::close_inherited_on_exec();
     let env = config::process_env;
     logger::init(config::log_level(&env).value);
     let (cmd, flags) = match args::parse() {

@@ -606,3 +606,48 @@ fn version_prints_the_package_version() {
         assert_eq!(out.stderr, "", "{flag}:\n{out}");
     }
 }
+
+#[test]
+fn dry_run_lists_every_setting_once() {
+    let fx = Fixture::new();
+    let out = fx.runner(&fx.path("wd")).arg("--dry-run").run(DEADLINE);
+    out.assert_code(0);
+    let keys: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| Some(l.split_once(" = ")?.0.trim()))
+        .collect();
+    for key in [
+        "job_file",
+        "repo_url",
+        "commit_sha",
+        "workdir",
+        "job",
+        "timeout",
+        "orchestrator_url",
+        "job_id",
+        "token",
+        "spool",
+        "secrets_file",
+        "log",
+        "git_retries",
+        "git_timeout",
+        "git_token",
+        "git_user",
+        "cancel_grace",
+        "upload_deadline",
+        "heartbeat",
+        "cleanup_timeout",
+        "log_limit",
+        "artifact_limit",
+        "step_debug",
+    ] {
+        let n = keys.iter().filter(|k| **k == key).count();
+        assert_eq!(n, 1, "{key} is listed {n} times:\n{out}");
+    }
+    assert_eq!(
+        dry_run_value(&out, "git_retries"),
+        "0    [environment SOLSTICE_GIT_RETRIES]"
+    );
+    assert_eq!(dry_run_value(&out, "cancel_grace"), "10s    [default]");
+}

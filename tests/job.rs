@@ -14,7 +14,8 @@ mod common;
 use std::fs;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -855,4 +856,69 @@ fn solstice_log_warn_still_shows_warnings() {
     assert!(levels.iter().any(|l| l == "WARN"), "{out}");
     assert!(!levels.iter().any(|l| l == "INFO"), "{out}");
     out.assert_stderr_contains("future_key");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile conditions
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_full_spool_disk_is_reported_once_and_the_console_stays_complete() {
+    // /dev/full refuses every write with ENOSPC, as a full disk does.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("skipped: no /dev/full");
+        return;
+    }
+    let job = Job::script("i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done");
+    let out = job
+        .runner()
+        .env("SOLSTICE_SPOOL", "/dev/full")
+        .run(DEADLINE);
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3000, "the console lost lines:\n{out}");
+    assert_eq!(lines[2999], "line 2999");
+    let errors = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("writing the log spool failed"))
+        .count();
+    assert_eq!(errors, 1, "one error per failure streak:\n{}", out.stderr);
+}
+
+#[test]
+fn a_closed_stdout_ends_check_and_dry_run_quietly() {
+    let job = Job::script("echo never");
+    let wf = job.file("wf.kdl");
+    let mut big = String::new();
+    for i in 0..2000 {
+        big.push_str(&format!("step \"s{i}\" {{ run \"echo {i}\" }}\n"));
+    }
+    fs::write(&wf, big).unwrap();
+    for args in [
+        vec!["check".to_string(), wf.display().to_string()],
+        vec!["--dry-run".to_string()],
+    ] {
+        // A pipe whose reader is gone: every write fails with EPIPE, as
+        // under `| head` once head has exited.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let status = common::runner::runner_command()
+            .args(&args)
+            .env("SOLSTICE_REPO_URL", job.repo.path())
+            .env("SOLSTICE_COMMIT_SHA", &job.sha)
+            .env("SOLSTICE_JOB_FILE", job.file("none.yaml"))
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&status.stderr);
+        assert_eq!(
+            status.status.signal(),
+            None,
+            "{args:?} died of a signal: {err}"
+        );
+        assert_eq!(status.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }

@@ -1699,3 +1699,29 @@ fn a_secret_missing_from_the_file_is_251_at_its_position_in_run_and_check() {
     out.assert_code(0);
     assert!(!out.stderr.contains("WARN"), "{out}");
 }
+
+#[test]
+fn a_secret_too_big_for_an_environment_variable_is_refused_up_front() {
+    // Linux passes at most 128 KiB in one `NAME=value` string; a longer one
+    // would make every exec fail with "Argument list too long".
+    let fx = Fx::job(b"#!/bin/sh\necho ran > ran.txt\n");
+    let big = "x".repeat(200 * 1024);
+    let secrets = fx.secrets(&[("SMALL", "fine-value"), ("HUGE_CERT", &big)]);
+    let wd = fx.path("wd-huge");
+    let out = Runner::new()
+        .env("SOLSTICE_REPO_URL", fx.repo.path())
+        .env("SOLSTICE_COMMIT_SHA", &fx.sha)
+        .env("SOLSTICE_WORKDIR", &wd)
+        .env("SOLSTICE_SECRETS_FILE", &secrets)
+        .run(DEADLINE);
+    out.assert_code(251);
+    let msg = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("HUGE_CERT"))
+        .unwrap_or_else(|| panic!("no message names the secret:\n{out}"));
+    assert!(msg.contains("131070") || msg.contains("131072"), "{msg}");
+    assert!(msg.contains(&format!("{}:2:", secrets.display())), "{msg}");
+    assert!(!out.all_output().contains(&big[..64]), "the value leaked");
+    assert!(!wd.exists(), "the checkout happened before the refusal");
+}

@@ -63,7 +63,8 @@ fn run_logged(cmd: Command, limits: Limits) -> io::Result<End> {
                 End::Cancelled(sig) => format!("cancelled ({})", process::signal_name(sig)),
                 _ => "stopping".to_string(),
             };
-            warn!("the job {what}; stopping it");
+            let grace = crate::config::duration_words(limits.grace);
+            warn!("the job {what}; sending SIGTERM to its processes, SIGKILL follows in {grace}");
             for line in ps::listing() {
                 warn!("{line}");
             }

@@ -287,8 +287,27 @@ pub fn grow_pipe(fd: BorrowedFd<'_>, bytes: i32) {
     let _ = (fd, bytes);
 }
 
-/// The raw descriptor of the wake pipe's read end, for tests that check no
-/// job inherits it.
-pub fn wake_fd() -> RawFd {
-    WAKE_READ.load(Ordering::SeqCst)
+/// Marks every descriptor above stderr close-on-exec. The runner's parent
+/// (cloud-init, a shell, a CI harness) may have left some open without the
+/// flag; the runner never uses them, and no job may inherit them. Called
+/// first thing, before any thread exists.
+pub fn close_inherited_on_exec() {
+    let mark = |fd: RawFd| {
+        if fd > 2 {
+            // SAFETY: fcntl on an integer; a descriptor that is not open
+            // gives EBADF and nothing happens.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    };
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => {
+            let fds: Vec<RawFd> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            fds.into_iter().for_each(mark);
+        }
+        // No /proc: every descriptor up to a generous bound.
+        Err(_) => (3..4096).for_each(mark),
+    }
 }

@@ -121,6 +121,10 @@ pub struct Output {
     pub stdout: String,
     /// Its stderr, lossy UTF-8.
     pub stderr: String,
+    /// The CPU time (user and system) the runner process itself used, read
+    /// from its zombie before it was reaped; `None` if that was not possible
+    /// (it was killed at the deadline, or there is no /proc).
+    pub cpu: Option<Duration>,
 }
 
 impl Output {
@@ -308,6 +312,7 @@ impl Runner {
             stdout,
             stderr,
             status: None,
+            cpu: None,
             _home: self.home,
         }
     }
@@ -375,7 +380,30 @@ pub struct Running {
     stdout: Collector,
     stderr: Collector,
     status: Option<ExitStatus>,
+    /// CPU time read from the zombie just before reaping (see `Output::cpu`).
+    cpu: Option<Duration>,
     _home: TempDir,
+}
+
+/// User plus system CPU time of `pid` from /proc, which a zombie still has.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = text
+        .get(text.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    // Fields 14 and 15 (utime, stime); f[0] is field 3.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_millis(ticks * 1000 / hz))
+}
+
+/// Whether child `pid` has exited, without reaping it.
+fn exited_unreaped(pid: u32) -> bool {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+    let r = unsafe { libc::waitid(libc::P_PID, pid, &mut info, flags) };
+    r == 0 && unsafe { info.si_pid() } != 0
 }
 
 impl Running {
@@ -407,6 +435,9 @@ impl Running {
         if self.status.is_some() {
             return true;
         }
+        if exited_unreaped(self.child.id()) {
+            self.cpu = cpu_time(self.child.id());
+        }
         match self.child.try_wait() {
             Ok(Some(st)) => {
                 self.status = Some(st);
@@ -437,6 +468,7 @@ impl Running {
             signal: status.signal(),
             stdout: self.stdout.text(),
             stderr: self.stderr.text(),
+            cpu: self.cpu,
         }
     }
 
