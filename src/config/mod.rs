@@ -201,6 +201,9 @@ impl Resolver<'_> {
     /// The raw text of a setting and its source: the flag's value if given,
     /// else the environment's (empty counts as unset), else the job file's
     /// (a plain null counts as unset).
+    // Not inlined: it is the bulk of every setting's resolution, and each
+    // typed setting would otherwise carry its own copy.
+    #[inline(never)]
     fn raw(&self, flag: Option<&String>, n: &Names) -> Option<(String, Source)> {
         if let (Some(name), Some(v)) = (n.flag, flag) {
             return Some((v.clone(), Source::Flag(name)));
@@ -228,7 +231,7 @@ impl Resolver<'_> {
         flag: Option<&String>,
         n: &Names,
         default: T,
-        parse: impl FnOnce(&str) -> std::result::Result<T, String>,
+        parse: fn(&str) -> std::result::Result<T, String>,
     ) -> Result<Set<T>> {
         match self.raw(flag, n) {
             None => Ok(Set::default(default)),
@@ -261,6 +264,7 @@ impl Resolver<'_> {
 }
 
 /// An error about a value, naming the setting and where the value came from.
+#[inline(never)]
 fn bad_value(source: &Source, n: &Names, msg: &str) -> Error {
     let name = n.key.unwrap_or(n.env);
     match source {
@@ -382,9 +386,7 @@ pub fn resolve(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
         absolute_path,
     )?;
     let job = r.text(flags.job.as_ref(), &JOB);
-    let timeout = r.get(None, &TIMEOUT, None, |t| {
-        parse_duration(t).map(|d| Some(d).filter(|d| !d.is_zero()))
-    })?;
+    let timeout = r.get(None, &TIMEOUT, None, optional_duration)?;
     let orchestrator = r.get(None, &ORCHESTRATOR, None, |t| {
         url::parse_url(t).map(Some).map_err(|e| e.msg.clone())
     })?;
@@ -414,25 +416,27 @@ pub fn resolve(flags: &Flags, env: &dyn Fn(&str) -> Option<String>) -> Result<Co
     let git_retries = r.get(None, &GIT_RETRIES, 3, |t| {
         whole(t).map(|n| n.min(100) as u32)
     })?;
-    let git_timeout = r.get(None, &GIT_TIMEOUT, Some(Duration::from_secs(600)), |t| {
-        seconds(t).map(|d| Some(d).filter(|d| !d.is_zero()))
-    })?;
+    let git_timeout = r.get(
+        None,
+        &GIT_TIMEOUT,
+        Some(Duration::from_secs(600)),
+        optional_seconds,
+    )?;
     let git_token = r.text(None, &GIT_TOKEN);
     let git_user = r.get(None, &GIT_USER, "x-access-token".to_string(), |t| {
         no_control(t).map(str::to_string)
     })?;
     let cancel_grace = r.get(None, &CANCEL_GRACE, Duration::from_secs(10), seconds)?;
     let upload_deadline = r.get(None, &UPLOAD_DEADLINE, Duration::from_secs(30), seconds)?;
-    let heartbeat = r.get(None, &HEARTBEAT, Some(Duration::from_secs(10)), |t| {
-        seconds(t).map(|d| Some(d).filter(|d| !d.is_zero()))
-    })?;
+    let heartbeat = r.get(
+        None,
+        &HEARTBEAT,
+        Some(Duration::from_secs(10)),
+        optional_seconds,
+    )?;
     let cleanup_timeout = r.get(None, &CLEANUP_TIMEOUT, Duration::from_secs(300), seconds)?;
-    let log_limit = r.get(None, &LOG_LIMIT, Some(100 << 20), |t| {
-        bytes(t).map(|n| Some(n).filter(|&n| n > 0))
-    })?;
-    let artifact_limit = r.get(None, &ARTIFACT_LIMIT, Some(1 << 30), |t| {
-        bytes(t).map(|n| Some(n).filter(|&n| n > 0))
-    })?;
+    let log_limit = r.get(None, &LOG_LIMIT, Some(100 << 20), optional_bytes)?;
+    let artifact_limit = r.get(None, &ARTIFACT_LIMIT, Some(1 << 30), optional_bytes)?;
     let step_debug = r.get(None, &STEP_DEBUG, false, parse_bool)?;
     Ok(Config {
         job_file_found: r.file.found,
@@ -637,6 +641,21 @@ pub fn parse_bool(t: &str) -> std::result::Result<bool, String> {
         "0" | "false" | "" => Ok(false),
         _ => Err(format!("{t:?} is not true, false, 1 or 0")),
     }
+}
+
+/// A duration where 0 means none.
+fn optional_duration(t: &str) -> std::result::Result<Option<Duration>, String> {
+    parse_duration(t).map(|d| Some(d).filter(|d| !d.is_zero()))
+}
+
+/// Whole seconds where 0 means none.
+fn optional_seconds(t: &str) -> std::result::Result<Option<Duration>, String> {
+    seconds(t).map(|d| Some(d).filter(|d| !d.is_zero()))
+}
+
+/// A byte count where 0 means no limit.
+fn optional_bytes(t: &str) -> std::result::Result<Option<u64>, String> {
+    bytes(t).map(|n| Some(n).filter(|&n| n > 0))
 }
 
 fn whole(t: &str) -> std::result::Result<u64, String> {
