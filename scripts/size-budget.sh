@@ -1,33 +1,41 @@
 #!/bin/sh
-# The size budget CI enforces: fails when the release binary outgrows BUDGET
-# times the floor, a std "Hello, world!" built with the same [profile.release]
-# (copied from Cargo.toml), the same toolchain, target and cargo config in the
-# same run. A ratio, not a byte count, so a new Rust release that grows or
-# shrinks std moves the floor and the binary together and does not trip it.
+# The size budgets CI enforces:
+#  - the stable release binary may be at most BUDGET times the floor, a std
+#    "Hello, world!" built with the same [profile.release] (copied from
+#    Cargo.toml), the same toolchain, target and cargo config in the same run.
+#    A ratio, not a byte count, so a new Rust release that grows or shrinks
+#    std moves the floor and the binary together and does not trip it;
+#  - with --tiny, the nightly tiny build (scripts/build-tiny.sh) may be at
+#    most TINY_KIB KiB.
 #
-#   scripts/size-budget.sh [--target TRIPLE]
+#   scripts/size-budget.sh [--target TRIPLE] [--tiny]
 #
-# Prints both sizes and the ratio; exits 0 within budget, 1 over it, 2 when
-# something could not be built. Fast on a warm target dir: the release build
-# is the one `cargo build --release --locked` makes anyway (CARGO_TARGET_DIR
-# or target/), and the hello world lives in <target dir>/size-budget/, where
-# it is rebuilt only when the profile or the toolchain changes.
+# Prints the sizes and the ratio; exits 0 within budget, 1 over it, 2 when
+# something could not be built (3 when --tiny lacks nightly or rust-src).
+# Fast on a warm target dir: the release build is the one `cargo build
+# --release --locked` makes anyway (CARGO_TARGET_DIR or target/), and the
+# hello world lives in <target dir>/size-budget/, where it is rebuilt only
+# when the profile or the toolchain changes.
 set -eu
 
-# The budget: the release binary may be at most this many times the size of
-# the hello-world floor. The issue's target is 1.50; the binary is at 1.64
-# (docs/benchmarks.md says where the bytes go), so the budget holds it there
-# with a little room: a change that grows it past this fails CI, and the
-# number only comes down from here.
-BUDGET=1.65
+# The budgets sit at what was measured plus a small margin, so growth is
+# seen; a budget is raised only by a named capability, and never past the
+# ceiling the issues set for issues 11 to 17 together: 2.25 x and 224 KiB.
+# Ledger (docs/benchmarks.md has the measurements):
+#   1.65 x, 160 KiB   before issue 11 (hand-written fork/exec, pthreads, sockets)
+#   1.95 x, 212 KiB   issue 11: std::process, std::fs, miniserde for the status
+BUDGET=1.95
+TINY_KIB=212
 
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target=""
+tiny=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --target) target=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --tiny) tiny=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "size-budget.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -77,6 +85,7 @@ for f in "$bin" "$floor"; do
     fi
 done
 
+status=0
 awk -v b="$bin_size" -v f="$floor_size" -v budget="$BUDGET" -v t="${target:-host}" 'BEGIN {
     ratio = b / f
     printf "solstice-runner  %9d bytes\n", b
@@ -87,4 +96,22 @@ awk -v b="$bin_size" -v f="$floor_size" -v budget="$BUDGET" -v t="${target:-host
         exit 1
     }
     printf "PASS size budget: %d bytes to spare\n", budget * f - b
-}'
+}' || status=1
+
+if [ "$tiny" = 1 ]; then
+    tiny_target=${target:-x86_64-unknown-linux-gnu}
+    echo "size-budget.sh: scripts/build-tiny.sh $tiny_target" >&2
+    code=0
+    tiny_bin=$(scripts/build-tiny.sh --target-dir "$target_dir/tiny" --out "$target_dir/tiny/bin" "$tiny_target") || code=$?
+    [ "$code" = 0 ] && [ -n "$tiny_bin" ] || { echo "size-budget.sh: the tiny build failed" >&2; exit $((code == 3 ? 3 : 2)); }
+    tiny_size=$(wc -c <"$tiny_bin" | tr -d ' ')
+    awk -v b="$tiny_size" -v kib="$TINY_KIB" 'BEGIN {
+        printf "tiny build       %9d bytes  (%.1f KiB)  budget %d KiB = %d bytes\n", b, b / 1024, kib, kib * 1024
+        if (b > kib * 1024) {
+            printf "FAIL tiny size budget: %d bytes over\n", b - kib * 1024
+            exit 1
+        }
+        printf "PASS tiny size budget: %d bytes to spare\n", kib * 1024 - b
+    }' || status=1
+fi
+exit "$status"
