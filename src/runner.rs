@@ -105,7 +105,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     let secrets = secrets::read(&cfg.secrets_file.value)?;
     let masker = masker(&cfg, &secrets);
     if dry_run {
-        logs::init(masker, None);
+        logs::init(masker, None, None);
         print_out(&logs::mask(&cfg.describe()));
         print_out(&format!(
             "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh\n",
@@ -119,7 +119,12 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         Some(p) => Some(open_spool(p)?),
         None => None,
     };
-    logs::init(masker, spool);
+    let limit = cfg
+        .spool
+        .value
+        .as_deref()
+        .and_then(|p| logs::limit::Limit::new(cfg.log_limit.value, p));
+    logs::init(masker, spool, limit);
     sys::install_signal_handlers()
         .map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
     let uploader = match (&cfg.orchestrator.value, &cfg.spool.value) {
@@ -155,8 +160,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         }
     };
     let code = status.exit_code.unwrap_or(0);
+    logs::seal();
     if let Some(u) = uploader {
-        logs::seal();
         u.finish(status, cfg.upload_deadline.value);
     }
     Ok(code)

@@ -922,3 +922,64 @@ fn a_closed_stdout_ends_check_and_dry_run_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_log_over_its_limit_keeps_its_head_a_marker_and_its_tail() {
+    // 2 MB of numbered lines under a 1 MiB limit: the spool keeps the first
+    // 512 KiB, says how much was left out, then the last 512 KiB; the
+    // console shows everything.
+    let job = Job::script(
+        r#"i=0; while [ $i -lt 40000 ]; do printf 'line %06d %038d\n' $i 0; i=$((i+1)); done; echo 'secret: s3cr3t-v4lue' >&2"#,
+    );
+    let spool = job.file("spool.ndjson");
+    let secrets = job.file("secrets.yaml");
+    fs::write(&secrets, "TOKEN: s3cr3t-v4lue\n").unwrap();
+    let out = job
+        .runner()
+        .env("SOLSTICE_SPOOL", &spool)
+        .env("SOLSTICE_LOG_LIMIT", "1M")
+        .env("SOLSTICE_SECRETS_FILE", &secrets)
+        .run(DEADLINE);
+    out.assert_code(0);
+    let total = 40000 * 51;
+    assert_eq!(out.stdout.len(), total, "the console lost output");
+    let events = common::events::events(&fs::read(&spool).unwrap());
+    let text = common::events::stream_text(&events, "stdout");
+    let half = 512 * 1024;
+    // The limit counts the job's output as masked, both streams together:
+    // the tail ends with stderr's 12 bytes.
+    let masked_err = "secret: ***\n";
+    assert_eq!(
+        text.len() + masked_err.len(),
+        2 * half,
+        "head and tail are half the limit each"
+    );
+    assert!(text.starts_with("line 000000 "));
+    assert_eq!(&text[..half], &out.stdout[..half]);
+    assert_eq!(
+        &text[half..],
+        &out.stdout[total - (half - masked_err.len())..]
+    );
+    let omitted = total + masked_err.len() - 2 * half;
+    let marker = format!("[... {omitted} bytes of output omitted ...]\n");
+    let at = events
+        .iter()
+        .position(|e| e.stream == "runner" && e.text == marker)
+        .unwrap_or_else(|| panic!("no marker {marker:?} in the spool"));
+    // Everything before the marker is head, everything after it tail.
+    let before: usize = events[..at]
+        .iter()
+        .filter(|e| e.stream == "stdout")
+        .map(|e| e.text.len())
+        .sum();
+    assert_eq!(before, half);
+    // Masking happened before the cut: the stderr line is in the tail, masked.
+    assert_eq!(common::events::stream_text(&events, "stderr"), masked_err);
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq must rise by one"
+    );
+    // The tail's segments are gone.
+    assert!(!job.file("spool.ndjson.tail0").exists() && !job.file("spool.ndjson.tail1").exists());
+}

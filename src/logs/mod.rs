@@ -8,6 +8,7 @@
 //! a terminal; the spool carries the structured events the uploader sends.
 
 pub mod bytes;
+pub mod limit;
 pub mod logger;
 pub mod mask;
 pub mod spool;
@@ -42,6 +43,8 @@ struct Sink {
     /// The spool could not be written at the last flush: the error was
     /// reported once, and is not again until a write succeeds.
     failing: bool,
+    /// `SOLSTICE_LOG_LIMIT`: how much job output the spool keeps.
+    limit: Option<limit::Limit>,
 }
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
@@ -49,7 +52,7 @@ static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 /// Installs the masker and the spool. Until then the runner's own lines go
 /// to stderr unmasked, which is only safe because nothing secret is logged
 /// before the secrets are known.
-pub fn init(masker: Masker, spool: Option<Spool>) {
+pub fn init(masker: Masker, spool: Option<Spool>, limit: Option<limit::Limit>) {
     let _ = PIPELINE.set(Pipeline {
         masker,
         sealed: AtomicBool::new(false),
@@ -57,6 +60,7 @@ pub fn init(masker: Masker, spool: Option<Spool>) {
             spool,
             step: None,
             failing: false,
+            limit,
         }),
     });
 }
@@ -69,9 +73,19 @@ impl Pipeline {
     }
 }
 
-/// Closes the spool to new events; see `Pipeline::sealed`.
+/// Closes the spool to new events (see `Pipeline::sealed`), after writing
+/// the kept tail of a log that outgrew its limit.
 pub fn seal() {
     if let Some(p) = PIPELINE.get() {
+        let mut sink = p.sink();
+        let Sink { spool, limit, .. } = &mut *sink;
+        if let (Some(s), Some(l)) = (spool, limit) {
+            l.finish(s);
+            if let Err(e) = s.flush() {
+                drop(sink);
+                error!("writing the log spool failed: {e}");
+            }
+        }
         p.sealed.store(true, Ordering::SeqCst);
     }
 }
@@ -113,7 +127,7 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
     let mut sink = p.sink();
     let Sink { spool, step, .. } = &mut *sink;
     if let Some(s) = spool {
-        append_events(s, Stream::Runner, step.as_deref(), &masked);
+        append_events(s, Stream::Runner, step.as_deref(), &masked, None);
         // A failure here is the job's output's to report (see `Capture`).
         let _ = s.flush();
     }
@@ -128,8 +142,15 @@ fn masker(pipeline: Option<&Pipeline>) -> &Masker {
 
 /// Appends `text`, the masked bytes of one stream as read together, as
 /// events: whole lines (`\n` included), or a piece of a line that the
-/// stream's next event continues; at most MAX_EVENT bytes each.
-fn append_events(s: &mut Spool, stream: Stream, step: Option<&str>, mut text: &[u8]) {
+/// stream's next event continues; at most MAX_EVENT bytes each. `ts` is the
+/// time they arrived, when that was not now.
+fn append_events(
+    s: &mut Spool,
+    stream: Stream,
+    step: Option<&str>,
+    mut text: &[u8],
+    ts: Option<&[u8; 24]>,
+) {
     while !text.is_empty() {
         let mut end = text.len();
         if end > MAX_EVENT || text.last() != Some(&b'\n') {
@@ -143,7 +164,10 @@ fn append_events(s: &mut Spool, stream: Stream, step: Option<&str>, mut text: &[
             };
         }
         let (event, rest) = text.split_at(end);
-        s.append(stream, step, event);
+        match ts {
+            Some(ts) => s.append_at(stream, step, event, ts),
+            None => s.append(stream, step, event),
+        }
         text = rest;
     }
 }
@@ -200,9 +224,19 @@ impl Capture {
                     spool,
                     step,
                     failing,
+                    limit,
                 } = &mut *sink;
                 spool.as_mut().and_then(|s| {
-                    append_events(s, self.stream, step.as_deref(), &self.console);
+                    let text = &self.console[..];
+                    // Past the limit, what the head has no room for goes to
+                    // the kept tail instead of the spool.
+                    let n = limit.as_mut().map_or(text.len(), |l| l.head_share(text));
+                    let (head, rest) = text.split_at(n);
+                    append_events(s, self.stream, step.as_deref(), head, None);
+                    if let (Some(l), false) = (limit.as_mut(), rest.is_empty()) {
+                        let ts = s.timestamp();
+                        l.keep_tail(self.stream, step.as_deref(), rest, &ts);
+                    }
                     // Only the start and the end of a failure streak are
                     // reported: a full disk must not add a line per read.
                     match s.flush() {

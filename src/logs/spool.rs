@@ -22,6 +22,19 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// A small number for the stream, for the log tail's records.
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_index(i: u8) -> Stream {
+        match i {
+            0 => Stream::Stdout,
+            1 => Stream::Stderr,
+            _ => Stream::Runner,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
@@ -70,6 +83,20 @@ impl Spool {
     /// the first of them: the caller flushes after each pipe read, so that is
     /// when the read returned, which is when its lines arrived.
     pub fn append(&mut self, stream: Stream, step: Option<&str>, text: &[u8]) {
+        let ts = self.timestamp();
+        self.append_at(stream, step, text, &ts);
+    }
+
+    /// The time the events of this batch carry (see `append`).
+    pub fn timestamp(&mut self) -> [u8; 24] {
+        *self
+            .ts
+            .get_or_insert_with(|| format_millis(millis(SystemTime::now())))
+    }
+
+    /// `append` with the event's time given: output kept aside (the log's
+    /// tail) keeps the time it arrived.
+    pub fn append_at(&mut self, stream: Stream, step: Option<&str>, text: &[u8], ts: &[u8; 24]) {
         if self.buf.len() >= AUTO_FLUSH {
             // An error here is reported by the caller's next flush, which retries.
             let _ = self.write_out();
@@ -78,9 +105,6 @@ impl Spool {
                 return;
             }
         }
-        let ts = *self
-            .ts
-            .get_or_insert_with(|| format_millis(millis(SystemTime::now())));
         let mut digits = [0u8; 20];
         let mut k = digits.len();
         let mut v = self.seq;
@@ -97,7 +121,7 @@ impl Spool {
             &b"{\"seq\":"[..],
             &digits[k..],
             b",\"ts\":\"",
-            &ts,
+            ts,
             b"\",\"stream\":\"",
             stream.as_str().as_bytes(),
             b"\",\"step\":",
