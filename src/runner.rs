@@ -188,19 +188,17 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
         return Ok(Outcome {
             state: JobState::Cancelled,
             exit_code: 128 + sig,
-            reason: Some(process::signal_name(sig)),
+            reason: Some(run::cancel_reason(sig)),
             steps: Vec::new(),
         });
     }
     checked_out?;
     // The job's time limit counts from here: fetching has SOLSTICE_GIT_TIMEOUT.
-    let limits = process::Limits {
-        deadline: cfg
-            .timeout
-            .value
-            .and_then(|t| Instant::now().checked_add(t)),
-        grace: cfg.cancel_grace.value,
-    };
+    let deadline = cfg
+        .timeout
+        .value
+        .and_then(|t| Instant::now().checked_add(t));
+    let limits = process::Limits::new(deadline, cfg.cancel_grace.value);
     match plan::find(&cfg.workdir.value)? {
         Plan::Script(script) => run::run_script(cfg, secrets, &script, limits),
         Plan::Workflow(path) => {

@@ -88,14 +88,12 @@ impl Git<'_> {
     fn run_once(&self, args: &str, last: Option<&str>) -> std::result::Result<Vec<u8>, Failure> {
         let (space, value) = last.map_or(("", ""), |l| (" ", l));
         debug!("git {args}{space}{value}");
-        let limits = Limits {
-            deadline: self
-                .cfg
-                .git_timeout
-                .value
-                .and_then(|t| Instant::now().checked_add(t)),
-            grace: Duration::from_secs(5),
-        };
+        let deadline = self
+            .cfg
+            .git_timeout
+            .value
+            .and_then(|t| Instant::now().checked_add(t));
+        let limits = Limits::new(deadline, Duration::from_secs(5));
         let out =
             process::run_collected(self.command(args, last), limits).map_err(|e| Failure {
                 message: format!("cannot run git: {e} (is git installed and on PATH?)"),

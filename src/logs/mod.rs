@@ -78,10 +78,16 @@ impl Pipeline {
 pub fn seal() {
     if let Some(p) = PIPELINE.get() {
         let mut sink = p.sink();
-        let Sink { spool, limit, .. } = &mut *sink;
+        let Sink {
+            spool,
+            limit,
+            failing,
+            ..
+        } = &mut *sink;
         if let (Some(s), Some(l)) = (spool, limit) {
             l.finish(s);
-            if let Err(e) = s.flush() {
+            // A failure streak was reported already.
+            if let (Err(e), false) = (s.flush(), *failing) {
                 drop(sink);
                 error!("writing the log spool failed: {e}");
             }

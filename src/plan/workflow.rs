@@ -21,6 +21,8 @@ pub enum When {
     Success,
     Failure,
     Always,
+    /// Only after the job was cancelled: a cleanup step.
+    Cancelled,
 }
 
 /// A job or a step: one type for both (and for the workflow, whose units are
@@ -91,6 +93,7 @@ impl When {
             When::Success => "success",
             When::Failure => "failure",
             When::Always => "always",
+            When::Cancelled => "cancelled",
         }
     }
 }
@@ -393,10 +396,11 @@ impl Checker<'_> {
                             "success" => u.when = When::Success,
                             "failure" => u.when = When::Failure,
                             "always" => u.when = When::Always,
+                            "cancelled" => u.when = When::Cancelled,
                             _ => self.err(
                                 e.line,
                                 e.col,
-                                format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\" or \"always\""),
+                                format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\""),
                             ),
                         },
                         SHELL if s.trim().is_empty() => {

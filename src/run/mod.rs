@@ -60,7 +60,7 @@ fn run_logged(cmd: Command, limits: Limits) -> io::Result<End> {
         process::Output::Stopping(_, why) => {
             let what = match why {
                 End::TimedOut => "timed out".to_string(),
-                End::Cancelled(sig) => format!("cancelled ({})", process::signal_name(sig)),
+                End::Cancelled(sig) => format!("was cancelled ({})", cancel_reason(sig)),
                 _ => "stopping".to_string(),
             };
             let grace = crate::config::duration_words(limits.grace);
@@ -123,8 +123,9 @@ pub fn run_script(
             (StepState::TimedOut, timeout_reason(cfg))
         }
         End::Cancelled(sig) => {
-            warn!("job cancelled by signal {sig} (exit code {code})");
-            (StepState::Cancelled, Some(process::signal_name(sig)))
+            let why = cancel_reason(sig);
+            warn!("job cancelled ({why}; exit code {code})");
+            (StepState::Cancelled, Some(why))
         }
     };
     Ok(Outcome {
@@ -170,6 +171,37 @@ fn after(t: Instant, d: Option<Duration>) -> Option<Instant> {
     d.and_then(|d| t.checked_add(d))
 }
 
+/// Why the job stopped before its end: the steps that still run are the
+/// cleanup steps, within their own time budget.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Cancelled(i32),
+    TimedOut,
+}
+
+impl Stop {
+    /// Whether a step with this condition is a cleanup step for this stop:
+    /// `always` for both, `cancelled` after a cancel, `failure` after a
+    /// timeout.
+    fn cleans_up(self, when: When) -> bool {
+        match (self, when) {
+            (_, When::Always) => true,
+            (Stop::Cancelled(_), When::Cancelled) => true,
+            (Stop::TimedOut, When::Failure) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The cleanup after a stop: its deadline, and how many stop requests had
+/// arrived when it began (one more ends it at once).
+struct Cleanup {
+    deadline: Option<Instant>,
+    stops_seen: u32,
+    /// Why no further cleanup step runs, once one of them has said so.
+    over: Option<&'static str>,
+}
+
 /// Runs a workflow job's steps in order. `limits` carries the job's
 /// deadline from the job context; the job's own `timeout` may be earlier.
 pub fn run_workflow(
@@ -186,6 +218,10 @@ pub fn run_workflow(
         (Some(o), _) => (Some(o), job.timeout),
         (None, c) => (c, cfg.timeout.value),
     };
+    let timeout_why = || {
+        let words = job_limit.map(crate::config::duration_words);
+        format!("job timeout after {}", words.unwrap_or_default())
+    };
     let scripts = PrivateDir::create("steps")?;
     let workspace = cfg
         .workdir
@@ -195,21 +231,41 @@ pub fn run_workflow(
     let mut steps: Vec<StepReport> = Vec::new();
     // The first step that decided the job's result, and how.
     let mut failed: Option<(i32, StepState, String)> = None;
-    // Once the job is out of time or cancelled, nothing more runs.
-    let mut stopped = false;
+    let mut stop: Option<Stop> = None;
+    let mut cleanup: Option<Cleanup> = None;
     let total = job.parts().len();
     for (i, step) in job.parts().iter().enumerate() {
-        if let (false, Some(sig)) = (stopped, crate::sys::cancelled()) {
-            warn!("cancelled by signal {sig}; no further step runs");
-            stopped = true;
-            failed.get_or_insert((128 + sig, StepState::Cancelled, process::signal_name(sig)));
+        if stop.is_none() {
+            if let Some(sig) = crate::sys::cancelled() {
+                warn!(
+                    "the job was cancelled ({}); only cleanup steps run from here",
+                    cancel_reason(sig)
+                );
+                stop = Some(Stop::Cancelled(sig));
+                failed.get_or_insert((128 + sig, StepState::Cancelled, cancel_reason(sig)));
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                warn!("the job is out of time; only cleanup steps run from here");
+                stop = Some(Stop::TimedOut);
+                failed.get_or_insert((
+                    crate::error::EXIT_TIMEOUT,
+                    StepState::TimedOut,
+                    timeout_why(),
+                ));
+            }
         }
-        let run = !stopped
-            && match step.when {
+        if let (Some(_), None) = (stop, &cleanup) {
+            cleanup = Some(begin_cleanup(cfg));
+        }
+        let run = match (stop, &mut cleanup) {
+            (None, _) => match step.when {
                 When::Success => failed.is_none(),
                 When::Failure => failed.is_some(),
                 When::Always => true,
-            };
+                When::Cancelled => false,
+            },
+            (Some(stop), Some(c)) => stop.cleans_up(step.when) && c.may_run(),
+            (Some(_), None) => false,
+        };
         let skipped = if run { "" } else { ": skipped" };
         info!("==> [{}/{total}] {}{skipped}", i + 1, step.name);
         let mut report = StepReport {
@@ -221,9 +277,16 @@ pub fn run_workflow(
         if run {
             logs::set_step(Some(&step.name));
             let started = Instant::now();
-            let step_limits = Limits {
-                deadline: earliest(deadline, after(started, step.timeout)),
-                grace: limits.grace,
+            let step_limits = match &cleanup {
+                None => Limits::new(
+                    earliest(deadline, after(started, step.timeout)),
+                    limits.grace,
+                ),
+                Some(c) => Limits {
+                    deadline: earliest(c.deadline, after(started, step.timeout)),
+                    grace: limits.grace,
+                    stops_seen: c.stops_seen,
+                },
             };
             let end = start_step(
                 cfg,
@@ -241,24 +304,25 @@ pub fn run_workflow(
             // A step that cannot start (its workdir leaves the workspace, its
             // shell is missing) fails like any other, with the runner's code.
             let name = &step.name;
-            let job_out_of_time = deadline.is_some_and(|d| Instant::now() >= d);
+            let job_out_of_time =
+                cleanup.is_none() && deadline.is_some_and(|d| Instant::now() >= d);
+            let cancelled_by = match end {
+                Ok(End::Cancelled(sig)) => Some(sig),
+                _ => None,
+            };
             let (state, code, why) = match end {
                 Ok(End::Exited(0)) => (StepState::Succeeded, 0, String::new()),
                 Ok(end @ End::TimedOut) if job_out_of_time => {
-                    let words = job_limit.map(crate::config::duration_words);
-                    let why = format!("job timeout after {}", words.unwrap_or_default());
-                    (StepState::TimedOut, end.exit_code(), why)
+                    (StepState::TimedOut, end.exit_code(), timeout_why())
                 }
                 Ok(end @ End::TimedOut) => {
                     let words = crate::config::duration_words(step.timeout.unwrap_or_default());
                     let why = format!("step \"{name}\" timed out after {words}");
                     (StepState::TimedOut, end.exit_code(), why)
                 }
-                Ok(end @ End::Cancelled(sig)) => (
-                    StepState::Cancelled,
-                    end.exit_code(),
-                    process::signal_name(sig),
-                ),
+                Ok(end @ End::Cancelled(sig)) => {
+                    (StepState::Cancelled, end.exit_code(), cancel_reason(sig))
+                }
                 Ok(end) => {
                     let code = end.exit_code();
                     let why = format!("step \"{name}\" failed with exit code {code}");
@@ -272,11 +336,16 @@ pub fn run_workflow(
             };
             report.state = state;
             report.exit_code = Some(code);
-            if state == StepState::Cancelled || (state == StepState::TimedOut && job_out_of_time) {
-                stopped = true;
-            }
-            if code != 0 {
-                if step.continue_on_error && !stopped {
+            if let Some(c) = &mut cleanup {
+                // A cleanup step's end never changes the job's result.
+                c.after_step(state, code, name);
+            } else if code != 0 {
+                let stopped = match (cancelled_by, state) {
+                    (Some(sig), _) => Some(Stop::Cancelled(sig)),
+                    (None, StepState::TimedOut) if job_out_of_time => Some(Stop::TimedOut),
+                    _ => None,
+                };
+                if step.continue_on_error && stopped.is_none() {
                     warn!("step \"{name}\" failed with {code}; continuing (continue-on-error)");
                 } else {
                     let how = match state {
@@ -286,6 +355,10 @@ pub fn run_workflow(
                     };
                     error!("step \"{name}\" {how} {code}");
                     failed.get_or_insert((code, state, why));
+                }
+                if stopped.is_some() {
+                    stop = stopped;
+                    cleanup = Some(begin_cleanup(cfg));
                 }
             }
         }
@@ -307,6 +380,66 @@ pub fn run_workflow(
         reason: reason.map(|r| logs::mask(&r)),
         steps,
     })
+}
+
+/// Starts the cleanup budget (`SOLSTICE_CLEANUP_TIMEOUT`).
+fn begin_cleanup(cfg: &Config) -> Cleanup {
+    let budget = cfg.cleanup_timeout.value;
+    let over = budget.is_zero().then_some("SOLSTICE_CLEANUP_TIMEOUT is 0");
+    Cleanup {
+        deadline: Instant::now().checked_add(budget),
+        stops_seen: crate::sys::stop_count(),
+        over,
+    }
+}
+
+impl Cleanup {
+    /// Whether another cleanup step may start; says once why not.
+    fn may_run(&mut self) -> bool {
+        if self.over.is_none() {
+            if crate::sys::stop_count() > self.stops_seen {
+                self.over = Some("a further stop request ended the cleanup");
+            } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.over = Some("the cleanup time (SOLSTICE_CLEANUP_TIMEOUT) is used up");
+            }
+            if let Some(why) = self.over {
+                warn!("no further cleanup step runs: {why}");
+            }
+        }
+        self.over.is_none()
+    }
+
+    fn after_step(&mut self, state: StepState, code: i32, name: &str) {
+        match state {
+            StepState::Succeeded => {}
+            StepState::Cancelled => {
+                warn!("cleanup step \"{name}\" was stopped by a further stop request (exit code {code})")
+            }
+            StepState::TimedOut => warn!("cleanup step \"{name}\" timed out (exit code {code})"),
+            _ => warn!("cleanup step \"{name}\" failed with exit code {code}"),
+        }
+    }
+}
+
+/// The orchestrator's words when it asked for the cancel.
+static ORCHESTRATOR_REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Cancels the job because the orchestrator asked (its answer carried
+/// `cancel`), as SIGTERM would: the same stop, grace and cleanup, exit 143.
+pub fn cancel_from_orchestrator(reason: &str) {
+    if ORCHESTRATOR_REASON.set(reason.to_string()).is_ok() {
+        warn!("{}", cancel_reason(libc::SIGTERM));
+        crate::sys::request_cancel(libc::SIGTERM);
+    }
+}
+
+/// Why the job was cancelled, for its log and its final status.
+pub fn cancel_reason(sig: i32) -> String {
+    match ORCHESTRATOR_REASON.get() {
+        Some(r) if r.is_empty() => "cancelled by the orchestrator".into(),
+        Some(r) => format!("cancelled by the orchestrator: {r}"),
+        None => process::signal_name(sig),
+    }
 }
 
 /// Writes a step's script and runs it with the step's shell, directory and

@@ -29,6 +29,20 @@ pub struct Limits {
     pub deadline: Option<Instant>,
     /// Time between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Stop requests (`sys::stop_count`) already answered. 0 for everything
+    /// but cleanup steps, which run after the cancel that started the
+    /// cleanup and are stopped, at once, only by a further one.
+    pub stops_seen: u32,
+}
+
+impl Limits {
+    pub fn new(deadline: Option<Instant>, grace: Duration) -> Limits {
+        Limits {
+            deadline,
+            grace,
+            stops_seen: 0,
+        }
+    }
 }
 
 /// How a supervised process ended.
@@ -126,7 +140,8 @@ pub fn run(mut cmd: Command, limits: Limits, sink: &mut dyn FnMut(Output)) -> io
                 wake_at = wake_at.min(kill_at);
             }
             None => {
-                let reason = match (sys::cancelled(), limits.deadline) {
+                let stop = sys::stop_count() > limits.stops_seen;
+                let reason = match (sys::cancelled().filter(|_| stop), limits.deadline) {
                     (Some(sig), _) => Some(End::Cancelled(sig)),
                     // A process that has exited is past timing out.
                     (None, Some(d)) if exit.is_none() => {
@@ -138,7 +153,14 @@ pub fn run(mut cmd: Command, limits: Limits, sink: &mut dyn FnMut(Output)) -> io
                 if let Some(reason) = reason {
                     sink(Output::Stopping(pid, reason));
                     sys::signal_group(pid, libc::SIGTERM);
-                    stopping = Some((reason, now + limits.grace));
+                    // A further stop during the cleanup means "now".
+                    let at_once = limits.stops_seen > 0 && matches!(reason, End::Cancelled(_));
+                    let grace = if at_once {
+                        Duration::ZERO
+                    } else {
+                        limits.grace
+                    };
+                    stopping = Some((reason, now + grace));
                     continue;
                 }
             }

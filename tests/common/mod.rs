@@ -5,6 +5,7 @@
 pub mod events;
 pub mod forms;
 pub mod git;
+pub mod job;
 pub mod orchestrator;
 pub mod rng;
 pub mod runner;
