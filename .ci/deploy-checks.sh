@@ -5,12 +5,15 @@
 # per check with its time. Exits non-zero if any check failed.
 #
 #   .ci/deploy-checks.sh             every check
-#   .ci/deploy-checks.sh NAME...     some: illumos minimal-image cloud-init aarch64
+#   .ci/deploy-checks.sh NAME...     some: illumos minimal-image cloud-init aarch64 vm-boot
+#
+# vm-boot (scripts/test-vm-boot.sh) installs its own tools (QEMU, mmdebstrap,
+# ...) and needs root; its Debian image is cached under target/vm-boot/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-all="illumos minimal-image cloud-init aarch64"
+all="illumos minimal-image cloud-init aarch64 vm-boot"
 checks=${*:-$all}
 for c in $checks; do
     case " $all " in *" $c "*) ;; *) echo "deploy-checks: unknown check $c (known: $all)" >&2; exit 2 ;; esac
