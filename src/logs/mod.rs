@@ -8,6 +8,7 @@
 //! a terminal; the spool carries the structured events the uploader sends.
 
 pub mod bytes;
+pub mod commands;
 pub mod limit;
 pub mod logger;
 pub mod mask;

@@ -3,6 +3,7 @@
 //! directories and time limits. Each step's output goes through the log
 //! pipeline; the outcome is what the final report says.
 
+pub mod interface;
 pub mod process;
 pub mod ps;
 
