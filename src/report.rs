@@ -2,6 +2,7 @@
 //! enums, turned into protocol strings here and nowhere else, and the status
 //! body (docs/protocol.md, "PUT status") written by miniserde.
 
+use crate::logs::commands::Annotation;
 use miniserde::ser::{Fragment, Map, Seq, Serialize};
 use std::borrow::Cow;
 
@@ -67,6 +68,8 @@ pub struct StepReport {
     pub state: StepState,
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
+    /// What the step wrote to `SOLSTICE_OUTPUT`, masked; reported when any.
+    pub outputs: Vec<(String, String)>,
 }
 
 /// What the runner reports in `PUT status`.
@@ -79,6 +82,11 @@ pub struct Status {
     /// While running: the step that runs now.
     pub step: Option<String>,
     pub steps: Vec<StepReport>,
+    /// `::error::`, `::warning::` and `::notice::` lines, with the step
+    /// that printed each (masked), within their caps.
+    pub annotations: Vec<Annotation>,
+    /// How many annotations the caps left out.
+    pub annotations_dropped: u64,
 }
 
 impl Status {
@@ -89,6 +97,8 @@ impl Status {
             reason: None,
             step,
             steps: Vec::new(),
+            annotations: Vec::new(),
+            annotations_dropped: 0,
         }
     }
 
@@ -109,7 +119,7 @@ struct Body<'a> {
 /// Walks the fields of a map one by one, skipping the absent ones, so
 /// optional fields are left out rather than written as null.
 pub struct Fields<'a> {
-    items: Vec<(&'static str, Box<dyn Serialize + 'a>)>,
+    items: Vec<(&'a str, Box<dyn Serialize + 'a>)>,
     next: usize,
 }
 
@@ -128,13 +138,13 @@ impl<'a> Fields<'a> {
     }
 
     /// Adds a field.
-    pub fn with(mut self, key: &'static str, value: impl Serialize + 'a) -> Fields<'a> {
+    pub fn with(mut self, key: &'a str, value: impl Serialize + 'a) -> Fields<'a> {
         self.items.push((key, Box::new(value)));
         self
     }
 
     /// Adds a field when there is a value.
-    pub fn with_some<T: Serialize>(self, key: &'static str, value: &'a Option<T>) -> Fields<'a> {
+    pub fn with_some<T: Serialize>(self, key: &'a str, value: &'a Option<T>) -> Fields<'a> {
         match value {
             Some(v) => self.with(key, v),
             None => self,
@@ -159,15 +169,22 @@ const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
 impl Serialize for Body<'_> {
     fn begin(&self) -> Fragment<'_> {
         let s = self.status;
-        Fields::new()
+        let fields = Fields::new()
             .with("state", s.state)
             .with("exit_code", s.exit_code)
             .with("log_length", self.log_length)
             .with("runner_version", RUNNER_VERSION)
             .with_some("reason", &s.reason)
             .with_some("step", &s.step)
-            .with("steps", List(&s.steps))
-            .fragment()
+            .with("steps", List(&s.steps));
+        let fields = match s.annotations.is_empty() {
+            true => fields,
+            false => fields.with("annotations", List(&s.annotations)),
+        };
+        match s.annotations_dropped {
+            0 => fields.fragment(),
+            n => fields.with("annotations_dropped", n).fragment(),
+        }
     }
 }
 
@@ -190,12 +207,51 @@ impl<T: Serialize> Seq for Items<'_, T> {
 
 impl Serialize for StepReport {
     fn begin(&self) -> Fragment<'_> {
-        Fields::new()
+        let fields = Fields::new()
             .with("name", &self.name)
             .with("state", self.state)
             .with("exit_code", self.exit_code)
-            .with("duration_ms", self.duration_ms)
+            .with("duration_ms", self.duration_ms);
+        if self.outputs.is_empty() {
+            return fields.fragment();
+        }
+        fields.with("outputs", Object(&self.outputs)).fragment()
+    }
+}
+
+/// An annotation as a JSON object, absent fields left out.
+impl Serialize for Annotation {
+    fn begin(&self) -> Fragment<'_> {
+        let level = self.level.map_or("notice", |l| l.as_str());
+        let fields = Fields::new()
+            .with("level", level)
+            .with("message", &self.message);
+        // job.sh's annotations have no step.
+        let fields = match self.step.is_empty() {
+            true => fields,
+            false => fields.with("step", &self.step),
+        };
+        fields
+            .with_some("file", &self.file)
+            .with_some("line", &self.line)
+            .with_some("end_line", &self.end_line)
+            .with_some("col", &self.col)
+            .with_some("end_col", &self.end_col)
+            .with_some("title", &self.title)
             .fragment()
+    }
+}
+
+/// Pairs of strings miniserde writes as a JSON object.
+pub struct Object<'a>(pub &'a [(String, String)]);
+
+impl Serialize for Object<'_> {
+    fn begin(&self) -> Fragment<'_> {
+        let mut fields = Fields::new();
+        for (k, v) in self.0 {
+            fields.items.push((k.as_str(), Box::new(v)));
+        }
+        fields.fragment()
     }
 }
 
@@ -236,10 +292,20 @@ mod tests {
                 state: StepState::Failed,
                 exit_code: Some(3),
                 duration_ms: 12,
+                outputs: vec![("version".into(), "1.2".into())],
             }],
+            annotations: vec![Annotation {
+                level: Some(crate::logs::commands::Level::Error),
+                message: "bad".into(),
+                step: "te\"st".into(),
+                file: Some("a.rs".into()),
+                line: Some(3),
+                ..Annotation::default()
+            }],
+            annotations_dropped: 2,
         };
         let body = done.body(207);
         assert!(body.starts_with(r#"{"state":"failed","exit_code":3,"log_length":207,"#));
-        assert!(body.contains(r#""reason":"step \"test\" failed with exit code 3","steps":[{"name":"te\"st","state":"failed","exit_code":3,"duration_ms":12}]}"#), "{body}");
+        assert!(body.contains(r#""reason":"step \"test\" failed with exit code 3","steps":[{"name":"te\"st","state":"failed","exit_code":3,"duration_ms":12,"outputs":{"version":"1.2"}}],"annotations":[{"level":"error","message":"bad","step":"te\"st","file":"a.rs","line":3}],"annotations_dropped":2}"#), "{body}");
     }
 }

@@ -145,6 +145,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
             reason: o.reason,
             step: None,
             steps: o.steps,
+            annotations: Vec::new(),
+            annotations_dropped: 0,
         },
         Err(e) => {
             let code = e.exit_code();
@@ -156,9 +158,21 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
                 reason: Some(reason),
                 step: None,
                 steps: Vec::new(),
+                annotations: Vec::new(),
+                annotations_dropped: 0,
             }
         }
     };
+    let mut status = status;
+    (status.annotations, status.annotations_dropped) = logs::annotations();
+    if status.annotations_dropped > 0 {
+        warn!(
+            "{} annotations were left out of the report (at most {} per level and step, {} per job)",
+            status.annotations_dropped,
+            logs::ANNOTATIONS_PER_LEVEL_AND_STEP,
+            logs::ANNOTATIONS_PER_JOB
+        );
+    }
     let code = status.exit_code.unwrap_or(0);
     logs::seal();
     if let Some(u) = uploader {
@@ -190,6 +204,7 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
             exit_code: 128 + sig,
             reason: Some(run::cancel_reason(sig)),
             steps: Vec::new(),
+            artifacts: Vec::new(),
         });
     }
     checked_out?;

@@ -154,20 +154,25 @@ fn final_status() -> Status {
                 state: StepState::Succeeded,
                 exit_code: Some(0),
                 duration_ms: 1234,
+                outputs: vec![("version".into(), "1.2.3".into())],
             },
             StepReport {
                 name: "test \"unit\"".into(),
                 state: StepState::Failed,
                 exit_code: Some(3),
                 duration_ms: 56,
+                outputs: Vec::new(),
             },
             StepReport {
                 name: "deploy".into(),
                 state: StepState::Skipped,
                 exit_code: None,
                 duration_ms: 0,
+                outputs: Vec::new(),
             },
         ],
+        annotations: Vec::new(),
+        annotations_dropped: 0,
     }
 }
 

@@ -37,6 +37,8 @@ impl Level {
 pub struct Annotation {
     pub level: Option<Level>,
     pub message: String,
+    /// The step that printed it (set by the pipeline, masked).
+    pub step: String,
     pub file: Option<String>,
     pub line: Option<u64>,
     pub end_line: Option<u64>,

@@ -25,6 +25,9 @@ pub struct Masker {
     /// Built on first use (or by `build`) so that adding 100 secrets costs one
     /// construction, and a forgotten `build` cannot leave secrets unmasked.
     ac: OnceLock<Automaton>,
+    /// Counts the additions, so a splitter holding a line scanned with an
+    /// older automaton knows to scan it again.
+    generation: u64,
 }
 
 // A derived Debug would print the secrets into the very logs we protect.
@@ -41,6 +44,7 @@ impl Masker {
         Masker {
             pats: Vec::new(),
             ac: OnceLock::new(),
+            generation: 0,
         }
     }
 
@@ -75,6 +79,7 @@ impl Masker {
         heapsort(&mut self.pats);
         self.pats.dedup();
         self.ac = OnceLock::new();
+        self.generation += 1;
         Ok(())
     }
 
@@ -440,6 +445,8 @@ pub struct LineSplitter {
     /// Part of this line has been emitted.
     partial: bool,
     scratch: Vec<u8>,
+    /// The masker's generation `buf` was scanned with.
+    generation: u64,
 }
 
 // A derived Debug would show the unmasked bytes held back.
@@ -494,6 +501,13 @@ impl LineSplitter {
         out: &mut dyn FnMut(&[u8]),
     ) {
         let ac = masker.automaton();
+        if self.generation != masker.generation {
+            // New secrets since this line was scanned: scan what is held
+            // again, so a value registered now is masked in it too.
+            self.generation = masker.generation;
+            self.spans.clear();
+            self.state = ac.map_or(0, |a| a.scan(0, &self.buf, 0, &mut self.spans, false));
+        }
         if ac.is_none_or(|a| self.state as usize >= a.label.len()) {
             self.state = 0;
         }

@@ -19,7 +19,32 @@ pub enum Stream {
     Stderr,
     /// A message of the runner itself (step started, step failed, ...).
     Runner,
+    /// What a step wrote to `SOLSTICE_STEP_SUMMARY`.
+    Summary,
+    /// `::group::TITLE` and `::endgroup::`: a section of the log.
+    Group,
+    EndGroup,
+    /// `::debug::MESSAGE`, shown with `SOLSTICE_STEP_DEBUG`.
+    Debug,
+    /// `::error::`, `::warning::` and `::notice::` annotations.
+    Error,
+    Warning,
+    Notice,
 }
+
+/// Every stream, by its index.
+const STREAMS: [Stream; 10] = [
+    Stream::Stdout,
+    Stream::Stderr,
+    Stream::Runner,
+    Stream::Summary,
+    Stream::Group,
+    Stream::EndGroup,
+    Stream::Debug,
+    Stream::Error,
+    Stream::Warning,
+    Stream::Notice,
+];
 
 impl Stream {
     /// A small number for the stream, for the log tail's records.
@@ -28,18 +53,25 @@ impl Stream {
     }
 
     pub fn from_index(i: u8) -> Stream {
-        match i {
-            0 => Stream::Stdout,
-            1 => Stream::Stderr,
-            _ => Stream::Runner,
-        }
+        STREAMS
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Stream::Runner)
     }
 
+    /// The stream's name in the log's events (docs/protocol.md).
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
             Stream::Runner => "runner",
+            Stream::Summary => "summary",
+            Stream::Group => "group",
+            Stream::EndGroup => "endgroup",
+            Stream::Debug => "debug",
+            Stream::Error => "error",
+            Stream::Warning => "warning",
+            Stream::Notice => "notice",
         }
     }
 }

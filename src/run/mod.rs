@@ -6,6 +6,7 @@
 pub mod interface;
 pub mod process;
 pub mod ps;
+pub mod step;
 
 use crate::config::secrets::Secrets;
 use crate::config::Config;
@@ -14,10 +15,9 @@ use crate::logs;
 use crate::plan::workflow::{Job, Step, When, Workflow};
 use crate::report::{JobState, StepReport, StepState};
 use process::{End, Limits};
-use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+use step::{Ran, Session};
 
 /// How the job ended, for the exit code and the final status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,54 +27,13 @@ pub struct Outcome {
     /// Why it did not succeed.
     pub reason: Option<String>,
     pub steps: Vec<StepReport>,
-}
-
-/// The command every job process starts from: the runner's environment
-/// (without its credentials), plus what tells the job where it runs.
-fn job_command(cfg: &Config, program: &Path) -> Command {
-    let mut cmd = process::command(program);
-    cmd.current_dir(&cfg.workdir.value)
-        .env("CI", "true")
-        .env("SOLSTICE_WORKSPACE", &cfg.workdir.value)
-        .env("SOLSTICE_REPO_URL", &cfg.repo.value.display)
-        .env("SOLSTICE_COMMIT_SHA", &cfg.commit.value);
-    cmd
-}
-
-/// Runs `cmd` with its output through the log pipeline. Before a timeout or
-/// a cancel stops it, the job's processes are logged, so a hung job can be
-/// diagnosed from its log.
-fn run_logged(cmd: Command, limits: Limits) -> io::Result<End> {
-    let mut captures = [logs::Capture::stdout(), logs::Capture::stderr()];
-    process::run(cmd, limits, &mut |event| match event {
-        process::Output::Data(i, data) => {
-            if let Some(c) = captures.get_mut(i) {
-                c.feed(Some(data))
-            }
-        }
-        process::Output::End(i) => {
-            if let Some(c) = captures.get_mut(i) {
-                c.feed(None)
-            }
-        }
-        process::Output::Idle => captures.iter_mut().for_each(logs::Capture::idle),
-        process::Output::Stopping(_, why) => {
-            let what = match why {
-                End::TimedOut => "timed out".to_string(),
-                End::Cancelled(sig) => format!("was cancelled ({})", cancel_reason(sig)),
-                _ => "stopping".to_string(),
-            };
-            let grace = crate::config::duration_words(limits.grace);
-            warn!("the job {what}; sending SIGTERM to its processes, SIGKILL follows in {grace}");
-            for line in ps::listing() {
-                warn!("{line}");
-            }
-        }
-    })
+    /// Globs steps listed in `SOLSTICE_ARTIFACTS`.
+    pub artifacts: Vec<String>,
 }
 
 /// Runs `.solstice/job.sh`: directly when it is executable (its `#!` picks
-/// the interpreter), else with /bin/sh. It is trusted with every secret.
+/// the interpreter), else with /bin/sh. It is trusted with every secret, and
+/// is one step: it may write the talk-back files as any step.
 pub fn run_script(
     cfg: &Config,
     secrets: &Secrets,
@@ -84,46 +43,56 @@ pub fn run_script(
     let name = crate::plan::JOB_SCRIPT;
     info!("running {name}");
     let started = Instant::now();
+    let mut session = Session::new(cfg)?;
     let executable = process::is_executable(script);
-    let command = |direct: bool| {
-        let mut cmd = job_command(cfg, if direct { script } else { Path::new("/bin/sh") });
+    let mut attempt = |direct: bool| {
+        let mut cmd = session.command(if direct { script } else { Path::new("/bin/sh") });
         if !direct {
             cmd.arg(script);
         }
         cmd.envs(secrets.vars.iter().map(|(k, v)| (k, v)));
-        cmd
+        // The events of job.sh carry no step name (docs/protocol.md).
+        session.run(name, None, cmd, &[], &[], &[], limits)
     };
-    let end = match run_logged(command(executable), limits) {
+    let ran = match attempt(executable) {
         // An executable script without a shebang: the kernel refuses it, a shell does not.
-        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => {
-            run_logged(command(false), limits)
-        }
+        Err(e) if executable && e.raw_os_error() == Some(libc::ENOEXEC) => attempt(false),
         other => other,
     }
     .map_err(|e| Error::input(format!("cannot start {name}: {e} (check its #! line)")))?;
-    let code = end.exit_code();
-    let (state, reason) = match end {
-        End::Exited(0) => {
+    let Ran {
+        end,
+        outputs,
+        refused,
+    } = ran;
+    let mut code = end.exit_code();
+    let (state, reason) = match (end, refused) {
+        (End::Exited(0), Some(why)) => {
+            code = 1;
+            error!("job failed: {why}");
+            (StepState::Failed, Some(format!("{name}: {why}")))
+        }
+        (End::Exited(0), None) => {
             info!("job succeeded");
             (StepState::Succeeded, None)
         }
-        End::Exited(c) => {
+        (End::Exited(c), _) => {
             error!("job failed with exit code {c}");
             (
                 StepState::Failed,
                 Some(format!("{name} failed with exit code {c}")),
             )
         }
-        End::Signaled(sig) => {
+        (End::Signaled(sig), _) => {
             error!("job died of signal {sig} (exit code {code})");
             let sig = process::signal_name(sig);
             (StepState::Failed, Some(format!("{name} died of {sig}")))
         }
-        End::TimedOut => {
+        (End::TimedOut, _) => {
             error!("job timed out and was killed (exit code {code})");
             (StepState::TimedOut, timeout_reason(cfg))
         }
-        End::Cancelled(sig) => {
+        (End::Cancelled(sig), _) => {
             let why = cancel_reason(sig);
             warn!("job cancelled ({why}; exit code {code})");
             (StepState::Cancelled, Some(why))
@@ -132,13 +101,15 @@ pub fn run_script(
     Ok(Outcome {
         state: job_state(state),
         exit_code: code,
-        reason,
+        reason: reason.map(|r| logs::mask(&r)),
         steps: vec![StepReport {
             name: name.to_string(),
             state,
             exit_code: Some(code),
             duration_ms: process::millis(started.elapsed()),
+            outputs,
         }],
+        artifacts: std::mem::take(&mut session.artifacts),
     })
 }
 
@@ -223,12 +194,13 @@ pub fn run_workflow(
         let words = job_limit.map(crate::config::duration_words);
         format!("job timeout after {}", words.unwrap_or_default())
     };
-    let scripts = PrivateDir::create("steps")?;
-    let workspace = cfg
-        .workdir
-        .value
-        .canonicalize()
-        .map_err(|e| io_error("resolve the workspace", &cfg.workdir.value, e))?;
+    let mut session = Session::new(cfg)?;
+    let workspace = cfg.workdir.value.canonicalize().map_err(|e| {
+        Error::internal(format!(
+            "cannot resolve the workspace {}: {e}",
+            cfg.workdir.value.display()
+        ))
+    })?;
     let mut steps: Vec<StepReport> = Vec::new();
     // The first step that decided the job's result, and how.
     let mut failed: Option<(i32, StepState, String)> = None;
@@ -274,9 +246,9 @@ pub fn run_workflow(
             state: StepState::Skipped,
             exit_code: None,
             duration_ms: 0,
+            outputs: Vec::new(),
         };
         if run {
-            logs::set_step(Some(&step.name));
             let started = Instant::now();
             let step_limits = match &cleanup {
                 None => Limits::new(
@@ -289,19 +261,28 @@ pub fn run_workflow(
                     stops_seen: c.stops_seen,
                 },
             };
-            let end = start_step(
-                cfg,
+            let ran = start_step(
+                &mut session,
                 secrets,
                 wf,
                 job,
                 step,
                 &workspace,
-                &scripts,
-                i + 1,
                 step_limits,
             );
-            logs::set_step(None);
             report.duration_ms = process::millis(started.elapsed());
+            // A talk-back file the runner cannot take fails a step that
+            // otherwise succeeded.
+            let (end, refused) = match ran {
+                Ok(r) => {
+                    report.outputs = r.outputs;
+                    match (r.end, r.refused) {
+                        (End::Exited(0), Some(why)) => (Ok(End::Exited(1)), Some(why)),
+                        (end, _) => (Ok(end), None),
+                    }
+                }
+                Err(e) => (Err(e), None),
+            };
             // A step that cannot start (its workdir leaves the workspace, its
             // shell is missing) fails like any other, with the runner's code.
             let name = &step.name;
@@ -326,7 +307,10 @@ pub fn run_workflow(
                 }
                 Ok(end) => {
                     let code = end.exit_code();
-                    let why = format!("step \"{name}\" failed with exit code {code}");
+                    let why = match &refused {
+                        Some(r) => format!("step \"{name}\": {r}"),
+                        None => format!("step \"{name}\" failed with exit code {code}"),
+                    };
                     (StepState::Failed, code, why)
                 }
                 Err(e) => {
@@ -380,6 +364,7 @@ pub fn run_workflow(
         exit_code,
         reason: reason.map(|r| logs::mask(&r)),
         steps,
+        artifacts: std::mem::take(&mut session.artifacts),
     })
 }
 
@@ -445,46 +430,48 @@ pub fn cancel_reason(sig: i32) -> String {
 
 /// Writes a step's script and runs it with the step's shell, directory and
 /// environment layers.
-#[allow(clippy::too_many_arguments)]
 fn start_step(
-    cfg: &Config,
+    session: &mut Session,
     secrets: &Secrets,
     wf: &Workflow,
     job: &Job,
     step: &Step,
     workspace: &Path,
-    scripts: &PrivateDir,
-    n: usize,
     limits: Limits,
-) -> Result<End> {
+) -> Result<Ran> {
     let dir = step_dir(workspace, step)?;
-    let mut text = step.run().to_string();
-    if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    let script = scripts.write(&format!("step-{n}.sh"), text.as_bytes())?;
+    let script = session.script(step.run())?;
     let mut words = step.shell().split_whitespace();
     let program = words.next().unwrap_or("/bin/sh");
-    let mut cmd = job_command(cfg, Path::new(program));
+    let mut cmd = session.command(Path::new(program));
     cmd.args(words).arg(&script).current_dir(&dir);
-    for env in [&wf.env, &job.env, &step.env] {
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-    }
     // Least privilege: a step sees only the secrets it or its job names.
+    let mut fixed: Vec<(&str, &str)> = Vec::new();
     for name in job.secrets.iter().chain(&step.secrets) {
         if let Some(v) = secrets.get(name) {
-            cmd.env(name, v);
+            fixed.push((name, v));
         }
     }
-    cmd.env("SOLSTICE_JOB", &job.name)
-        .env("SOLSTICE_STEP", &step.name);
-    run_logged(cmd, limits).map_err(|e| {
-        Error::input(format!(
-            "step \"{}\": cannot start shell \"{program}\" in {}: {e}",
-            step.name,
-            dir.display()
-        ))
-    })
+    fixed.push(("SOLSTICE_JOB", &job.name));
+    fixed.push(("SOLSTICE_STEP", &step.name));
+    let name = step.name.as_str();
+    session
+        .run(
+            name,
+            Some(name),
+            cmd,
+            &[&wf.env, &job.env],
+            &step.env,
+            &fixed,
+            limits,
+        )
+        .map_err(|e| {
+            Error::input(format!(
+                "step \"{}\": cannot start shell \"{program}\" in {}: {e}",
+                step.name,
+                dir.display()
+            ))
+        })
 }
 
 /// Resolves a step's workdir and refuses one that leaves the workspace
@@ -506,65 +493,6 @@ fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
         )));
     }
     Ok(dir)
-}
-
-/// "cannot {what} {path}: {e}", an internal error: the runner's own files.
-fn io_error(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::internal(format!("cannot {what} {}: {e}", path.display()))
-}
-
-/// A directory of the runner's own for one job: step scripts, and the files
-/// steps write to talk back. Outside the checkout, so the job's tree stays
-/// exactly the commit; under TMPDIR with an unpredictable name, created
-/// exclusively with mode 0700, so no other user can plant or read anything
-/// in it; removed with everything in it at the end.
-pub struct PrivateDir(PathBuf);
-
-impl PrivateDir {
-    pub fn create(what: &str) -> Result<PrivateDir> {
-        use std::hash::{BuildHasher, Hasher};
-        use std::os::unix::fs::DirBuilderExt;
-        let tmp = std::env::temp_dir();
-        let mut last = None;
-        for _ in 0..16 {
-            // std seeds each RandomState from the OS's random source.
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            let dir = tmp.join(format!("solstice-{what}-{:016x}", h.finish()));
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Ok(PrivateDir(dir)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(io_error("create a private directory in", &tmp, e)),
-            }
-        }
-        let e = last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AlreadyExists));
-        Err(io_error("create a private directory in", &tmp, e))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Creates the file `name` in the directory, which must not exist yet.
-    pub fn write(&self, name: &str, contents: &[u8]) -> Result<PathBuf> {
-        use std::io::Write;
-        let path = self.0.join(name);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(contents))
-            .map_err(|e| io_error("write", &path, e))?;
-        Ok(path)
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            warn!("cannot remove {}: {e}", self.0.display());
-        }
-    }
 }
 
 /// The closing table: every step, its result and its duration.
