@@ -209,6 +209,17 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
 /// has room for, the rest to the kept tail; reports the start and the end
 /// of a failure to write, once each.
 fn append_job(sink: &mut Sink, stream: Stream, text: &[u8]) -> Option<std::io::Result<()>> {
+    append_job_as(sink, stream, text, false)
+}
+
+/// `append_job`; with `whole`, `text` is one event (a command's), even
+/// empty or with line breaks inside.
+fn append_job_as(
+    sink: &mut Sink,
+    stream: Stream,
+    text: &[u8],
+    whole: bool,
+) -> Option<std::io::Result<()>> {
     let Sink {
         spool,
         step,
@@ -219,7 +230,11 @@ fn append_job(sink: &mut Sink, stream: Stream, text: &[u8]) -> Option<std::io::R
     let s = spool.as_mut()?;
     let n = limit.as_mut().map_or(text.len(), |l| l.head_share(text));
     let (head, rest) = text.split_at(n);
-    append_events(s, stream, step.as_deref(), head, None);
+    if whole && n == text.len() {
+        s.append(stream, step.as_deref(), text);
+    } else {
+        append_events(s, stream, step.as_deref(), head, None);
+    }
     if let (Some(l), false) = (limit.as_mut(), rest.is_empty()) {
         let ts = s.timestamp();
         l.keep_tail(stream, step.as_deref(), rest, &ts);
@@ -478,7 +493,7 @@ impl Capture {
         };
         self.show(line);
         if let Some((stream, text)) = event {
-            let change = append_job(&mut p.sink(), stream, text.as_bytes());
+            let change = append_job_as(&mut p.sink(), stream, text.as_bytes(), true);
             report_spool(change);
         }
     }
