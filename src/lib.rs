@@ -26,6 +26,7 @@ pub mod plan;
 pub mod workflow;
 
 pub mod exec;
+pub mod files;
 
 pub mod logger;
 pub mod mask;
