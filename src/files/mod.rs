@@ -4,4 +4,5 @@
 //! uploads and cache keys. Nothing here logs; each returns what happened
 //! (or why not) for the caller to report.
 
+pub mod glob;
 pub mod sha256;
