@@ -6,3 +6,4 @@
 
 pub mod glob;
 pub mod sha256;
+pub mod tar;
