@@ -5,5 +5,6 @@
 //! (or why not) for the caller to report.
 
 pub mod glob;
+pub mod gzip;
 pub mod sha256;
 pub mod tar;
