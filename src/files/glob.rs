@@ -53,7 +53,8 @@ pub fn expand(base: &Path, prefix: &str, pattern: &str) -> Result<Vec<String>, S
         // "." names the whole directory: all of its entries.
         comps.push("**");
     }
-    let start = with_skips(&comps, vec![0]);
+    let mut start = Vec::new();
+    add(&mut start, &comps, 0);
     let mut out = Vec::new();
     // The walk is a set of pattern positions per directory (an NFA), so each
     // directory is read once however many `**` the pattern holds.
@@ -82,13 +83,13 @@ pub fn expand(base: &Path, prefix: &str, pattern: &str) -> Result<Vec<String>, S
                     if last {
                         matched = true;
                     } else {
-                        next.push(i);
+                        add(&mut next, &comps, i);
                     }
                 } else if component_matches(c, &lossy) {
                     if last {
                         matched = true;
                     } else {
-                        next.push(i + 1);
+                        add(&mut next, &comps, i + 1);
                     }
                 }
             }
@@ -108,11 +109,11 @@ pub fn expand(base: &Path, prefix: &str, pattern: &str) -> Result<Vec<String>, S
                 }
                 out.push(format!("{prefix}{path}"));
             } else if !next.is_empty() && entry.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push((path, with_skips(&comps, next)));
+                todo.push((path, next));
             }
         }
     }
-    out.sort_unstable();
+    super::heapsort(&mut out);
     Ok(out)
 }
 
@@ -129,19 +130,17 @@ pub fn base_of<'a>(
     }
 }
 
-/// Adds, after each `**`, the position that follows it (`**` may match no
-/// directory at all); sorted and deduplicated.
-fn with_skips(comps: &[&str], mut states: Vec<usize>) -> Vec<usize> {
-    for j in 0..states.len() {
-        if let Some(&i) = states.get(j) {
-            if comps.get(i) == Some(&"**") && i + 1 < comps.len() {
-                states.push(i + 1);
-            }
+/// Adds the pattern position `i` to `states` once, and after a `**` also
+/// the position that follows it (`**` may match no directory at all).
+fn add(states: &mut Vec<usize>, comps: &[&str], i: usize) {
+    for i in [i, i + 1] {
+        if !states.contains(&i) && i < comps.len() {
+            states.push(i);
+        }
+        if comps.get(i) != Some(&"**") {
+            return;
         }
     }
-    states.sort_unstable();
-    states.dedup();
-    states
 }
 
 /// Whether `name` matches the component pattern `pat`: `*` is any run of

@@ -113,11 +113,11 @@ impl<W: Write> Writer<W> {
                 self.header(&entry, DIR, 0, mode, mtime, b"")?;
                 let mut kids = Vec::new();
                 for kid in fs::read_dir(&full).map_err(fail)? {
-                    kids.push(rel.join(kid.map_err(fail)?.file_name()));
+                    kids.push(kid.map_err(fail)?.file_name());
                 }
+                super::heapsort(&mut kids);
                 // Reversed, so that popping yields ascending order.
-                kids.sort_unstable_by(|a, b| b.cmp(a));
-                todo.extend(kids);
+                todo.extend(kids.iter().rev().map(|k| rel.join(k)));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&full).map_err(fail)?;
                 self.header(
