@@ -575,6 +575,22 @@ fn writing_through_links_is_refused() {
             symlink(&j.outside, j.root.join("a/sub")).unwrap();
         },
     );
+    // The root given with a trailing `/`, which makes lstat follow links.
+    let j = Jail::new();
+    let slashed = format!("{}/", j.root.display());
+    let archive = RawTar::default()
+        .symlink("cache", &out)
+        .file("cache/victim", b"pwned")
+        .end();
+    let e = extract(&archive[..], &[("cache", Path::new(&slashed))]).unwrap_err();
+    assert!(e.contains("symbolic link"), "{e}");
+    j.assert_outside_untouched();
+    let j = Jail::new();
+    symlink(&j.outside, &j.root).unwrap();
+    let archive = RawTar::default().file("cache/victim", b"pwned").end();
+    let e = extract(&archive[..], &[("cache", Path::new(&slashed))]).unwrap_err();
+    assert!(e.contains("symbolic link"), "{e}");
+    j.assert_outside_untouched();
     refused(
         "the root on disk is a link",
         &RawTar::default().file("cache/victim", b"pwned").end(),
@@ -921,6 +937,12 @@ fn writer_warns_about_what_it_cannot_store_and_refuses_bad_names() {
     let mut w = Writer::new(Vec::new());
     w.append("src", &src).unwrap();
     w.append("gone", &t.join("missing")).unwrap();
+    // A link named with a trailing `/` is still stored as the link.
+    symlink(&src, t.join("link")).unwrap();
+    let mut links = Writer::new(Vec::new());
+    links.append("link", &t.join("link/")).unwrap();
+    assert_eq!((links.entries, links.bytes), (1, 0));
+    assert_eq!(links.finish().unwrap()[156], b'2');
     assert_eq!(w.entries, 2, "the directory and the file");
     assert_eq!(w.warnings.len(), 2, "{:?}", w.warnings);
     assert!(w.warnings[0].contains("sock") && w.warnings[0].contains("skipped"));

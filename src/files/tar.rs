@@ -81,6 +81,8 @@ impl<W: Write> Writer<W> {
         // depth first, so memory follows the tree's depth and fan-out, and
         // never a file's size.
         let mut todo = vec![PathBuf::new()];
+        // Without a trailing `/`, which would make lstat follow a link.
+        let path: PathBuf = path.components().collect();
         while let Some(rel) = todo.pop() {
             let mut entry = name.trim_end_matches('/').as_bytes().to_vec();
             let full = if rel.as_os_str().is_empty() {
@@ -379,7 +381,8 @@ pub fn extract(input: impl Read, roots: &[(&str, &Path)]) -> Result<Summary, Str
     for &(name, dir) in roots {
         let comps =
             components(name.as_bytes()).map_err(|why| format!("cache path {name:?}: {why}"))?;
-        roots_split.push((comps, dir));
+        // Without a trailing `/`, which would make lstat follow a link.
+        roots_split.push((comps, dir.components().collect()));
     }
     Extractor {
         input: &mut BufReader::with_capacity(BUF, input),
@@ -412,7 +415,7 @@ struct Next {
 
 struct Extractor<'a> {
     input: &'a mut dyn Read,
-    roots: Vec<(Vec<&'a [u8]>, &'a Path)>,
+    roots: Vec<(Vec<&'a [u8]>, PathBuf)>,
     buf: Vec<u8>,
     /// The last directory checked to be a real directory from its root
     /// down (root index, path). Only this extraction changes the tree and
@@ -550,19 +553,19 @@ impl Extractor<'_> {
             .iter()
             .enumerate()
             .filter(|(_, (root, _))| comps.starts_with(root))
-            .map(|(ri, (root, dir))| (ri, root.len(), *dir))
+            .map(|(ri, (root, dir))| (ri, root.len(), dir.clone()))
             .max_by_key(|&(_, depth, _)| depth)
         else {
             return Err("outside every path of the cache; refused".into());
         };
         let rest = comps.get(depth..).unwrap_or_default();
-        let mut target = dir.to_path_buf();
+        let mut target = dir.clone();
         for c in rest {
             target.push(OsStr::from_bytes(c));
         }
         let io = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
         if let Some(parent) = target.parent().filter(|_| !rest.is_empty()) {
-            self.check_dirs(ri, dir, parent)?;
+            self.check_dirs(ri, &dir, parent)?;
         } else if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
         }
