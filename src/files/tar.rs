@@ -385,7 +385,7 @@ pub fn extract(input: impl Read, roots: &[(&str, &Path)]) -> Result<Summary, Str
         roots_split.push((comps, dir.components().collect()));
     }
     Extractor {
-        input: &mut BufReader::with_capacity(BUF, input),
+        input: BufReader::with_capacity(BUF, input),
         roots: roots_split,
         buf: vec![0; BUF],
         verified: None,
@@ -413,8 +413,10 @@ struct Next {
     mtime: Option<u64>,
 }
 
-struct Extractor<'a> {
-    input: &'a mut dyn Read,
+/// Generic rather than `dyn Read`: a trait object's vtable would carry every
+/// Read method, where only `read` and `read_exact` are used.
+struct Extractor<'a, R> {
+    input: R,
     roots: Vec<(Vec<&'a [u8]>, PathBuf)>,
     buf: Vec<u8>,
     /// The last directory checked to be a real directory from its root
@@ -426,7 +428,7 @@ struct Extractor<'a> {
     modes: Vec<(PathBuf, u32)>,
 }
 
-impl Extractor<'_> {
+impl<R: Read> Extractor<'_, R> {
     fn run(mut self) -> Result<Summary, String> {
         let mut sum = Summary::default();
         let mut next = Next::default();
