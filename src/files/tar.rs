@@ -9,11 +9,12 @@
 //!
 //! A cache archive comes from the orchestrator, and another job may have
 //! written it, so the extractor treats it as hostile: every entry must land
-//! inside one of the roots the caller declares; absolute names, `..`, links
-//! (hard or to devices), device and FIFO entries are refused, and nothing is
-//! written through a symbolic link below a root. Headers are checksummed and
-//! everything read is bounded: names, pax headers, and data sizes checked
-//! against the stream (a truncated archive is an error, never a hang).
+//! inside one of the roots the caller declares; absolute names, `..`, hard
+//! links, devices and FIFOs are refused, nothing is written through a
+//! symbolic link below a root, and no setuid, setgid or sticky bit comes
+//! out. Headers are checksummed and everything read is bounded: names, pax
+//! headers, and data sizes checked against the stream (a truncated archive
+//! is an error, never a hang).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -36,7 +37,8 @@ pub const MAX_DEPTH: usize = 256;
 pub const MAX_PAX: u64 = 1 << 20;
 /// At most this many warnings are kept by the writer.
 const MAX_WARNINGS: usize = 100;
-/// ustar's 11 octal digits: sizes and mtimes from here on need pax.
+/// ustar's 11 octal digits: sizes from here on need pax; mtimes are
+/// clamped below it (the year 2242).
 const OCTAL11: u64 = 1 << 33;
 
 const REGULAR: u8 = b'0';
