@@ -11,7 +11,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use workflow_runner::files::glob::{base_of, expand, MAX_MATCHES};
+use workflow_runner::files::glob::{base_of, expand, union, MAX_MATCHES};
 
 fn tree() -> TempDir {
     let t = TempDir::new("files-glob");
@@ -202,4 +202,33 @@ fn too_many_matches_is_an_error() {
     );
     assert_eq!(ok(t.path(), "d"), ["d"]);
     assert_eq!(ok(t.path(), "d/1234"), ["d/1234"]);
+}
+
+/// Several patterns of one artifact: the tar writer gets each tree once.
+#[test]
+fn union_of_several_patterns() {
+    let t = tree();
+    let mut all = Vec::new();
+    for p in [
+        "a/*/c", "a", "**/*.rs", "src/lib", "sp ace/*", "sp ace", "c.rs",
+    ] {
+        all.extend(ok(t.path(), p));
+    }
+    assert_eq!(
+        union(all),
+        ["a", "c.rs", "dir/e.rs", "sp ace", "src/lib", "src/main.rs"]
+    );
+    // "a b" sorts between "a" and "a/b"; "a/b" is still under "a".
+    let names = [
+        "a/b",
+        "a b",
+        "a",
+        "a b/c",
+        "ab/c",
+        "~/.cargo",
+        "~/.cargo/registry",
+    ];
+    let got = union(names.iter().map(|s| s.to_string()).collect());
+    assert_eq!(got, ["a", "a b", "ab/c", "~/.cargo"]);
+    assert_eq!(union(Vec::new()), Vec::<String>::new());
 }

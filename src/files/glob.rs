@@ -117,6 +117,24 @@ pub fn expand(base: &Path, prefix: &str, pattern: &str) -> Result<Vec<String>, S
     Ok(out)
 }
 
+/// The results of several `expand` calls as one list for the tar writer:
+/// sorted, each name once, and without names below another name in the
+/// list (that one's tree already holds them).
+pub fn union(mut names: Vec<String>) -> Vec<String> {
+    super::heapsort(&mut names);
+    names.dedup();
+    let covered = |n: &String| {
+        n.match_indices('/').any(|(i, _)| {
+            n.get(..i)
+                .is_some_and(|up| names.binary_search_by(|x| x.as_str().cmp(up)).is_ok())
+        })
+    };
+    let keep: Vec<bool> = names.iter().map(|n| !covered(n)).collect();
+    let mut keep = keep.into_iter();
+    names.retain(|_| keep.next().unwrap_or(true));
+    names
+}
+
 /// The base directory and the `prefix` of `expand`, for a cache or artifact
 /// path as declared: `~/x` is `x` in `home`, anything else is in `workspace`.
 pub fn base_of<'a>(
