@@ -31,6 +31,8 @@ pub mod run;
 
 pub mod logs;
 
+pub mod files;
+
 pub mod report;
 
 pub mod error;

@@ -76,7 +76,7 @@ impl Masker {
             return Err("secret too large to mask");
         }
         self.pats.extend(forms);
-        heapsort(&mut self.pats);
+        crate::files::heapsort(&mut self.pats);
         self.pats.dedup();
         self.ac = OnceLock::new();
         self.generation += 1;
@@ -132,30 +132,6 @@ pub(crate) fn char_start(text: &[u8], at: usize) -> usize {
         }
     }
     at
-}
-
-/// The std sorts cost kilobytes of code; this one runs once per secret.
-fn heapsort(v: &mut [Vec<u8>]) {
-    fn sift(v: &mut [Vec<u8>], mut root: usize, end: usize) {
-        loop {
-            let mut c = 2 * root + 1;
-            if c + 1 < end && v[c] < v[c + 1] {
-                c += 1;
-            }
-            if c >= end || v[root] >= v[c] {
-                return;
-            }
-            v.swap(root, c);
-            root = c;
-        }
-    }
-    for i in (0..v.len() / 2).rev() {
-        sift(v, i, v.len());
-    }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift(v, 0, end);
-    }
 }
 
 /// Standard base64 with padding (RFC 4648): the masked forms, and the

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod files;
 pub mod forms;
 pub mod git;
 pub mod job;
