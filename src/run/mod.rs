@@ -156,12 +156,12 @@ impl Stop {
     /// `always` for both, `cancelled` after a cancel, `failure` after a
     /// timeout.
     fn cleans_up(self, when: When) -> bool {
-        match (self, when) {
-            (_, When::Always) => true,
-            (Stop::Cancelled(_), When::Cancelled) => true,
-            (Stop::TimedOut, When::Failure) => true,
-            _ => false,
-        }
+        matches!(
+            (self, when),
+            (_, When::Always)
+                | (Stop::Cancelled(_), When::Cancelled)
+                | (Stop::TimedOut, When::Failure)
+        )
     }
 }
 
