@@ -62,6 +62,43 @@ impl StepState {
     }
 }
 
+/// What became of an artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArtifactState {
+    Uploaded,
+    /// Written beside the workdir: there is no orchestrator.
+    Written,
+    Failed,
+    TooLarge,
+    /// No path matched anything.
+    Empty,
+}
+
+impl ArtifactState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactState::Uploaded => "uploaded",
+            ArtifactState::Written => "written",
+            ArtifactState::Failed => "failed",
+            ArtifactState::TooLarge => "too_large",
+            ArtifactState::Empty => "empty",
+        }
+    }
+}
+
+/// An artifact in the final status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactReport {
+    pub name: String,
+    /// Entries in the archive: files, directories and links.
+    pub files: u64,
+    /// The archive's length as sent.
+    pub bytes: u64,
+    /// Its SHA-256 in hex, as sent; empty when there is no archive.
+    pub sha256: String,
+    pub state: ArtifactState,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepReport {
     pub name: String,
@@ -87,6 +124,7 @@ pub struct Status {
     pub annotations: Vec<Annotation>,
     /// How many annotations the caps left out.
     pub annotations_dropped: u64,
+    pub artifacts: Vec<ArtifactReport>,
 }
 
 impl Status {
@@ -99,6 +137,7 @@ impl Status {
             steps: Vec::new(),
             annotations: Vec::new(),
             annotations_dropped: 0,
+            artifacts: Vec::new(),
         }
     }
 
@@ -181,9 +220,13 @@ impl Serialize for Body<'_> {
             true => fields,
             false => fields.with("annotations", List(&s.annotations)),
         };
-        match s.annotations_dropped {
-            0 => fields.fragment(),
-            n => fields.with("annotations_dropped", n).fragment(),
+        let fields = match s.annotations_dropped {
+            0 => fields,
+            n => fields.with("annotations_dropped", n),
+        };
+        match s.artifacts.is_empty() {
+            true => fields.fragment(),
+            false => fields.with("artifacts", List(&s.artifacts)).fragment(),
         }
     }
 }
@@ -238,6 +281,18 @@ impl Serialize for Annotation {
             .with_some("col", &self.col)
             .with_some("end_col", &self.end_col)
             .with_some("title", &self.title)
+            .fragment()
+    }
+}
+
+impl Serialize for ArtifactReport {
+    fn begin(&self) -> Fragment<'_> {
+        Fields::new()
+            .with("name", &self.name)
+            .with("files", self.files)
+            .with("bytes", self.bytes)
+            .with("sha256", &self.sha256)
+            .with("state", self.state.as_str())
             .fragment()
     }
 }
@@ -303,9 +358,16 @@ mod tests {
                 ..Annotation::default()
             }],
             annotations_dropped: 2,
+            artifacts: vec![ArtifactReport {
+                name: "dist".into(),
+                files: 2,
+                bytes: 1024,
+                sha256: "ab".into(),
+                state: ArtifactState::TooLarge,
+            }],
         };
         let body = done.body(207);
         assert!(body.starts_with(r#"{"state":"failed","exit_code":3,"log_length":207,"#));
-        assert!(body.contains(r#""reason":"step \"test\" failed with exit code 3","steps":[{"name":"te\"st","state":"failed","exit_code":3,"duration_ms":12,"outputs":{"version":"1.2"}}],"annotations":[{"level":"error","message":"bad","step":"te\"st","file":"a.rs","line":3}],"annotations_dropped":2}"#), "{body}");
+        assert!(body.contains(r#""reason":"step \"test\" failed with exit code 3","steps":[{"name":"te\"st","state":"failed","exit_code":3,"duration_ms":12,"outputs":{"version":"1.2"}}],"annotations":[{"level":"error","message":"bad","step":"te\"st","file":"a.rs","line":3}],"annotations_dropped":2,"artifacts":[{"name":"dist","files":2,"bytes":1024,"sha256":"ab","state":"too_large"}]}"#), "{body}");
     }
 }

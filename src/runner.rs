@@ -147,6 +147,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
             steps: o.steps,
             annotations: Vec::new(),
             annotations_dropped: 0,
+            artifacts: Vec::new(),
         },
         Err(e) => {
             let code = e.exit_code();
@@ -160,6 +161,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
                 steps: Vec::new(),
                 annotations: Vec::new(),
                 annotations_dropped: 0,
+                artifacts: Vec::new(),
             }
         }
     };

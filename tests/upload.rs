@@ -173,6 +173,7 @@ fn final_status() -> Status {
         ],
         annotations: Vec::new(),
         annotations_dropped: 0,
+        artifacts: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod glob;
 pub mod gzip;
+pub mod private;
 pub mod sha256;
 pub mod tar;
 
