@@ -31,6 +31,8 @@ pub mod run;
 
 pub mod logs;
 
+pub mod http;
+
 pub mod report;
 
 pub mod error;
