@@ -127,8 +127,17 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
                 endpoint: endpoint.clone(),
                 job_id: cfg.job_id.value.clone().unwrap_or_default(),
                 token: cfg.token.value.clone().unwrap_or_default(),
+                heartbeat: cfg.heartbeat.value,
             },
             path.clone(),
+            Box::new(|reason: &str| {
+                if reason.is_empty() {
+                    warn!("cancelled by the orchestrator");
+                } else {
+                    warn!("cancelled by the orchestrator: {reason}");
+                }
+                sys::request_cancel(libc::SIGTERM);
+            }),
         )),
         _ => None,
     };

@@ -194,6 +194,15 @@ fn wrong_token_stops_uploading_but_not_the_job() {
     assert!(out.stdout.contains("still runs"));
     assert!(orch.counts().total <= 3, "{:?}", orch.counts());
     assert!(!out.stderr.contains(TOKEN));
+    // The end of the upload is said once more at the end, naming the
+    // refusal rather than the deadline.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("the log upload stopped early")
+            && last.contains("refused the job token (401"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("SOLSTICE_UPLOAD_DEADLINE"), "{out}");
 }
 
 #[test]
@@ -229,6 +238,58 @@ fn cancellation_is_reported_after_the_whole_log() {
         ("cancelled", Some(143))
     );
     assert!(String::from_utf8_lossy(&orch.log(JOB)).contains("got term"));
+}
+
+#[test]
+fn an_orchestrator_cancel_on_a_log_answer_cancels_the_job() {
+    let job = Job::new("trap 'echo got term; exit 1' TERM; while :; do echo tick; sleep 0.1; done");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
+    wait_until(DEADLINE, "the job to start", || {
+        running.stdout_so_far().contains("tick")
+    });
+    orch.cancel_on("log", 200, Some("pressed cancel in the UI"));
+    let out = running.wait(DEADLINE);
+    out.assert_code(143);
+    assert!(
+        out.stderr
+            .contains("cancelled by the orchestrator: pressed cancel in the UI"),
+        "{out}"
+    );
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(fin.state, "cancelled");
+    assert!(String::from_utf8_lossy(&orch.log(JOB)).contains("got term"));
+}
+
+#[test]
+fn a_quiet_job_hears_an_orchestrator_cancel_through_the_heartbeat() {
+    let job = Job::new("echo started; sleep 60");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = job
+        .runner(&orch)
+        .env("SOLSTICE_HEARTBEAT", "1")
+        .env("SOLSTICE_CANCEL_GRACE", "2")
+        .spawn();
+    wait_until(DEADLINE, "the job to start", || {
+        running.stdout_so_far().contains("started")
+    });
+    // Only status answers carry it, and the job prints nothing more.
+    orch.cancel_on("status", 200, None);
+    let out = running.wait(DEADLINE);
+    out.assert_code(143);
+    assert!(
+        out.stderr.contains("cancelled by the orchestrator"),
+        "{out}"
+    );
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(fin.state, "cancelled");
+    let heartbeats = orch
+        .statuses(JOB)
+        .iter()
+        .skip(1)
+        .filter(|s| s.state == "running")
+        .count();
+    assert!(heartbeats >= 1, "{:?}", orch.statuses(JOB));
 }
 
 #[test]
