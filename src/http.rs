@@ -689,7 +689,7 @@ impl Backoff {
     }
 
     /// The next pause; the step after it is twice as long.
-    pub fn next(&mut self) -> Duration {
+    pub fn pause(&mut self) -> Duration {
         // xorshift64*: jitter only, not security.
         let mut x = self.rng;
         x ^= x >> 12;
@@ -727,9 +727,9 @@ fn with_retries(
     loop {
         let (pause, result) = match once() {
             Ok(resp) if !is_retried(resp.status) => return Ok(resp),
-            Ok(resp) => (backoff.next(), Ok(resp)),
+            Ok(resp) => (backoff.pause(), Ok(resp)),
             Err(Failure::Final(e)) => return Err(e),
-            Err(Failure::Transient(e)) => (backoff.next(), Err(e)),
+            Err(Failure::Transient(e)) => (backoff.pause(), Err(e)),
         };
         let now = Instant::now();
         if now + pause >= deadline {
@@ -994,7 +994,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("solstice-http-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out");
-        let cases: [(Vec<u8>, Option<(u16, usize, u64)>); 4] = [
+        // The answer, then the status, body length and bytes written.
+        type Case = (Vec<u8>, Option<(u16, usize, u64)>);
+        let cases: [Case; 4] = [
             (chunked, Some((200, 0, data.len() as u64))),
             (by_close, Some((200, 0, data.len() as u64))),
             (refused, Some((404, 2, 0))),

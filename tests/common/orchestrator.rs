@@ -451,10 +451,13 @@ fn send(code: u16, body: impl Into<Vec<u8>>) -> Answer {
     Answer::Send(code, body.into())
 }
 
-/// The job a target belongs to, if it is one of a job's.
+/// The job a log or status target belongs to. (Artifact uploads go on
+/// connections of their own and may overlap these.)
 fn job_of(target: &str, prefix: &str) -> Option<String> {
     let rest = target.strip_prefix(prefix)?.strip_prefix("/v1/jobs/")?;
-    percent_decode(rest.split(['/', '?']).next()?)
+    let path = rest.split('?').next()?;
+    let (job, what) = path.split_once('/')?;
+    matches!(what, "log" | "status").then(|| percent_decode(job))?
 }
 
 fn handle(stream: TcpStream, inner: Arc<Inner>) {
@@ -484,7 +487,7 @@ fn handle(stream: TcpStream, inner: Arc<Inner>) {
             j.in_flight += 1;
             if j.in_flight > 1 {
                 st.violations
-                    .push(format!("two requests of job {job:?} at once"));
+                    .push(format!("two log or status requests of job {job:?} at once"));
             }
         }
         let answer = route(&req, &inner);

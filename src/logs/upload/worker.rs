@@ -247,7 +247,7 @@ impl Worker {
             format_args!("upload to {ep} failed: {why}{tail}"),
         );
         self.troubled = true;
-        let pause = self.backoff.next();
+        let pause = self.backoff.pause();
         self.pause(pause, false);
     }
 
@@ -319,7 +319,7 @@ impl Worker {
     fn read_batch(&mut self, limit: Option<u64>) -> io::Result<bool> {
         let mut body = std::mem::take(&mut self.body);
         let result = self.fill_batch(&mut body, limit);
-        if !matches!(result, Ok(_)) || (limit.is_none() && !body.ends_with(b"\n")) {
+        if result.is_err() || (limit.is_none() && !body.ends_with(b"\n")) {
             body.clear();
         }
         self.body = body;
