@@ -783,7 +783,8 @@ pub fn put_file(
 /// (the file is then cut to that length). Retried as `put_file`. Returns
 /// the body's length, or `None` for a 404 (nothing stored under that
 /// name). Another answer is an error, and so is a body over `cap` bytes
-/// (not retried: it would be as large again).
+/// (not retried: it would be as large again); after an error the file
+/// holds nothing usable.
 pub fn get_to_file(
     client: &mut Client,
     target: &str,
