@@ -194,14 +194,15 @@ fn wrong_token_stops_uploading_but_not_the_job() {
     assert!(out.stdout.contains("still runs"));
     assert!(orch.counts().total <= 3, "{:?}", orch.counts());
     assert!(!out.stderr.contains(TOKEN));
-    // The end of the upload is said once more at the end, naming the
-    // refusal rather than the deadline.
-    let last = out.stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.contains("the log upload stopped early")
-            && last.contains("refused the job token (401"),
-        "{out}"
-    );
+    // The end of the upload is said once more when the job is over, naming
+    // the refusal rather than the deadline.
+    let end = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("the log upload stopped early"))
+        .collect::<Vec<_>>();
+    assert_eq!(end.len(), 1, "{out}");
+    assert!(end[0].contains("refused the job token (401"), "{out}");
     assert!(!out.stderr.contains("SOLSTICE_UPLOAD_DEADLINE"), "{out}");
 }
 
