@@ -35,6 +35,8 @@ pub mod files;
 
 pub mod report;
 
+pub mod http;
+
 pub mod error;
 pub mod runner;
 

@@ -133,8 +133,10 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
                 endpoint: endpoint.clone(),
                 job_id: cfg.job_id.value.clone().unwrap_or_default(),
                 token: cfg.token.value.clone().unwrap_or_default(),
+                heartbeat: cfg.heartbeat.value,
             },
             path.clone(),
+            Box::new(run::cancel_from_orchestrator),
         )),
         _ => None,
     };

@@ -194,6 +194,16 @@ fn wrong_token_stops_uploading_but_not_the_job() {
     assert!(out.stdout.contains("still runs"));
     assert!(orch.counts().total <= 3, "{:?}", orch.counts());
     assert!(!out.stderr.contains(TOKEN));
+    // The end of the upload is said once more when the job is over, naming
+    // the refusal rather than the deadline.
+    let end = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("the log upload stopped early"))
+        .collect::<Vec<_>>();
+    assert_eq!(end.len(), 1, "{out}");
+    assert!(end[0].contains("refused the job token (401"), "{out}");
+    assert!(!out.stderr.contains("SOLSTICE_UPLOAD_DEADLINE"), "{out}");
 }
 
 #[test]
@@ -229,6 +239,89 @@ fn cancellation_is_reported_after_the_whole_log() {
         ("cancelled", Some(143))
     );
     assert!(String::from_utf8_lossy(&orch.log(JOB)).contains("got term"));
+}
+
+#[test]
+fn an_orchestrator_cancel_on_a_log_answer_cancels_the_job() {
+    let job = Job::new("trap 'echo got term; exit 1' TERM; while :; do echo tick; sleep 0.1; done");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
+    wait_until(DEADLINE, "the job to start", || {
+        running.stdout_so_far().contains("tick")
+    });
+    orch.cancel_on("log", 200, Some("pressed cancel in the UI"));
+    let out = running.wait(DEADLINE);
+    out.assert_code(143);
+    assert!(
+        out.stderr
+            .contains("cancelled by the orchestrator: pressed cancel in the UI"),
+        "{out}"
+    );
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(fin.state, "cancelled");
+    assert!(
+        fin.raw
+            .contains(r#""reason":"cancelled by the orchestrator: pressed cancel in the UI""#),
+        "{}",
+        fin.raw
+    );
+    assert!(String::from_utf8_lossy(&orch.log(JOB)).contains("got term"));
+}
+
+#[test]
+fn heartbeats_name_the_step_that_runs() {
+    let fx = common::job::Job::workflow(
+        r#"step "quiet step" run="echo started; i=0; while [ ! -e SCRATCH/release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done""#,
+    );
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = fx
+        .runner()
+        .env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
+        .env("SOLSTICE_JOB_ID", JOB)
+        .env("SOLSTICE_JOB_TOKEN", TOKEN)
+        .env("SOLSTICE_SPOOL", fx.file("spool.ndjson"))
+        .env("SOLSTICE_HEARTBEAT", "1")
+        .spawn();
+    wait_until(DEADLINE, "a heartbeat naming the step", || {
+        orch.statuses(JOB)
+            .iter()
+            .any(|s| s.state == "running" && s.raw.contains(r#""step":"quiet step""#))
+    });
+    fx.release();
+    let out = running.wait(DEADLINE);
+    out.assert_code(0);
+    assert_eq!(orch.wait_for_final(DEADLINE).unwrap().state, "succeeded");
+}
+
+#[test]
+fn a_quiet_job_hears_an_orchestrator_cancel_through_the_heartbeat() {
+    let job = Job::new("echo started; sleep 60");
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let running = job
+        .runner(&orch)
+        .env("SOLSTICE_HEARTBEAT", "1")
+        .env("SOLSTICE_CANCEL_GRACE", "2")
+        .spawn();
+    wait_until(DEADLINE, "the job to start", || {
+        running.stdout_so_far().contains("started")
+    });
+    // Only status answers carry it, and the job prints nothing more.
+    orch.cancel_on("status", 200, None);
+    let out = running.wait(DEADLINE);
+    out.assert_code(143);
+    assert!(
+        out.stderr.contains("cancelled by the orchestrator"),
+        "{out}"
+    );
+    let fin = check_delivery(&orch, &job, &out);
+    assert_eq!(fin.state, "cancelled");
+    let heartbeats = orch
+        .statuses(JOB)
+        .iter()
+        .skip(1)
+        .filter(|s| s.state == "running")
+        .count();
+    assert!(heartbeats >= 1, "{:?}", orch.statuses(JOB));
 }
 
 #[test]

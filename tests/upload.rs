@@ -4,15 +4,17 @@
 
 mod common;
 
-use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
+use common::orchestrator::{base64, sha256, Fault, Orchestrator, Request, StatusRecord};
 use miniserde::{json, Deserialize, Serialize};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use workflow_runner::config::url::{parse_url, Endpoint};
 use workflow_runner::error::Kind;
+use workflow_runner::http::{get_to_file, put_file, Client, PutFile};
 use workflow_runner::logs::spool::{rfc3339_millis, Spool, Stream};
-use workflow_runner::logs::upload::{Config, Uploader};
+use workflow_runner::logs::upload::{Config, OnCancel, Outcome, Uploader};
 use workflow_runner::report::{JobState, Status, StepReport, StepState};
 
 // ---------------------------------------------------------------- helpers
@@ -180,24 +182,39 @@ fn final_status() -> Status {
 struct Run {
     _dir: TempDir,
     spool: PathBuf,
+    outcome: Outcome,
     acknowledged: bool,
     finish_took: Duration,
     write_took: Duration,
 }
 
+/// The uploader's settings for a test job, without a heartbeat.
+fn config(url: &str, job: &str, token: &str) -> Config {
+    Config {
+        endpoint: parse_url(url).expect("test URL"),
+        job_id: job.into(),
+        token: token.into(),
+        heartbeat: None,
+    }
+}
+
+/// A cancel callback for jobs that expect none.
+fn no_cancel() -> OnCancel {
+    Box::new(|reason: &str| panic!("unexpected cancel: {reason:?}"))
+}
+
 /// A whole job: the uploader starts, a writer thread produces `n` events,
 /// then `finish` with `deadline`.
 fn run_job(name: &str, url: &str, job: &str, token: &str, n: u64, deadline: Duration) -> Run {
+    run_job_with(name, config(url, job, token), no_cancel(), n, deadline)
+}
+
+fn run_job_with(name: &str, cfg: Config, on_cancel: OnCancel, n: u64, deadline: Duration) -> Run {
     init_logs();
     let dir = TempDir::new(name);
     let path = dir.0.join("spool.ndjson");
     let spool = Arc::new(Mutex::new(Spool::create(&path).expect("create spool")));
-    let cfg = Config {
-        endpoint: parse_url(url).expect("test URL"),
-        job_id: job.into(),
-        token: token.into(),
-    };
-    let up = Uploader::start(cfg, path.clone());
+    let up = Uploader::start(cfg, path.clone(), on_cancel);
     let started = Instant::now();
     let writer = {
         let spool = spool.clone();
@@ -207,11 +224,12 @@ fn run_job(name: &str, url: &str, job: &str, token: &str, n: u64, deadline: Dura
     spool.lock().unwrap().flush().expect("flush");
     let write_took = started.elapsed();
     let t = Instant::now();
-    let acknowledged = up.finish(final_status(), deadline);
+    let outcome = up.finish(final_status(), deadline);
     Run {
         _dir: dir,
         spool: path,
-        acknowledged,
+        acknowledged: outcome == Outcome::Delivered,
+        outcome,
         finish_took: t.elapsed(),
         write_took,
     }
@@ -275,8 +293,8 @@ fn check_spool(file: &[u8], n: u64) {
 fn check_delivery(orch: &Orchestrator, job: &str, run: &Run, n: u64) -> StatusRecord {
     assert!(
         run.acknowledged,
-        "finish did not report success (took {:?})",
-        run.finish_took
+        "finish did not report success but {:?} (took {:?})",
+        run.outcome, run.finish_took
     );
     let file = std::fs::read(&run.spool).expect("read spool");
     let got = orch.log(job);
@@ -927,12 +945,8 @@ fn upload_keeps_up_with_a_flood() {
     let dir = TempDir::new("flood");
     let path = dir.0.join("spool.ndjson");
     let mut spool = Spool::create(&path).unwrap();
-    let cfg = Config {
-        endpoint: parse_url(&orch.url()).unwrap(),
-        job_id: "job-flood".into(),
-        token: token.into(),
-    };
-    let up = Uploader::start(cfg, path.clone());
+    let cfg = config(&orch.url(), "job-flood", token);
+    let up = Uploader::start(cfg, path.clone(), no_cancel());
     let text = [b'f'; 400];
     for i in 0..50_000 {
         spool.append(Stream::Stdout, Some("flood"), &text);
@@ -950,7 +964,7 @@ fn upload_keeps_up_with_a_flood() {
         spool.len(),
         t.elapsed()
     );
-    assert!(up.finish(final_status(), GENEROUS));
+    assert_eq!(up.finish(final_status(), GENEROUS), Outcome::Delivered);
     assert_eq!(orch.log("job-flood"), std::fs::read(&path).unwrap());
 }
 
@@ -1026,12 +1040,8 @@ fn upload_streams_while_the_job_runs() {
     let dir = TempDir::new("stream");
     let path = dir.0.join("spool.ndjson");
     let mut spool = Spool::create(&path).unwrap();
-    let cfg = Config {
-        endpoint: parse_url(&orch.url()).unwrap(),
-        job_id: "job-stream".into(),
-        token: token.into(),
-    };
-    let up = Uploader::start(cfg, path.clone());
+    let cfg = config(&orch.url(), "job-stream", token);
+    let up = Uploader::start(cfg, path.clone(), no_cancel());
     for round in 0..5u64 {
         for i in 0..10 {
             let (stream, step, text) = event(round * 10 + i);
@@ -1046,7 +1056,7 @@ fn upload_streams_while_the_job_runs() {
             spool.len()
         );
     }
-    assert!(up.finish(final_status(), GENEROUS));
+    assert_eq!(up.finish(final_status(), GENEROUS), Outcome::Delivered);
     let requests = orch.requests("job-stream");
     assert!(matches!(&requests[0], Request::Status(s) if s.state == "running"));
     assert!(
@@ -1072,15 +1082,62 @@ fn wrong_token_gives_up_after_one_401() {
     );
     let c = orch.counts();
     assert_eq!((c.total, c.unauthorized), (1, 1), "{c:?}");
-    // Said once, as an error, and without the token.
+    match &run.outcome {
+        Outcome::Stopped(why) => assert!(
+            why.contains("refused the job token (401 to PUT status)"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Said as an error when it happened, without the token; then once more
+    // at the end, as why the upload stopped, without blaming the deadline.
     let said: Vec<_> = logs_mentioning("job job-401:");
-    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said.len(), 2, "{said:?}");
     assert!(
         said[0].starts_with("ERROR") && said[0].contains("401"),
         "{said:?}"
     );
+    assert!(
+        said[1].starts_with("WARN job job-401: the log upload stopped early: ")
+            && said[1].contains("refused the job token (401 to PUT status)"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().all(|l| !l.contains("SOLSTICE_UPLOAD_DEADLINE")),
+        "{said:?}"
+    );
     assert_token_never_logged(token);
     assert_token_never_logged("other-tok-wrong");
+}
+
+#[test]
+fn a_redirect_stops_the_upload_and_is_named_at_the_end() {
+    let token = "tok-redirect-Rd3";
+    let orch = Orchestrator::start(token, Fault::Redirect);
+    let run = run_job("redirect", &orch.url(), "job-307", token, 200, GENEROUS);
+    assert!(
+        run.finish_took < Duration::from_secs(2),
+        "finish took {:?}",
+        run.finish_took
+    );
+    assert_eq!(orch.counts().total, 1, "{:?}", orch.counts());
+    match &run.outcome {
+        Outcome::Stopped(why) => assert!(
+            why.contains("answered 307 to PUT status, a redirect, which is not followed"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let said = logs_mentioning("job job-307:");
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(
+        said[1].contains("stopped early") && said[1].contains("307"),
+        "{said:?}"
+    );
+    assert!(
+        said.iter().all(|l| !l.contains("SOLSTICE_UPLOAD_DEADLINE")),
+        "{said:?}"
+    );
 }
 
 #[test]
@@ -1111,10 +1168,11 @@ fn absent_orchestrator_finish_returns_at_the_deadline() {
         "{:?}",
         logs_mentioning("job-absent")
     );
-    assert_eq!(
-        logs_mentioning("WARN job job-absent: the orchestrator did not take").len(),
-        1
-    );
+    let end = logs_mentioning("WARN job job-absent: the orchestrator did not take");
+    assert_eq!(end.len(), 1);
+    assert!(end[0].contains("SOLSTICE_UPLOAD_DEADLINE"), "{end:?}");
+    let total = std::fs::metadata(&run.spool).unwrap().len();
+    assert_eq!(run.outcome, Outcome::DeadlinePassed { acked: 0, total });
 }
 
 #[test]
@@ -1143,6 +1201,468 @@ fn hanging_orchestrator_does_not_slow_the_job() {
         run.write_took
     );
     check_spool(&std::fs::read(&run.spool).unwrap(), 20_000);
+}
+
+// ---------------------------------------------------------------- cancel
+
+/// A cancel callback that records what it was called with.
+fn cancel_recorder() -> (Arc<Mutex<Vec<String>>>, OnCancel) {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    let on_cancel: OnCancel = Box::new(move |reason: &str| {
+        c.lock().unwrap().push(reason.to_string());
+    });
+    (calls, on_cancel)
+}
+
+/// A job whose answers of `kind` with `code` carry a cancel: the whole log
+/// is still delivered, and the callback was called once, with `want`.
+fn cancel_run(
+    name: &str,
+    fault: Fault,
+    kind: &'static str,
+    code: u16,
+    reason: Option<&str>,
+    want: &str,
+) {
+    let token = "tok-cancel-Cc5";
+    let job = format!("job-{name}");
+    let orch = Orchestrator::start(token, fault);
+    orch.cancel_on(kind, code, reason);
+    let (calls, on_cancel) = cancel_recorder();
+    let run = run_job_with(
+        name,
+        config(&orch.url(), &job, token),
+        on_cancel,
+        N,
+        GENEROUS,
+    );
+    check_delivery(&orch, &job, &run, N);
+    let c = orch.counts();
+    assert!(c.cancels >= 2, "several answers carried the cancel: {c:?}");
+    assert_eq!(*calls.lock().unwrap(), [want], "{c:?}");
+}
+
+#[test]
+fn a_cancel_on_log_answers_is_handed_over_once() {
+    cancel_run(
+        "cancel-log-200",
+        Fault::Healthy,
+        "log",
+        200,
+        Some("pressed cancel"),
+        "pressed cancel",
+    );
+}
+
+#[test]
+fn a_cancel_on_status_answers_is_handed_over_once() {
+    // Without a reason: the first answer, to the running status, carries it.
+    cancel_run("cancel-status-200", Fault::Healthy, "status", 200, None, "");
+}
+
+#[test]
+fn a_cancel_on_a_log_409_is_handed_over_once_as_one_bounded_line() {
+    // Each lost answer brings a retry, answered 409 with the cancel. The
+    // reason comes as one line of at most 256 characters.
+    let reason = format!("  stop\nnow\t{}", "é".repeat(400));
+    let want = format!("stop now {}", "é".repeat(245));
+    cancel_run(
+        "cancel-log-409",
+        Fault::LoseAnswers(2),
+        "log",
+        409,
+        Some(&reason),
+        &want,
+    );
+}
+
+#[test]
+fn a_cancel_on_a_status_409_is_handed_over_once() {
+    // The running status and the first final one are answered 409.
+    cancel_run(
+        "cancel-status-409",
+        Fault::ConflictStatus(2),
+        "status",
+        409,
+        Some("s409"),
+        "s409",
+    );
+}
+
+// ------------------------------------------------------------- heartbeat
+
+/// Running statuses; the step comes from the log pipeline, which these
+/// in-process tests do not start (tests/report.rs checks it end to end).
+fn running(requests: &[Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| matches!(r, Request::Status(s) if s.state == "running" && s.step.is_none()))
+        .count()
+}
+
+/// Checks the order of a finished job's requests: running statuses, then
+/// one final status, last; heartbeats report what the server held.
+fn check_order(orch: &Orchestrator, job: &str) {
+    let requests = orch.requests(job);
+    let first_final = requests
+        .iter()
+        .position(|r| matches!(r, Request::Status(s) if s.is_final()))
+        .expect("a final status");
+    assert_eq!(
+        first_final,
+        requests.len() - 1,
+        "requests after the final status: {requests:#?}"
+    );
+    for r in &requests {
+        if let Request::Status(s) = r {
+            if s.state == "running" {
+                assert_eq!(s.log_length, s.server_length, "{s:?}");
+            }
+        }
+    }
+    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+}
+
+#[test]
+fn heartbeats_come_while_the_job_is_quiet() {
+    init_logs();
+    let token = "tok-beat-Hb1";
+    let job = "job-beat";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("heartbeat");
+    let path = dir.0.join("spool.ndjson");
+    let mut spool = Spool::create(&path).unwrap();
+    let beat = Duration::from_millis(100);
+    let cfg = Config {
+        heartbeat: Some(beat),
+        ..config(&orch.url(), job, token)
+    };
+    let started = Instant::now();
+    let up = Uploader::start(cfg, path.clone(), no_cancel());
+    assert!(
+        orch.wait_for_requests(job, GENEROUS, |r| running(r) >= 3),
+        "{:#?}",
+        orch.requests(job)
+    );
+    spool.append(Stream::Stdout, Some("build"), b"some output\n");
+    spool.flush().unwrap();
+    assert!(
+        orch.wait_for_requests(job, GENEROUS, |r| running(r) >= 5),
+        "{:#?}",
+        orch.requests(job)
+    );
+    // Each heartbeat follows at least `beat` of silence.
+    let statuses = orch.statuses(job);
+    let elapsed = started.elapsed();
+    let beats = statuses.len() as u128 - 1;
+    assert!(
+        beats * beat.as_millis() <= elapsed.as_millis(),
+        "{beats} heartbeats in {elapsed:?}"
+    );
+    assert!(orch.log(job).ends_with(b"some output\\n\"}\n"));
+    assert_eq!(up.finish(final_status(), GENEROUS), Outcome::Delivered);
+    check_order(&orch, job);
+}
+
+#[test]
+fn heartbeats_stop_at_finish_and_never_pass_the_final_status() {
+    init_logs();
+    let token = "tok-beat-Hb2";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("heartbeat-finish");
+    let beat = Duration::from_millis(5);
+    // Finish lands at a different moment of the heartbeats each round.
+    for round in 0..8u64 {
+        let job = format!("job-beat-{round}");
+        let path = dir.0.join(format!("spool-{round}.ndjson"));
+        let mut spool = Spool::create(&path).unwrap();
+        let cfg = Config {
+            heartbeat: Some(beat),
+            ..config(&orch.url(), &job, token)
+        };
+        let up = Uploader::start(cfg, path.clone(), no_cancel());
+        for i in 0..20 {
+            let (stream, step, text) = event(i);
+            spool.append(stream, step, &text);
+        }
+        spool.flush().unwrap();
+        assert!(orch.wait_for_requests(&job, GENEROUS, |r| running(r) >= 3));
+        for i in 20..40 {
+            let (stream, step, text) = event(i);
+            spool.append(stream, step, &text);
+        }
+        spool.flush().unwrap();
+        std::thread::sleep(Duration::from_micros(700 * round));
+        assert_eq!(up.finish(final_status(), GENEROUS), Outcome::Delivered);
+        assert_eq!(orch.log(&job), std::fs::read(&path).unwrap());
+        check_order(&orch, &job);
+        // The upload thread has ended: ten heartbeat intervals bring nothing.
+        let n = orch.requests(&job).len();
+        std::thread::sleep(beat * 10);
+        assert_eq!(orch.requests(&job).len(), n);
+    }
+}
+
+// ----------------------------------------------------------------- files
+
+fn client_of(orch: &Orchestrator, token: &str) -> Client {
+    Client::new(&parse_url(&orch.url()).unwrap(), token).unwrap()
+}
+
+/// `n` bytes that do not compress and are not all text.
+fn blob(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn put(
+    client: &mut Client,
+    target: &str,
+    file: &File,
+    body: &[u8],
+    gzip: bool,
+    deadline: Instant,
+) -> workflow_runner::error::Result<u16> {
+    let digest = sha256(body);
+    let how = PutFile {
+        content_type: "application/x-tar",
+        gzip,
+        sha256: &digest,
+    };
+    put_file(client, target, file, body.len() as u64, &how, deadline)
+}
+
+#[test]
+fn the_test_orchestrator_hashes_and_encodes_like_the_standards() {
+    let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(sha256(b"")),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        hex(sha256(b"abc")),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        hex(sha256(
+            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+        )),
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+    );
+    assert_eq!(
+        hex(sha256(&vec![b'a'; 1_000_000])),
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+    );
+    for (plain, enc) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64(plain.as_bytes()), enc);
+    }
+}
+
+#[test]
+fn put_file_streams_the_body_with_its_length_and_digest() {
+    let token = "tok-put-Pf1";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("put");
+    let body = blob(700_000, 1);
+    let path = dir.0.join("a.tar.gz");
+    // Only the first `len` bytes are sent.
+    std::fs::write(&path, [&body[..], b"not sent"].concat()).unwrap();
+    let file = File::open(&path).unwrap();
+    let mut client = client_of(&orch, token);
+    let target = client.artifact_target("job-put", "build output/ü");
+    assert_eq!(target, "/v1/jobs/job-put/artifacts/build%20output%2F%C3%BC");
+    let deadline = Instant::now() + GENEROUS;
+    assert_eq!(
+        put(&mut client, &target, &file, &body, true, deadline).unwrap(),
+        201
+    );
+    // Again, plain, on the same kept-alive connection.
+    let small = &body[..1000];
+    let target2 = client.artifact_target("job-put", "report");
+    assert_eq!(
+        put(&mut client, &target2, &file, small, false, deadline).unwrap(),
+        201
+    );
+    let arts = orch.artifacts("job-put");
+    assert_eq!(arts.len(), 2);
+    assert_eq!(arts[0].name, "build output/ü");
+    assert!(arts[0].body == body, "the artifact's bytes differ");
+    assert_eq!(arts[0].content_encoding.as_deref(), Some("gzip"));
+    assert_eq!(arts[0].content_type.as_deref(), Some("application/x-tar"));
+    assert_eq!(
+        (arts[1].name.as_str(), &arts[1].body[..]),
+        ("report", small)
+    );
+    assert_eq!(arts[1].content_encoding, None);
+    assert_eq!(orch.counts().connections, 1, "{:?}", orch.counts());
+    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+}
+
+#[test]
+fn a_wrong_digest_is_caught_by_the_test_orchestrator() {
+    // The check the other tests rely on is real.
+    let token = "tok-digest-Dg1";
+    let orch = Orchestrator::start(token, Fault::Healthy);
+    let dir = TempDir::new("digest");
+    let path = dir.0.join("f");
+    std::fs::write(&path, b"hello").unwrap();
+    let file = File::open(&path).unwrap();
+    let mut client = client_of(&orch, token);
+    let target = client.cache_target("k");
+    let how = PutFile {
+        content_type: "application/x-tar",
+        gzip: false,
+        sha256: &sha256(b"hellO"),
+    };
+    let deadline = Instant::now() + GENEROUS;
+    assert_eq!(
+        put_file(&mut client, &target, &file, 5, &how, deadline).unwrap(),
+        400
+    );
+    assert_eq!(orch.violations().len(), 1, "{:?}", orch.violations());
+    assert!(orch.cache("k").is_none());
+}
+
+#[test]
+fn put_file_retries_5xx_and_not_4xx() {
+    let dir = TempDir::new("put-retry");
+    let body = blob(50_000, 2);
+    let path = dir.0.join("f");
+    std::fs::write(&path, &body).unwrap();
+    let file = File::open(&path).unwrap();
+    let token = "tok-retry-Rt1";
+
+    let orch = Orchestrator::start(token, Fault::Refuse503(2));
+    let mut client = client_of(&orch, token);
+    let target = client.cache_target("deps-linux-x86_64-00ff");
+    let deadline = Instant::now() + GENEROUS;
+    assert_eq!(
+        put(&mut client, &target, &file, &body, false, deadline).unwrap(),
+        200
+    );
+    let c = orch.counts();
+    assert_eq!((c.refused_503, c.file_puts), (2, 1), "{c:?}");
+    assert!(orch
+        .cache("deps-linux-x86_64-00ff")
+        .is_some_and(|b| b == body));
+
+    let orch = Orchestrator::start(token, Fault::WrongToken);
+    let mut client = client_of(&orch, token);
+    let t = Instant::now();
+    assert_eq!(
+        put(&mut client, &target, &file, &body, false, deadline).unwrap(),
+        401
+    );
+    assert_eq!(orch.counts().total, 1, "a 4xx is not retried");
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // 503 without end: the last answer once the deadline leaves no time.
+    let orch = Orchestrator::start(token, Fault::Refuse503(usize::MAX));
+    let mut client = client_of(&orch, token);
+    let t = Instant::now();
+    let status = put(
+        &mut client,
+        &target,
+        &file,
+        &body,
+        false,
+        t + Duration::from_millis(400),
+    );
+    assert_eq!(status.unwrap(), 503);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(orch.counts().refused_503 >= 2, "{:?}", orch.counts());
+
+    // Nobody listening: an error naming the connection, at the deadline.
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut client = Client::new(&parse_url(&url).unwrap(), token).unwrap();
+    let t = Instant::now();
+    let err = put(
+        &mut client,
+        &target,
+        &file,
+        &body,
+        false,
+        t + Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind, Kind::Upload);
+    assert!(err.msg.contains("cannot connect to 127.0.0.1:"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn get_to_file_fetches_what_was_put_within_a_cap_and_404_is_a_miss() {
+    let token = "tok-get-Gt1";
+    let dir = TempDir::new("get");
+    let body = blob(300_000, 3);
+    let src = dir.0.join("src");
+    std::fs::write(&src, &body).unwrap();
+    // Content-Length answers, then chunked and close-delimited ones.
+    for (i, fault) in [Fault::Healthy, Fault::Quirky].into_iter().enumerate() {
+        let orch = Orchestrator::start(token, fault);
+        let mut client = client_of(&orch, token);
+        let key = "deps-linux-x86_64-0a1b";
+        let target = client.cache_target(key);
+        let deadline = Instant::now() + GENEROUS;
+        let file = File::open(&src).unwrap();
+        assert_eq!(
+            put(&mut client, &target, &file, &body, true, deadline).unwrap(),
+            200
+        );
+
+        let out_path = dir.0.join(format!("out-{i}"));
+        // What the file held before is replaced, not overwritten in part.
+        std::fs::write(&out_path, vec![b'j'; 400_000]).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&out_path)
+            .unwrap();
+        // Enough answers that the quirky server frames some by the close.
+        for _ in 0..6 {
+            let got = get_to_file(&mut client, &target, &out, 1 << 20, deadline).unwrap();
+            assert_eq!(got, Some(body.len() as u64));
+            assert!(
+                std::fs::read(&out_path).unwrap() == body,
+                "the download differs"
+            );
+        }
+        // Exactly at the cap is fine; a byte over is an error, not retried.
+        let got = get_to_file(&mut client, &target, &out, body.len() as u64, deadline).unwrap();
+        assert_eq!(got, Some(body.len() as u64));
+        let gets = orch.counts().cache_gets;
+        let err =
+            get_to_file(&mut client, &target, &out, body.len() as u64 - 1, deadline).unwrap_err();
+        assert!(err.msg.contains("larger than allowed"), "{err}");
+        assert_eq!(
+            orch.counts().cache_gets,
+            gets + 1,
+            "a body over the cap is not fetched again"
+        );
+
+        let miss = client.cache_target("deps-linux-x86_64-ffff");
+        assert_eq!(
+            get_to_file(&mut client, &miss, &out, 1 << 20, deadline).unwrap(),
+            None
+        );
+        assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+    }
 }
 
 // ---------------------------------------------------------------- bench

@@ -160,6 +160,11 @@ pub fn set_step(step: Option<&str>, debug: bool) {
     }
 }
 
+/// The step that runs now, masked (for the heartbeat's status).
+pub fn current_step() -> Option<String> {
+    PIPELINE.get().and_then(|p| p.sink().step.clone())
+}
+
 /// The annotations the job made so far, and how many were dropped.
 pub fn annotations() -> (Vec<commands::Annotation>, u64) {
     match PIPELINE.get() {

@@ -219,4 +219,3 @@ fn run_logged(cmd: Command, limits: Limits) -> io::Result<End> {
         }
     })
 }
-

@@ -3,13 +3,14 @@
 //! misbehave on purpose (see `Fault`).
 //!
 //! Its checks of the runner's requests (framing, headers, whole lines,
-//! status JSON) land in `violations()`, which tests expect to be empty.
+//! status JSON, one request of a job at a time, file digests) land in
+//! `violations()`, which tests expect to be empty.
 
 use miniserde::{json, Deserialize};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,11 @@ pub enum Fault {
     Quirky,
     /// Connections are accepted and requests read, but never answered.
     Hang,
+    /// The first K status PUTs are answered 409 with the server's length,
+    /// even when they could be accepted.
+    ConflictStatus(usize),
+    /// Every request is answered 307, a redirect.
+    Redirect,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +60,10 @@ pub struct StatusRecord {
     pub exit_code: Option<i64>,
     pub log_length: u64,
     pub runner_version: String,
+    /// The running step, in a `running` status.
+    pub step: Option<String>,
+    /// Why a final state is not `succeeded`.
+    pub reason: Option<String>,
     pub steps: Vec<StepRecord>,
     /// The log length the server held when the PUT arrived.
     pub server_length: u64,
@@ -100,20 +110,50 @@ pub struct Counts {
     pub forgotten: usize,
     pub appended: usize,
     pub conflicts: usize,
+    /// Answers that carried `"cancel": true`.
+    pub cancels: usize,
+    pub redirected: usize,
+    /// PUTs of artifacts and cache entries that were stored.
+    pub file_puts: usize,
+    pub cache_gets: usize,
+    pub cache_hits: usize,
+}
+
+/// One artifact PUT as stored.
+#[derive(Clone, Debug)]
+pub struct FileRecord {
+    pub name: String,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+}
+
+/// Which answers carry `"cancel": true` (see `Orchestrator::cancel_on`).
+#[derive(Clone, Debug)]
+struct CancelOn {
+    /// "log" or "status".
+    kind: &'static str,
+    code: u16,
+    reason: Option<String>,
 }
 
 #[derive(Default)]
 struct Job {
     log: Vec<u8>,
     requests: Vec<Request>,
+    artifacts: Vec<FileRecord>,
+    /// Requests of this job being handled now: more than one is a violation.
+    in_flight: usize,
 }
 
 #[derive(Default)]
 struct State {
     jobs: HashMap<String, Job>,
+    cache: HashMap<String, Vec<u8>>,
     counts: Counts,
     violations: Vec<String>,
     bind_failed: bool,
+    cancel: Option<CancelOn>,
 }
 
 struct Inner {
@@ -124,6 +164,8 @@ struct Inner {
     prefix: String,
     authority: String,
     stop: AtomicBool,
+    /// Answers that closed the connection, with `Fault::Quirky`.
+    closes: AtomicUsize,
 }
 
 impl Inner {
@@ -164,6 +206,7 @@ impl Orchestrator {
             prefix: prefix.to_string(),
             authority: addr.to_string(),
             stop: AtomicBool::new(false),
+            closes: AtomicUsize::new(0),
         });
         let server = inner.clone();
         match fault {
@@ -243,6 +286,39 @@ impl Orchestrator {
         self.inner.lock().counts.clone()
     }
 
+    /// From now on, answers to `kind` ("log" or "status") requests with
+    /// status `code` (2xx or 409) carry `"cancel": true` and `reason`.
+    pub fn cancel_on(&self, kind: &'static str, code: u16, reason: Option<&str>) {
+        self.inner.lock().cancel = Some(CancelOn {
+            kind,
+            code,
+            reason: reason.map(str::to_string),
+        });
+    }
+
+    /// The artifacts `job` uploaded, in arrival order.
+    pub fn artifacts(&self, job: &str) -> Vec<FileRecord> {
+        self.inner
+            .lock()
+            .jobs
+            .get(job)
+            .map(|j| j.artifacts.clone())
+            .unwrap_or_default()
+    }
+
+    /// The cache entry stored under `key`.
+    pub fn cache(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.lock().cache.get(key).cloned()
+    }
+
+    /// Stores a cache entry, as if a job had uploaded it.
+    pub fn put_cache(&self, key: &str, body: &[u8]) {
+        self.inner
+            .lock()
+            .cache
+            .insert(key.to_string(), body.to_vec());
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.inner.lock().violations.clone()
     }
@@ -273,6 +349,18 @@ impl Orchestrator {
     pub fn wait_for_log_len(&self, job: &str, len: u64, deadline: Duration) -> bool {
         self.wait_until(deadline, |jobs| {
             jobs.get(job).is_some_and(|j| j.log.len() as u64 >= len)
+        })
+    }
+
+    /// Waits up to `deadline` until `pred` holds over the requests of `job`.
+    pub fn wait_for_requests(
+        &self,
+        job: &str,
+        deadline: Duration,
+        mut pred: impl FnMut(&[Request]) -> bool,
+    ) -> bool {
+        self.wait_until(deadline, |jobs| {
+            pred(jobs.get(job).map_or(&[][..], |j| &j.requests))
         })
     }
 
@@ -354,9 +442,22 @@ impl Req {
 
 /// What to do after a request.
 enum Answer {
-    Send(u16, String),
+    Send(u16, Vec<u8>),
     /// Close without answering.
     Drop,
+}
+
+fn send(code: u16, body: impl Into<Vec<u8>>) -> Answer {
+    Answer::Send(code, body.into())
+}
+
+/// The job a log or status target belongs to. (Artifact uploads go on
+/// connections of their own and may overlap these.)
+fn job_of(target: &str, prefix: &str) -> Option<String> {
+    let rest = target.strip_prefix(prefix)?.strip_prefix("/v1/jobs/")?;
+    let path = rest.split('?').next()?;
+    let (job, what) = path.split_once('/')?;
+    matches!(what, "log" | "status").then(|| percent_decode(job))?
 }
 
 fn handle(stream: TcpStream, inner: Arc<Inner>) {
@@ -379,7 +480,24 @@ fn handle(stream: TcpStream, inner: Arc<Inner>) {
         if inner.stop.load(Ordering::SeqCst) {
             return;
         }
+        let job = job_of(&req.target, &inner.prefix);
+        if let Some(job) = &job {
+            let mut st = inner.lock();
+            let j = st.jobs.entry(job.clone()).or_default();
+            j.in_flight += 1;
+            if j.in_flight > 1 {
+                st.violations
+                    .push(format!("two log or status requests of job {job:?} at once"));
+            }
+        }
         let answer = route(&req, &inner);
+        // Before the answer leaves: the runner may send its next request
+        // as soon as it has it.
+        if let Some(job) = &job {
+            if let Some(j) = inner.lock().jobs.get_mut(job) {
+                j.in_flight -= 1;
+            }
+        }
         inner.cv.notify_all();
         let (code, body) = match answer {
             Answer::Drop => {
@@ -390,7 +508,9 @@ fn handle(stream: TcpStream, inner: Arc<Inner>) {
         };
         answered += 1;
         let close = matches!(inner.fault, Fault::Quirky) && answered.is_multiple_of(3);
-        let bytes = render(code, &body, &inner.fault, answered, close);
+        // Every other closing answer is framed by the close alone.
+        let by_close = close && inner.closes.fetch_add(1, Ordering::SeqCst) % 2 == 1;
+        let bytes = render(code, &body, &inner.fault, answered, close, by_close);
         if out.write_all(&bytes).is_err() || close {
             let _ = out.shutdown(Shutdown::Both);
             return;
@@ -398,9 +518,11 @@ fn handle(stream: TcpStream, inner: Arc<Inner>) {
     }
 }
 
-fn render(code: u16, body: &str, fault: &Fault, n: usize, close: bool) -> Vec<u8> {
+fn render(code: u16, body: &[u8], fault: &Fault, n: usize, close: bool, by_close: bool) -> Vec<u8> {
     let reason = match code {
         200 => "OK",
+        201 => "Created",
+        307 => "Temporary Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
@@ -412,22 +534,24 @@ fn render(code: u16, body: &str, fault: &Fault, n: usize, close: bool) -> Vec<u8
     if !matches!(fault, Fault::Quirky) {
         out.extend_from_slice(
             format!(
-                "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
                 body.len()
             )
             .as_bytes(),
         );
+        out.extend_from_slice(body);
         return out;
     }
     if n % 2 == 1 {
         out.extend_from_slice(b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n");
     }
-    if close && n.is_multiple_of(2) {
+    if by_close {
         // Framed by the close alone.
         out.extend_from_slice(
-            format!("HTTP/1.1 {code} {reason}\r\nconnection: Close\r\ncontent-type: application/json\r\n\r\n{body}")
+            format!("HTTP/1.1 {code} {reason}\r\nconnection: Close\r\ncontent-type: application/json\r\n\r\n")
                 .as_bytes(),
         );
+        out.extend_from_slice(body);
         return out;
     }
     out.extend_from_slice(
@@ -437,7 +561,7 @@ fn render(code: u16, body: &str, fault: &Fault, n: usize, close: bool) -> Vec<u8
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"X-Padding: some header the runner ignores\r\n\r\n");
-    for (i, piece) in body.as_bytes().chunks(3).enumerate() {
+    for (i, piece) in body.chunks(3).enumerate() {
         if i % 2 == 0 {
             out.extend_from_slice(format!("{:X};ext=1\r\n", piece.len()).as_bytes());
         } else {
@@ -491,11 +615,14 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Req>, String> {
         headers,
         body: Vec::new(),
     };
-    let len: usize = req
-        .header("content-length")
-        .ok_or("no Content-Length")?
-        .parse()
-        .map_err(|_| "bad Content-Length".to_string())?;
+    // A GET has no body (RFC 9110 8.6: no Content-Length either); POST and
+    // PUT always have one.
+    let len: usize = match (req.method.as_str(), req.header("content-length")) {
+        ("GET", None) => 0,
+        ("GET", Some(_)) => return Err("a GET with Content-Length".to_string()),
+        (_, None) => return Err("no Content-Length".to_string()),
+        (_, Some(n)) => n.parse().map_err(|_| "bad Content-Length".to_string())?,
+    };
     let mut body = vec![0; len];
     r.read_exact(&mut body)
         .map_err(|e| format!("short body: {e}"))?;
@@ -508,6 +635,8 @@ struct StatusWire {
     exit_code: Option<i64>,
     log_length: u64,
     runner_version: String,
+    step: Option<String>,
+    reason: Option<String>,
     steps: Vec<StepWire>,
 }
 
@@ -533,161 +662,365 @@ fn route(req: &Req, inner: &Inner) -> Answer {
         }
         Fault::Refuse503(k) if st.counts.refused_503 < k => {
             st.counts.refused_503 += 1;
-            return Answer::Send(503, "{\"error\":\"try later\"}".to_string());
+            return send(503, "{\"error\":\"try later\"}");
+        }
+        Fault::Redirect => {
+            st.counts.redirected += 1;
+            return send(307, "{}");
         }
         _ => {}
     }
     if req.header("authorization") != Some(inner.expected_auth.as_str()) {
         st.counts.unauthorized += 1;
-        return Answer::Send(401, "{\"error\":\"bad token\"}".to_string());
+        return send(401, "{\"error\":\"bad token\"}");
     }
-    let mut problems = Vec::new();
     if req.header("host") != Some(inner.authority.as_str()) {
-        problems.push(format!(
+        let v = format!(
             "Host is {:?}, expected {:?}",
             req.header("host"),
             inner.authority
-        ));
+        );
+        st.violations.push(v);
     }
-    let Some(rest) = req
-        .target
-        .strip_prefix(&inner.prefix)
-        .and_then(|r| r.strip_prefix("/v1/jobs/"))
-    else {
+    let rest = req.target.strip_prefix(&inner.prefix).unwrap_or("");
+    if let Some(key) = rest.strip_prefix("/v1/cache/") {
+        return cache(req, &mut st, key);
+    }
+    let Some(rest) = rest.strip_prefix("/v1/jobs/") else {
         st.violations
             .push(format!("unknown target {:?}", req.target));
-        return Answer::Send(404, "{}".to_string());
+        return send(404, "{}");
     };
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     let Some((job_enc, what)) = path.split_once('/') else {
         st.violations
             .push(format!("unknown target {:?}", req.target));
-        return Answer::Send(404, "{}".to_string());
+        return send(404, "{}");
     };
     let job = match percent_decode(job_enc) {
         Some(j) => j,
         None => {
             st.violations
                 .push(format!("bad job id encoding {job_enc:?}"));
-            return Answer::Send(400, "{}".to_string());
+            return send(400, "{}");
         }
     };
-    let answer = match (req.method.as_str(), what) {
-        ("POST", "log") => {
-            st.counts.log_posts += 1;
-            if req.header("content-type") != Some("application/x-ndjson") {
-                problems.push(format!(
-                    "log POST with Content-Type {:?}",
-                    req.header("content-type")
-                ));
-            }
-            if !req.body.is_empty() && !req.body.ends_with(b"\n") {
-                problems.push("log POST body does not end with a whole line".to_string());
-            }
-            if req.body.is_empty() {
-                problems.push("empty log POST".to_string());
-            }
-            let offset = query
-                .strip_prefix("offset=")
-                .and_then(|o| o.parse::<u64>().ok());
-            let lose = matches!(inner.fault, Fault::LoseAnswers(k) if st.counts.lost_answers < k);
-            let state = &mut *st;
-            let j = state.jobs.entry(job.clone()).or_default();
-            let have = j.log.len() as u64;
-            match offset {
-                None => {
-                    problems.push(format!("log POST without offset: {:?}", req.target));
-                    Answer::Send(400, "{}".to_string())
-                }
-                Some(o) if o == have => {
-                    j.log.extend_from_slice(&req.body);
-                    let m = j.log.len();
-                    j.requests.push(Request::Log {
-                        offset: o,
-                        len: req.body.len(),
-                        outcome: 200,
-                    });
-                    state.counts.appended += 1;
-                    if matches!(inner.fault, Fault::ForgetBatch(k) if state.counts.appended == k) {
-                        state.counts.forgotten += 1;
-                        j.log.truncate(o as usize);
-                        j.requests.pop();
-                    }
-                    if lose {
-                        state.counts.lost_answers += 1;
-                        Answer::Drop
-                    } else {
-                        Answer::Send(200, format!("{{\"length\":{m}}}"))
-                    }
-                }
-                Some(o) => {
-                    state.counts.conflicts += 1;
-                    j.requests.push(Request::Log {
-                        offset: o,
-                        len: req.body.len(),
-                        outcome: 409,
-                    });
-                    Answer::Send(
-                        409,
-                        format!("{{\"length\": {have}, \"note\": \"offset mismatch\"}}"),
-                    )
-                }
-            }
-        }
-        ("PUT", "status") => {
-            st.counts.status_puts += 1;
-            if req.header("content-type") != Some("application/json") {
-                problems.push(format!(
-                    "status PUT with Content-Type {:?}",
-                    req.header("content-type")
-                ));
-            }
-            let raw = String::from_utf8_lossy(&req.body).into_owned();
-            match json::from_str::<StatusWire>(&raw) {
-                Err(_) => {
-                    problems.push(format!("status body is not the expected JSON: {raw}"));
-                    Answer::Send(400, "{}".to_string())
-                }
-                Ok(w) => {
-                    let j = st.jobs.entry(job.clone()).or_default();
-                    let have = j.log.len() as u64;
-                    let accepted = !is_final(&w.state) || w.log_length == have;
-                    j.requests.push(Request::Status(StatusRecord {
-                        job: job.clone(),
-                        state: w.state,
-                        exit_code: w.exit_code,
-                        log_length: w.log_length,
-                        runner_version: w.runner_version,
-                        steps: w
-                            .steps
-                            .into_iter()
-                            .map(|s| StepRecord {
-                                name: s.name,
-                                state: s.state,
-                                exit_code: s.exit_code,
-                                duration_ms: s.duration_ms,
-                            })
-                            .collect(),
-                        server_length: have,
-                        accepted,
-                        raw,
-                    }));
-                    if accepted {
-                        Answer::Send(200, "{}".to_string())
-                    } else {
-                        st.counts.conflicts += 1;
-                        Answer::Send(409, format!("{{\"length\":{have}}}"))
-                    }
-                }
-            }
+    let (kind, answer) = match (req.method.as_str(), what) {
+        ("POST", "log") => ("log", log_post(req, inner, &mut st, &job, query)),
+        ("PUT", "status") => ("status", status_put(req, inner, &mut st, &job)),
+        ("PUT", _) if what.starts_with("artifacts/") => {
+            return artifact_put(req, &mut st, &job, &what["artifacts/".len()..]);
         }
         _ => {
-            problems.push(format!("unexpected {} {}", req.method, req.target));
-            Answer::Send(404, "{}".to_string())
+            st.violations
+                .push(format!("unexpected {} {}", req.method, req.target));
+            return send(404, "{}");
+        }
+    };
+    // The cancel rides on the answer's JSON object.
+    match (answer, &st.cancel) {
+        (Answer::Send(code, body), Some(c)) if c.kind == kind && c.code == code => {
+            let mut fields = String::from("\"cancel\":true");
+            if let Some(r) = &c.reason {
+                fields.push_str(&format!(",\"reason\":{}", json::to_string(r)));
+            }
+            let body = String::from_utf8(body).expect("JSON answers");
+            let body = match body.strip_suffix('}') {
+                Some(open) if open.trim_end() == "{" => format!("{{{fields}}}"),
+                Some(open) => format!("{open},{fields}}}"),
+                None => body,
+            };
+            st.counts.cancels += 1;
+            send(code, body)
+        }
+        (answer, _) => answer,
+    }
+}
+
+fn log_post(req: &Req, inner: &Inner, st: &mut State, job: &str, query: &str) -> Answer {
+    let mut problems = Vec::new();
+    st.counts.log_posts += 1;
+    if req.header("content-type") != Some("application/x-ndjson") {
+        problems.push(format!(
+            "log POST with Content-Type {:?}",
+            req.header("content-type")
+        ));
+    }
+    if !req.body.is_empty() && !req.body.ends_with(b"\n") {
+        problems.push("log POST body does not end with a whole line".to_string());
+    }
+    if req.body.is_empty() {
+        problems.push("empty log POST".to_string());
+    }
+    let offset = query
+        .strip_prefix("offset=")
+        .and_then(|o| o.parse::<u64>().ok());
+    let lose = matches!(inner.fault, Fault::LoseAnswers(k) if st.counts.lost_answers < k);
+    let j = st.jobs.entry(job.to_string()).or_default();
+    let have = j.log.len() as u64;
+    let answer = match offset {
+        None => {
+            problems.push(format!("log POST without offset: {:?}", req.target));
+            send(400, "{}")
+        }
+        Some(o) if o == have => {
+            j.log.extend_from_slice(&req.body);
+            let m = j.log.len();
+            j.requests.push(Request::Log {
+                offset: o,
+                len: req.body.len(),
+                outcome: 200,
+            });
+            st.counts.appended += 1;
+            if matches!(inner.fault, Fault::ForgetBatch(k) if st.counts.appended == k) {
+                st.counts.forgotten += 1;
+                j.log.truncate(o as usize);
+                j.requests.pop();
+            }
+            if lose {
+                st.counts.lost_answers += 1;
+                Answer::Drop
+            } else {
+                send(200, format!("{{\"length\":{m}}}"))
+            }
+        }
+        Some(o) => {
+            st.counts.conflicts += 1;
+            j.requests.push(Request::Log {
+                offset: o,
+                len: req.body.len(),
+                outcome: 409,
+            });
+            send(
+                409,
+                format!("{{\"length\": {have}, \"note\": \"offset mismatch\"}}"),
+            )
         }
     };
     st.violations.extend(problems);
     answer
+}
+
+fn status_put(req: &Req, inner: &Inner, st: &mut State, job: &str) -> Answer {
+    st.counts.status_puts += 1;
+    if req.header("content-type") != Some("application/json") {
+        st.violations.push(format!(
+            "status PUT with Content-Type {:?}",
+            req.header("content-type")
+        ));
+    }
+    let raw = String::from_utf8_lossy(&req.body).into_owned();
+    let Ok(w) = json::from_str::<StatusWire>(&raw) else {
+        st.violations
+            .push(format!("status body is not the expected JSON: {raw}"));
+        return send(400, "{}");
+    };
+    let conflict = matches!(inner.fault, Fault::ConflictStatus(k) if st.counts.status_puts <= k);
+    let j = st.jobs.entry(job.to_string()).or_default();
+    let have = j.log.len() as u64;
+    let accepted = !conflict && (!is_final(&w.state) || w.log_length == have);
+    j.requests.push(Request::Status(StatusRecord {
+        job: job.to_string(),
+        state: w.state,
+        exit_code: w.exit_code,
+        log_length: w.log_length,
+        runner_version: w.runner_version,
+        step: w.step,
+        reason: w.reason,
+        steps: w
+            .steps
+            .into_iter()
+            .map(|s| StepRecord {
+                name: s.name,
+                state: s.state,
+                exit_code: s.exit_code,
+                duration_ms: s.duration_ms,
+            })
+            .collect(),
+        server_length: have,
+        accepted,
+        raw,
+    }));
+    if accepted {
+        send(200, "{}")
+    } else {
+        st.counts.conflicts += 1;
+        send(409, format!("{{\"length\":{have}}}"))
+    }
+}
+
+/// Checks what a file PUT must carry; returns the problems.
+fn check_file_put(req: &Req) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want = format!("sha-256=:{}:", base64(&sha256(&req.body)));
+    if req.header("repr-digest") != Some(want.as_str()) {
+        problems.push(format!(
+            "{} {} with Repr-Digest {:?}, expected {want:?}",
+            req.method,
+            req.target,
+            req.header("repr-digest")
+        ));
+    }
+    if req.header("content-length") != Some(req.body.len().to_string().as_str()) {
+        problems.push(format!(
+            "{} {} without its Content-Length",
+            req.method, req.target
+        ));
+    }
+    problems
+}
+
+fn artifact_put(req: &Req, st: &mut State, job: &str, name_enc: &str) -> Answer {
+    let Some(name) = percent_decode(name_enc) else {
+        st.violations
+            .push(format!("bad artifact name encoding {name_enc:?}"));
+        return send(400, "{}");
+    };
+    let problems = check_file_put(req);
+    if !problems.is_empty() {
+        st.violations.extend(problems);
+        return send(400, "{}");
+    }
+    st.counts.file_puts += 1;
+    st.jobs
+        .entry(job.to_string())
+        .or_default()
+        .artifacts
+        .push(FileRecord {
+            name,
+            body: req.body.clone(),
+            content_type: req.header("content-type").map(str::to_string),
+            content_encoding: req.header("content-encoding").map(str::to_string),
+        });
+    send(201, "{}")
+}
+
+fn cache(req: &Req, st: &mut State, key_enc: &str) -> Answer {
+    let Some(key) = percent_decode(key_enc) else {
+        st.violations
+            .push(format!("bad cache key encoding {key_enc:?}"));
+        return send(400, "{}");
+    };
+    match req.method.as_str() {
+        "GET" => {
+            st.counts.cache_gets += 1;
+            match st.cache.get(&key) {
+                Some(body) => {
+                    let body = body.clone();
+                    st.counts.cache_hits += 1;
+                    send(200, body)
+                }
+                None => send(404, "{}"),
+            }
+        }
+        "PUT" => {
+            let problems = check_file_put(req);
+            if !problems.is_empty() {
+                st.violations.extend(problems);
+                return send(400, "{}");
+            }
+            st.counts.file_puts += 1;
+            st.cache.insert(key, req.body.clone());
+            send(200, "{}")
+        }
+        m => {
+            st.violations.push(format!("unexpected {m} {}", req.target));
+            send(405, "{}")
+        }
+    }
+}
+
+/// Base64 with padding (RFC 4648 section 4), written here independently of
+/// the runner's.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// SHA-256 (FIPS 180-4), for checking `Repr-Digest`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in msg.chunks(64) {
+        let mut w = [0u32; 64];
+        for i in 0..16 {
+            w[i] = u32::from_be_bytes([
+                block[4 * i],
+                block[4 * i + 1],
+                block[4 * i + 2],
+                block[4 * i + 3],
+            ]);
+        }
+        for i in 16..64 {
+            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
+            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
+            w[i] = w[i - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[i - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for i in 0..64 {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(K[i])
+                .wrapping_add(w[i]);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let maj = (a & b) ^ (a & c) ^ (b & c);
+            let t2 = s0.wrapping_add(maj);
+            hh = g;
+            g = f;
+            f = e;
+            e = d.wrapping_add(t1);
+            d = c;
+            c = b;
+            b = a;
+            a = t1.wrapping_add(t2);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (i, x) in h.iter().enumerate() {
+        out[4 * i..4 * i + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> Option<String> {
