@@ -7,14 +7,15 @@ use crate::config::args::{self, Command, Flags, HELP};
 use crate::config::secrets::{self, Secrets};
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
+use crate::files::archive::Destination;
 use crate::logs::mask::Masker;
 use crate::logs::spool::Spool;
 use crate::logs::upload::{self, Uploader};
 use crate::logs::{self, logger};
 use crate::plan::{self, Plan};
-use crate::report::{JobState, Status};
+use crate::report::{ArtifactReport, JobState, Status};
 use crate::run::{self, process, Outcome};
-use crate::{checkout, sys};
+use crate::{checkout, files, http, sys};
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -141,7 +142,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         _ => None,
     };
     let status = match execute(&cfg, &secrets) {
-        Ok(o) => Status {
+        Ok((o, artifacts)) => Status {
             state: o.state,
             exit_code: Some(o.exit_code),
             reason: o.reason,
@@ -149,7 +150,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
             steps: o.steps,
             annotations: Vec::new(),
             annotations_dropped: 0,
-            artifacts: Vec::new(),
+            artifacts,
         },
         Err(e) => {
             let code = e.exit_code();
@@ -197,19 +198,15 @@ fn open_spool(path: &Path) -> Result<Spool> {
     })
 }
 
-/// The job's stages after the context: checkout, plan, run.
-fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
+/// The job's stages after the context: checkout, plan, caches restored,
+/// run, caches saved, artifacts. Returns how the job ended and what became
+/// of its artifacts.
+fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactReport>)> {
     let checked_out = checkout::checkout(cfg);
     // A cancelled git fails like any other; the cancellation is what counts.
     if let Some(sig) = sys::cancelled() {
         warn!("cancelled by signal {sig} before the job started");
-        return Ok(Outcome {
-            state: JobState::Cancelled,
-            exit_code: 128 + sig,
-            reason: Some(run::cancel_reason(sig)),
-            steps: Vec::new(),
-            artifacts: Vec::new(),
-        });
+        return Ok((Outcome::cancelled_early(sig), Vec::new()));
     }
     checked_out?;
     // The job's time limit counts from here: fetching has SOLSTICE_GIT_TIMEOUT.
@@ -218,8 +215,13 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
         .value
         .and_then(|t| Instant::now().checked_add(t));
     let limits = process::Limits::new(deadline, cfg.cancel_grace.value);
-    match plan::find(&cfg.workdir.value)? {
-        Plan::Script(script) => run::run_script(cfg, secrets, &script, limits),
+    let mut client = match (&cfg.orchestrator.value, &cfg.token.value) {
+        (Some(ep), Some(token)) => http::Client::new(ep, token).ok(),
+        _ => None,
+    };
+    let workspace = cfg.workdir.value.as_path();
+    let (outcome, declared) = match plan::find(workspace)? {
+        Plan::Script(script) => (run::run_script(cfg, secrets, &script, limits)?, Vec::new()),
         Plan::Workflow(path) => {
             let wf = plan::workflow::load(&path, secrets)?;
             if !secrets.found && wf.names_secrets() {
@@ -240,7 +242,78 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
                 plan::WORKFLOW,
                 if n == 1 { "" } else { "s" }
             );
-            run::run_workflow(cfg, secrets, &wf, job, limits)
+            let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+            let caches = job.caches();
+            let restored = restore_caches(cfg, client.as_mut(), caches, home.as_deref());
+            let outcome = run::run_workflow(cfg, secrets, &wf, job, limits)?;
+            if let (Some(c), JobState::Succeeded) = (client.as_mut(), outcome.state) {
+                for (cache, r) in caches.iter().zip(&restored) {
+                    if let Some(r) = r.as_ref().filter(|r| !r.hit) {
+                        files::cache::save(
+                            c,
+                            cache,
+                            &r.key,
+                            workspace,
+                            home.as_deref(),
+                            cfg.artifact_limit.value,
+                            cfg.upload_deadline.value,
+                        );
+                    }
+                }
+            }
+            (outcome, job.artifacts().to_vec())
         }
+    };
+    let to = match client.as_mut() {
+        Some(client) => Destination::Orchestrator {
+            client,
+            job_id: cfg.job_id.value.as_deref().unwrap_or_default(),
+            deadline: cfg.upload_deadline.value,
+        },
+        None => {
+            let mut dir = cfg.workdir.value.clone().into_os_string();
+            dir.push(".artifacts");
+            Destination::Local(dir.into())
+        }
+    };
+    let reports = files::artifacts::collect(
+        workspace,
+        &declared,
+        &outcome.artifacts,
+        outcome.state == JobState::Succeeded,
+        cfg.artifact_limit.value,
+        to,
+    );
+    Ok((outcome, reports))
+}
+
+/// Restores the job's caches before its first step; for each, its key and
+/// whether it was a hit (`None`: it could not be keyed).
+fn restore_caches(
+    cfg: &Config,
+    client: Option<&mut http::Client>,
+    caches: &[files::cache::Cache],
+    home: Option<&Path>,
+) -> Vec<Option<files::cache::Restored>> {
+    if caches.is_empty() {
+        return Vec::new();
     }
+    let Some(client) = client else {
+        info!("the cache is off: there is no orchestrator to keep it (SOLSTICE_ORCHESTRATOR_URL)");
+        return Vec::new();
+    };
+    let cap = cfg.artifact_limit.value.unwrap_or(u64::MAX);
+    caches
+        .iter()
+        .map(|c| {
+            files::cache::restore(
+                client,
+                c,
+                &cfg.workdir.value,
+                home,
+                cap,
+                cfg.upload_deadline.value,
+            )
+        })
+        .collect()
 }

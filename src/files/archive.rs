@@ -91,7 +91,12 @@ pub enum Destination<'a> {
 
 /// Sends `packed` to `target` (from `Client::artifact_target` or
 /// `cache_target`). Returns the answer's status, or why none came.
-pub fn send(client: &mut Client, target: &str, packed: &Packed, deadline: Duration) -> Result<u16, String> {
+pub fn send(
+    client: &mut Client,
+    target: &str,
+    packed: &Packed,
+    deadline: Duration,
+) -> Result<u16, String> {
     let file = File::open(&packed.path).map_err(|e| format!("{}: {e}", packed.path.display()))?;
     let how = PutFile {
         content_type: "application/x-tar",

@@ -75,7 +75,13 @@ pub fn collect(
         .collect()
 }
 
-fn one(workspace: &Path, a: &Artifact, dir: &PrivateDir, limit: Option<u64>, to: &mut Destination) -> ArtifactReport {
+fn one(
+    workspace: &Path,
+    a: &Artifact,
+    dir: &PrivateDir,
+    limit: Option<u64>,
+    to: &mut Destination,
+) -> ArtifactReport {
     let name = &a.name;
     let mut report = ArtifactReport {
         name: name.clone(),
@@ -141,7 +147,10 @@ fn one(workspace: &Path, a: &Artifact, dir: &PrivateDir, limit: Option<u64>, to:
             match archive::send(client, &target, &packed, *deadline) {
                 Ok(200..=299) => {
                     let took = archive::secs_words(started.elapsed());
-                    info!("artifact {name}: uploaded {size} ({} entries) in {took}", packed.entries);
+                    info!(
+                        "artifact {name}: uploaded {size} ({} entries) in {took}",
+                        packed.entries
+                    );
                     ArtifactState::Uploaded
                 }
                 Ok(status) => {

@@ -101,7 +101,12 @@ pub fn restore(
     };
     let started = Instant::now();
     let got = dir.path().join("got");
-    let file = match File::options().read(true).write(true).create_new(true).open(&got) {
+    let file = match File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&got)
+    {
         Ok(f) => f,
         Err(e) => return miss(&format!("{}: {e}", got.display())),
     };
@@ -127,7 +132,8 @@ pub fn restore(
         }
     }
     let roots: Vec<(&str, &Path)> = roots.iter().map(|(p, d)| (*p, d.as_path())).collect();
-    let restored = open_archive(&dir, &got, cap).and_then(|f| tar::extract(BufReader::new(f), &roots));
+    let restored =
+        open_archive(&dir, &got, cap).and_then(|f| tar::extract(BufReader::new(f), &roots));
     match restored {
         Ok(summary) => {
             info!(

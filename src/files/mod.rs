@@ -7,6 +7,9 @@
 //! Safe code only: the tar extractor handles archives other jobs wrote.
 #![forbid(unsafe_code)]
 
+pub mod archive;
+pub mod artifacts;
+pub mod cache;
 pub mod glob;
 pub mod gzip;
 pub mod private;

@@ -604,6 +604,16 @@ pub fn load(path: &Path, secrets: &Secrets) -> Result<Workflow> {
 }
 
 impl Unit {
+    /// A job's declared caches.
+    pub fn caches(&self) -> &[crate::files::cache::Cache] {
+        &[]
+    }
+
+    /// A job's declared artifacts.
+    pub fn artifacts(&self) -> &[crate::files::artifacts::Artifact] {
+        &[]
+    }
+
     /// Whether any job or step names a secret.
     pub fn names_secrets(&self) -> bool {
         self.units

@@ -31,6 +31,19 @@ pub struct Outcome {
     pub artifacts: Vec<String>,
 }
 
+impl Outcome {
+    /// The job was cancelled before it started.
+    pub fn cancelled_early(sig: i32) -> Outcome {
+        Outcome {
+            state: JobState::Cancelled,
+            exit_code: 128 + sig,
+            reason: Some(cancel_reason(sig)),
+            steps: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+}
+
 /// Runs `.solstice/job.sh`: directly when it is executable (its `#!` picks
 /// the interpreter), else with /bin/sh. It is trusted with every secret, and
 /// is one step: it may write the talk-back files as any step.

@@ -154,6 +154,8 @@ struct State {
     violations: Vec<String>,
     bind_failed: bool,
     cancel: Option<CancelOn>,
+    /// Every artifact PUT gets this status instead of being stored.
+    refuse_artifacts: Option<u16>,
 }
 
 struct Inner {
@@ -294,6 +296,11 @@ impl Orchestrator {
             code,
             reason: reason.map(str::to_string),
         });
+    }
+
+    /// From now on, every artifact PUT is answered `code` and not stored.
+    pub fn refuse_artifacts(&self, code: u16) {
+        self.inner.lock().refuse_artifacts = Some(code);
     }
 
     /// The artifacts `job` uploaded, in arrival order.
@@ -880,6 +887,9 @@ fn artifact_put(req: &Req, st: &mut State, job: &str, name_enc: &str) -> Answer 
     if !problems.is_empty() {
         st.violations.extend(problems);
         return send(400, "{}");
+    }
+    if let Some(code) = st.refuse_artifacts {
+        return send(code, "{}");
     }
     st.counts.file_puts += 1;
     st.jobs
