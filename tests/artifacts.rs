@@ -74,7 +74,7 @@ fn artifacts_of(fin: &StatusRecord) -> Vec<Value> {
     }
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> String {
+fn field(v: &Value, key: &str) -> String {
     match v {
         Value::Object(o) => match o.get(key) {
             Some(Value::String(s)) => s.clone(),
