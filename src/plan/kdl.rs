@@ -503,6 +503,11 @@ impl Parser<'_> {
             self.entry(&mut node.entries, !dash)?;
         }
         if keep {
+            // A list grows four at a time at first: most nodes hold one or
+            // two entries and a block of a few nodes, and a file of many
+            // small nodes would otherwise cost three times its memory.
+            node.entries.shrink_to_fit();
+            node.children.shrink_to_fit();
             out.push(node);
         }
         Ok(())
