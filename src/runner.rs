@@ -206,9 +206,10 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<Outcome> {
                 );
             }
             let job = plan::workflow::select(&wf, cfg.job.value.as_deref())?;
-            let n = job.parts().len();
+            let n = job.steps.len();
             let runs_on = job
-                .runs_on()
+                .runs_on
+                .as_deref()
                 .map(|r| format!(", runs-on \"{r}\""))
                 .unwrap_or_default();
             info!(

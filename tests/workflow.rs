@@ -1329,3 +1329,17 @@ fn check_of_a_missing_file_is_bad_input() {
     out.assert_code(251);
     out.assert_stderr_contains("cannot read nope.kdl");
 }
+
+#[test]
+fn check_accepts_a_cleanup_step_for_a_cancel() {
+    let (_dir, out) =
+        check_text("step run=\"make\"\nstep \"clean\" if=\"cancelled\" run=\"rm -rf out\"\n");
+    out.assert_code(0);
+    out.assert_stdout_contains("  [2/2] \"clean\" if=\"cancelled\"\n      | rm -rf out\n");
+
+    let (_dir, out) = check_text("step if=\"canceled\" run=\"x\"\n");
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl:1:6: if=\"canceled\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\"",
+    );
+}

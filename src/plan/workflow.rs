@@ -1,7 +1,7 @@
-//! Workflows: turns a parsed `.solstice/workflow.kdl` into jobs and steps
-//! (rejecting every unknown word, wrong type and missing piece with its
-//! line:col), selects the job to run, and runs its steps in order with their
-//! environment layers, working directories, conditions and timeouts.
+//! Workflows: turns a parsed `.solstice/workflow.kdl` into typed jobs and
+//! steps, rejecting every unknown word, wrong type and missing piece, each
+//! at its line:col; describes the plan; and selects the job to run (`run`
+//! runs it).
 //!
 //! Names in messages and in the plan are quoted as written (`"name"`), never
 //! with `{:?}`: a name may be a secret's value, which the log masker finds as
@@ -11,78 +11,60 @@ use crate::config::secrets::Secrets;
 use crate::config::{is_env_name, parse_duration};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
+/// The default `shell`.
+pub const DEFAULT_SHELL: &str = "/bin/sh -e";
+
+/// A whole workflow file.
+#[derive(Debug, Default)]
+pub struct Workflow {
+    /// The top-level `env`, for every job.
+    pub env: Vec<(String, String)>,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Default)]
+pub struct Job {
+    pub name: String,
+    /// A label for the orchestrator; the runner only reports it.
+    pub runs_on: Option<String>,
+    pub timeout: Option<Duration>,
+    pub env: Vec<(String, String)>,
+    /// Secrets every step of the job gets, by name.
+    pub secrets: Vec<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Default)]
+pub struct Step {
+    pub name: String,
+    /// The script.
+    pub run: String,
+    /// Relative to the workspace; `None` is the workspace itself.
+    pub workdir: Option<String>,
+    /// `None` is `DEFAULT_SHELL`.
+    pub shell: Option<String>,
+    pub when: When,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+    pub env: Vec<(String, String)>,
+    /// Secrets this step gets, by name, besides its job's.
+    pub secrets: Vec<String>,
+}
+
+/// A step's `if`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum When {
     #[default]
     Success,
     Failure,
     Always,
+    /// A cleanup step for a cancelled job.
+    Cancelled,
 }
-
-/// A job or a step: one type for both (and for the workflow, whose units are
-/// its jobs), so they share one checker, one plan printer and one set of
-/// vector code. Each holds only the settings its kind takes.
-#[derive(Debug, Default)]
-pub struct Unit {
-    pub name: String,
-    /// The string properties by their position in `KEYS`: `RUN`, `RUNS_ON`,
-    /// `WORKDIR`, `IF` (also in `when`) and `SHELL` (`None` is
-    /// `DEFAULT_SHELL`). One array, so one assignment sets any of them.
-    pub text: [Option<String>; 5],
-    pub timeout: Option<Duration>,
-    pub continue_on_error: bool,
-    pub when: When,
-    pub env: Vec<(String, String)>,
-    pub secrets: Vec<String>,
-    /// The workflow's jobs, a job's steps.
-    pub units: Vec<Unit>,
-}
-
-pub type Workflow = Unit;
-pub type Job = Unit;
-pub type Step = Unit;
-
-impl Unit {
-    /// A step's script.
-    pub fn run(&self) -> &str {
-        self.text[RUN].as_deref().unwrap_or_default()
-    }
-
-    /// A step's working directory, relative to the workspace.
-    pub fn workdir(&self) -> Option<&str> {
-        self.text[WORKDIR].as_deref()
-    }
-
-    /// A step's shell command line.
-    pub fn shell(&self) -> &str {
-        self.text[SHELL].as_deref().unwrap_or(DEFAULT_SHELL)
-    }
-
-    /// A job's `runs-on` label.
-    pub fn runs_on(&self) -> Option<&str> {
-        self.text[RUNS_ON].as_deref()
-    }
-
-    /// The workflow's jobs, or a job's steps.
-    pub fn parts(&self) -> &[Unit] {
-        &self.units
-    }
-
-    /// Not inlined: `Default` for this many fields is 100 bytes a copy.
-    #[inline(never)]
-    fn named(name: String) -> Unit {
-        Unit {
-            name,
-            ..Unit::default()
-        }
-    }
-}
-
-pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 
 impl When {
     /// The word `if=` takes.
@@ -91,62 +73,45 @@ impl When {
             When::Success => "success",
             When::Failure => "failure",
             When::Always => "always",
+            When::Cancelled => "cancelled",
         }
     }
 }
+
+impl Step {
+    /// The shell command line, the default when the step names none.
+    pub fn shell(&self) -> &str {
+        self.shell.as_deref().unwrap_or(DEFAULT_SHELL)
+    }
+}
+
+impl Workflow {
+    /// Whether any job or step names a secret.
+    pub fn names_secrets(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| !j.secrets.is_empty() || j.steps.iter().any(|s| !s.secrets.is_empty()))
+    }
+}
+
+/// What each place takes, for the checker and for its messages.
+const JOB_PROPS: &[&str] = &["runs-on", "timeout"];
+const STEP_PROPS: &[&str] = &[
+    "run",
+    "workdir",
+    "timeout",
+    "continue-on-error",
+    "if",
+    "shell",
+];
+const TOP_NODES: &[&str] = &["env", "job", "step"];
+const JOB_NODES: &[&str] = &["env", "secrets", "step"];
+const STEP_NODES: &[&str] = &["env", "secrets", "run"];
 
 /// A node's first argument.
 fn arg(node: &Node) -> Option<&Entry> {
     node.entries.iter().find(|e| e.key.is_none())
 }
-
-/// What a node is, which decides what it may hold.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Top,
-    Job,
-    Step,
-}
-
-/// Every property there is, found by position so each is compared once.
-const KEYS: [&str; 7] = [
-    "run",
-    "runs-on",
-    "workdir",
-    "if",
-    "shell",
-    "timeout",
-    "continue-on-error",
-];
-const RUN: usize = 0;
-const RUNS_ON: usize = 1;
-const WORKDIR: usize = 2;
-const IF: usize = 3;
-const SHELL: usize = 4;
-const TIMEOUT: usize = 5;
-const CONTINUE_ON_ERROR: usize = 6;
-/// Per kind: bit `i` is set when it takes `KEYS[i]`.
-const TAKES: [u8; 3] = [0, 0b010_0010, 0b111_1101];
-
-/// The position in `KEYS` of `key`, when `takes` has it.
-fn prop(key: &str, takes: u8) -> Option<usize> {
-    KEYS.iter()
-        .position(|&k| k == key)
-        .filter(|&i| takes >> i & 1 == 1)
-}
-
-/// Per kind: the properties it takes, and where its children are, with the
-/// children allowed, for the messages about an unknown one.
-const PROPS: [&str; 3] = [
-    "",
-    "runs-on, timeout",
-    "run, workdir, timeout, continue-on-error, if, shell",
-];
-const PLACES: [&str; 3] = [
-    "at the top level (allowed: env, job, step)",
-    "in job (allowed: env, secrets, step)",
-    "in step (allowed: env, secrets, run)",
-];
 
 /// Collects every problem in a file instead of stopping at the first, so
 /// `check` can list them all.
@@ -160,12 +125,11 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    /// Records an error, keeping the list in file order (a sort would cost
-    /// the binary 4 KB).
+    /// Records an error, keeping the list in file order.
     /// Takes the message unformatted: one `format` here rather than one
-    /// `format` and a `String` to move and drop at each of 30 call sites.
-    fn err(&mut self, line: usize, col: usize, msg: std::fmt::Arguments) {
-        let msg = std::fmt::format(msg);
+    /// `format` and a `String` to move and drop at each call site.
+    fn err(&mut self, line: usize, col: usize, msg: fmt::Arguments) {
+        let msg = fmt::format(msg);
         let at = self.errors.partition_point(|e| {
             e.loc
                 .as_ref()
@@ -185,6 +149,19 @@ impl Checker<'_> {
                 format_args!("`{}` takes no children block", node.name),
             );
         }
+    }
+
+    /// Reports a child node that has no place in `place`.
+    fn unknown(&mut self, node: &Node, place: &str, allowed: &[&str]) {
+        let name = &node.name;
+        self.err(
+            node.line,
+            node.col,
+            format_args!(
+                "unknown node `{name}` {place} (allowed: {})",
+                Allowed(allowed)
+            ),
+        );
     }
 
     /// The string `e` holds; else an error calling it `what` + `name`.
@@ -231,21 +208,20 @@ impl Checker<'_> {
         None
     }
 
-    /// Refuses properties and arguments a node does not take. `props` lists
-    /// the properties it does take as "a, b" (one string rather than a slice
-    /// of them, which would need a relocation per name).
-    fn only(&mut self, node: &Node, takes: u8, props: &str, args: usize) {
+    /// Refuses properties a node does not take (`allowed`) and arguments
+    /// past the first `args`.
+    fn only(&mut self, node: &Node, allowed: &[&str], args: usize) {
         let mut seen_args = 0;
         for e in &node.entries {
             match &e.key {
-                Some(k) if prop(k, takes).is_none() => {
-                    let allowed = if props.is_empty() { "none" } else { props };
+                Some(k) if !allowed.contains(&k.as_str()) => {
                     self.err(
                         e.line,
                         e.col,
                         format_args!(
-                            "unknown property `{k}` on `{}` (allowed: {allowed})",
-                            node.name
+                            "unknown property `{k}` on `{}` (allowed: {})",
+                            node.name,
+                            Allowed(allowed)
                         ),
                     );
                 }
@@ -262,7 +238,7 @@ impl Checker<'_> {
     }
 
     fn env(&mut self, node: &Node, out: &mut Vec<(String, String)>) {
-        self.only(node, 0, "", 0);
+        self.only(node, &[], 0);
         for var in &node.children {
             let name = &var.name;
             if !is_env_name(name) {
@@ -272,7 +248,7 @@ impl Checker<'_> {
                     format_args!("`{name}` is not a valid environment variable name"),
                 );
             }
-            self.only(var, 0, "", 1);
+            self.only(var, &[], 1);
             self.leaf(var);
             match arg(var) {
                 Some(e) => {
@@ -291,7 +267,7 @@ impl Checker<'_> {
     }
 
     fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
-        self.only(node, 0, "", usize::MAX);
+        self.only(node, &[], usize::MAX);
         if !node.children.is_empty() {
             self.err(
                 node.line,
@@ -321,49 +297,123 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks the workflow (`Kind::Top`, `node` the document's nodes as
-    /// children), a job or a step; `n` is a step's position in its job.
-    fn unit(&mut self, node: &Node, kind: Kind, n: usize) -> Unit {
-        let k = kind as usize;
-        let props = PROPS.get(k).copied().unwrap_or_default();
-        let takes = TAKES.get(k).copied().unwrap_or_default();
-        let mut u = Unit::named(String::new());
-        if kind != Kind::Top {
-            self.only(node, takes, props, 1);
-            u.name = match (arg(node), kind) {
-                (Some(e), _) => {
-                    let what = if kind == Kind::Job {
-                        "a job name"
-                    } else {
-                        "a step name"
-                    };
-                    let name = self.string(e, what, "").unwrap_or_default();
-                    if kind == Kind::Job && e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
-                        self.err(e.line, e.col, format_args!("a job name cannot be empty"));
+    /// The document's nodes as a workflow.
+    fn workflow(&mut self, nodes: &[Node]) -> Workflow {
+        let mut wf = Workflow::default();
+        let mut top_steps = Vec::new();
+        for node in nodes {
+            match node.name.as_str() {
+                "env" => self.env(node, &mut wf.env),
+                "job" => {
+                    let job = self.job(node);
+                    if !job.name.is_empty() && wf.jobs.iter().any(|j| j.name == job.name) {
+                        let (line, col) =
+                            arg(node).map_or((node.line, node.col), |e| (e.line, e.col));
+                        let msg = format_args!("duplicate job name \"{}\"", job.name);
+                        self.err(line, col, msg);
                     }
-                    name
+                    wf.jobs.push(job);
                 }
-                (None, Kind::Job) => {
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("a job needs a name: job \"build\" {{ ... }}"),
-                    );
-                    String::new()
-                }
-                _ => format!("step {n}"),
-            };
+                "step" => top_steps.push(node),
+                _ => self.unknown(node, "at the top level", TOP_NODES),
+            }
         }
+        if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
+            self.err(
+                at.line,
+                at.col,
+                format_args!(
+                    "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
+                    job.name
+                ),
+            );
+        } else if !top_steps.is_empty() {
+            let mut job = Job {
+                name: "default".to_string(),
+                ..Job::default()
+            };
+            for node in top_steps {
+                let step = self.step(node, job.steps.len() + 1);
+                job.steps.push(step);
+            }
+            wf.jobs.push(job);
+        }
+        if wf.jobs.is_empty() && self.errors.is_empty() {
+            self.err(
+                1,
+                1,
+                format_args!(
+                    "the workflow has no job: add job \"NAME\" {{ step {{ run \"...\" }} }}"
+                ),
+            );
+        }
+        wf
+    }
+
+    fn job(&mut self, node: &Node) -> Job {
+        self.only(node, JOB_PROPS, 1);
+        let mut job = Job::default();
+        match arg(node) {
+            Some(e) => {
+                job.name = self.string(e, "a job name", "").unwrap_or_default();
+                if e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
+                    self.err(e.line, e.col, format_args!("a job name cannot be empty"));
+                }
+            }
+            None => self.err(
+                node.line,
+                node.col,
+                format_args!("a job needs a name: job \"build\" {{ ... }}"),
+            ),
+        }
+        for e in &node.entries {
+            match e.key.as_deref() {
+                Some("runs-on") => job.runs_on = self.string(e, "runs-on", ""),
+                Some("timeout") => job.timeout = self.duration(e),
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut job.env),
+                "secrets" => self.secrets(child, &mut job.secrets),
+                "step" => {
+                    let step = self.step(child, job.steps.len() + 1);
+                    job.steps.push(step);
+                }
+                _ => self.unknown(child, "in job", JOB_NODES),
+            }
+        }
+        if job.steps.is_empty() {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("job \"{}\" has no steps", job.name),
+            );
+        }
+        job
+    }
+
+    /// A step; `n` is its position in its job.
+    fn step(&mut self, node: &Node, n: usize) -> Step {
+        self.only(node, STEP_PROPS, 1);
+        let name = match arg(node) {
+            Some(e) => self.string(e, "a step name", "").unwrap_or_default(),
+            None => format!("step {n}"),
+        };
+        let mut step = Step {
+            name,
+            ..Step::default()
+        };
         let mut runs = 0;
         for e in &node.entries {
-            let key = e.key.as_deref().unwrap_or_default();
-            let Some(p) = prop(key, takes) else {
+            let Some(key) = e.key.as_deref() else {
                 continue;
             };
-            match p {
-                TIMEOUT => u.timeout = self.duration(e),
-                CONTINUE_ON_ERROR => match e.value {
-                    Value::Bool(b) => u.continue_on_error = b,
+            match key {
+                "timeout" => step.timeout = self.duration(e),
+                "continue-on-error" => match e.value {
+                    Value::Bool(b) => step.continue_on_error = b,
                     ref other => self.err(
                         e.line,
                         e.col,
@@ -373,72 +423,70 @@ impl Checker<'_> {
                         ),
                     ),
                 },
-                _ => {
-                    runs += (p == RUN) as usize;
-                    // A value of the wrong type is an error, so the unit is
-                    // never used and need not be updated.
-                    let Some(s) = self.string(e, key, "") else {
+                "run" => {
+                    runs += 1;
+                    if let Some(s) = self.string(e, "run", "") {
+                        step.run = s;
+                    }
+                }
+                "workdir" => {
+                    let Some(s) = self.string(e, "workdir", "") else {
                         continue;
                     };
-                    match p {
-                        // `Path::is_absolute` on Unix, without the parsing.
-                        WORKDIR if s.starts_with('/') || escapes(&s) => self.err(
+                    // `Path::is_absolute` on Unix, without the parsing.
+                    if s.starts_with('/') || escapes(&s) {
+                        self.err(
                             e.line,
                             e.col,
                             format_args!(
                                 "workdir \"{s}\" must be a relative path inside the workspace"
                             ),
-                        ),
-                        IF => match s.as_str() {
-                            "success" => u.when = When::Success,
-                            "failure" => u.when = When::Failure,
-                            "always" => u.when = When::Always,
-                            _ => self.err(
-                                e.line,
-                                e.col,
-                                format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\" or \"always\""),
-                            ),
-                        },
-                        SHELL if s.trim().is_empty() => {
-                            self.err(e.line, e.col, format_args!("shell is empty"))
-                        }
-                        _ => {}
-                    }
-                    if let Some(slot) = u.text.get_mut(p) {
-                        *slot = Some(s);
-                    }
-                }
-            }
-        }
-        let mut top_steps = Vec::new();
-        for child in &node.children {
-            match (child.name.as_str(), kind) {
-                ("env", _) => self.env(child, &mut u.env),
-                ("secrets", Kind::Job | Kind::Step) => self.secrets(child, &mut u.secrets),
-                ("step", Kind::Job) => {
-                    let step = self.unit(child, Kind::Step, u.units.len() + 1);
-                    u.units.push(step);
-                }
-                ("step", Kind::Top) => top_steps.push(child),
-                ("job", Kind::Top) => {
-                    let job = self.unit(child, Kind::Job, 0);
-                    if !job.name.is_empty() && u.units.iter().any(|j| j.name == job.name) {
-                        let (line, col) =
-                            arg(child).map_or((child.line, child.col), |e| (e.line, e.col));
-                        self.err(
-                            line,
-                            col,
-                            format_args!("duplicate job name \"{}\"", job.name),
                         );
                     }
-                    u.units.push(job);
+                    step.workdir = Some(s);
                 }
-                ("run", Kind::Step) => {
+                "if" => {
+                    let Some(s) = self.string(e, "if", "") else {
+                        continue;
+                    };
+                    match s.as_str() {
+                        "success" => step.when = When::Success,
+                        "failure" => step.when = When::Failure,
+                        "always" => step.when = When::Always,
+                        "cancelled" => step.when = When::Cancelled,
+                        _ => self.err(
+                            e.line,
+                            e.col,
+                            format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\""),
+                        ),
+                    }
+                }
+                "shell" => {
+                    let Some(s) = self.string(e, "shell", "") else {
+                        continue;
+                    };
+                    if s.trim().is_empty() {
+                        self.err(e.line, e.col, format_args!("shell is empty"));
+                    }
+                    step.shell = Some(s);
+                }
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut step.env),
+                "secrets" => self.secrets(child, &mut step.secrets),
+                "run" => {
                     runs += 1;
-                    self.only(child, 0, "", 1);
+                    self.only(child, &[], 1);
                     self.leaf(child);
                     match arg(child) {
-                        Some(e) => u.text[RUN] = self.string(e, "run", ""),
+                        Some(e) => {
+                            if let Some(s) = self.string(e, "run", "") {
+                                step.run = s;
+                            }
+                        }
                         None => self.err(
                             child.line,
                             child.col,
@@ -446,64 +494,36 @@ impl Checker<'_> {
                         ),
                     }
                 }
-                _ => {
-                    let place = PLACES.get(k).copied().unwrap_or_default();
-                    self.err(
-                        child.line,
-                        child.col,
-                        format_args!("unknown node `{}` {place}", child.name),
-                    );
-                }
+                _ => self.unknown(child, "in step", STEP_NODES),
             }
         }
-        match kind {
-            Kind::Top => {
-                if let (Some(at), Some(job)) = (top_steps.first(), u.units.first()) {
-                    self.err(
-                        at.line,
-                        at.col,
-                        format_args!(
-                            "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
-                            job.name
-                        ),
-                    );
-                } else if !top_steps.is_empty() {
-                    let mut job = Unit::named("default".to_string());
-                    for node in top_steps {
-                        let step = self.unit(node, Kind::Step, job.units.len() + 1);
-                        job.units.push(step);
-                    }
-                    u.units.push(job);
-                }
-                if u.units.is_empty() && self.errors.is_empty() {
-                    self.err(
-                        1,
-                        1,
-                        format_args!("the workflow has no job: add job \"NAME\" {{ step {{ run \"...\" }} }}"),
-                    );
-                }
-            }
-            Kind::Job => {
-                if u.units.is_empty() {
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("job \"{}\" has no steps", u.name),
-                    );
-                }
-            }
-            Kind::Step => {
-                if runs != 1 {
-                    let many = if runs == 0 { "no" } else { "more than one" };
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("step \"{}\" has {many} `run`", u.name),
-                    );
-                }
-            }
+        if runs != 1 {
+            let many = if runs == 0 { "no" } else { "more than one" };
+            self.err(
+                node.line,
+                node.col,
+                format_args!("step \"{}\" has {many} `run`", step.name),
+            );
         }
-        u
+        step
+    }
+}
+
+/// A list of allowed names as "a, b, c", or "none".
+struct Allowed<'a>(&'a [&'a str]);
+
+impl fmt::Display for Allowed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
     }
 }
 
@@ -536,16 +556,7 @@ pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
     };
     match kdl::parse(path, src) {
         Ok(doc) => {
-            // The document as the children of a node that has nothing else.
-            let top = Node {
-                ty: None,
-                name: String::new(),
-                entries: Vec::new(),
-                children: doc.nodes,
-                line: 1,
-                col: 1,
-            };
-            let wf = c.unit(&top, Kind::Top, 0);
+            let wf = c.workflow(&doc.nodes);
             if c.errors.is_empty() {
                 return Ok(wf);
             }
@@ -599,15 +610,6 @@ pub fn load(path: &Path, secrets: &Secrets) -> Result<Workflow> {
     parse(&path.display().to_string(), &src, secrets)
 }
 
-impl Unit {
-    /// Whether any job or step names a secret.
-    pub fn names_secrets(&self) -> bool {
-        self.units
-            .iter()
-            .any(|j| !j.secrets.is_empty() || j.units.iter().any(|s| !s.secrets.is_empty()))
-    }
-}
-
 /// A plan's `env` and `secrets` lines at `indent`.
 fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secrets: &[String]) {
     for (k, v) in env {
@@ -623,44 +625,43 @@ fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secret
     }
 }
 
-/// A job's or step's non-default settings, each after a space, and the end
-/// of its line. A job has only `runs-on` and `timeout`; a step all but
-/// `runs-on`: one printer for both.
-fn describe_settings(out: &mut String, u: &Unit) {
-    if let Some(r) = &u.text[RUNS_ON] {
-        let _ = write!(out, " runs-on=\"{r}\"");
-    }
-    if u.when != When::Success {
-        let _ = write!(out, " if=\"{}\"", u.when.name());
-    }
-    if u.continue_on_error {
-        out.push_str(" continue-on-error");
-    }
-    if let Some(t) = u.timeout {
+fn describe_timeout(out: &mut String, timeout: Option<Duration>) {
+    if let Some(t) = timeout {
         let _ = write!(out, " timeout={}s", t.as_secs());
     }
-    if let Some(w) = &u.text[WORKDIR] {
-        let _ = write!(out, " workdir=\"{w}\"");
-    }
-    if let Some(sh) = &u.text[SHELL] {
-        let _ = write!(out, " shell=\"{sh}\"");
-    }
-    out.push('\n');
 }
 
-/// The plan in words: jobs, steps and what each runs.
+/// The plan in words: jobs, steps, their non-default settings and what each
+/// runs.
 pub fn describe(wf: &Workflow) -> String {
     let mut out = String::new();
     describe_env(&mut out, "", &wf.env, &[]);
-    for job in &wf.units {
+    for job in &wf.jobs {
         let _ = write!(out, "job \"{}\"", job.name);
-        describe_settings(&mut out, job);
+        if let Some(r) = &job.runs_on {
+            let _ = write!(out, " runs-on=\"{r}\"");
+        }
+        describe_timeout(&mut out, job.timeout);
+        out.push('\n');
         describe_env(&mut out, "  ", &job.env, &job.secrets);
-        for (i, s) in job.units.iter().enumerate() {
-            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.units.len(), s.name);
-            describe_settings(&mut out, s);
+        for (i, s) in job.steps.iter().enumerate() {
+            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.steps.len(), s.name);
+            if s.when != When::Success {
+                let _ = write!(out, " if=\"{}\"", s.when.name());
+            }
+            if s.continue_on_error {
+                out.push_str(" continue-on-error");
+            }
+            describe_timeout(&mut out, s.timeout);
+            if let Some(w) = &s.workdir {
+                let _ = write!(out, " workdir=\"{w}\"");
+            }
+            if let Some(sh) = &s.shell {
+                let _ = write!(out, " shell=\"{sh}\"");
+            }
+            out.push('\n');
             describe_env(&mut out, "      ", &s.env, &s.secrets);
-            for line in s.text[RUN].as_deref().unwrap_or_default().lines() {
+            for line in s.run.lines() {
                 let _ = writeln!(out, "      | {line}");
             }
         }
@@ -671,13 +672,13 @@ pub fn describe(wf: &Workflow) -> String {
 /// Picks the job to run: the named one, or the only one.
 pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
     let mut names = String::new();
-    for j in &wf.units {
+    for j in &wf.jobs {
         if !names.is_empty() {
             names += ", ";
         }
         let _ = write!(names, "\"{}\"", j.name);
     }
-    Err(match (wanted, wf.units.as_slice()) {
+    Err(match (wanted, wf.jobs.as_slice()) {
         (Some(name), jobs) => match jobs.iter().find(|j| j.name == name) {
             Some(job) => return Ok(job),
             None => input(format_args!("no job named \"{name}\" in the workflow; it has {names}")),
@@ -690,6 +691,6 @@ pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
 }
 
 /// An input error with a formatted message.
-fn input(msg: std::fmt::Arguments) -> Error {
-    Error::input(std::fmt::format(msg))
+fn input(msg: fmt::Arguments) -> Error {
+    Error::input(fmt::format(msg))
 }

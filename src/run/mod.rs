@@ -196,8 +196,8 @@ pub fn run_workflow(
     let mut failed: Option<(i32, StepState, String)> = None;
     // Once the job is out of time or cancelled, nothing more runs.
     let mut stopped = false;
-    let total = job.parts().len();
-    for (i, step) in job.parts().iter().enumerate() {
+    let total = job.steps.len();
+    for (i, step) in job.steps.iter().enumerate() {
         if let (false, Some(sig)) = (stopped, crate::sys::cancelled()) {
             warn!("cancelled by signal {sig}; no further step runs");
             stopped = true;
@@ -208,6 +208,8 @@ pub fn run_workflow(
                 When::Success => failed.is_none(),
                 When::Failure => failed.is_some(),
                 When::Always => true,
+                // A cleanup step for a cancel; nothing runs after a cancel yet.
+                When::Cancelled => false,
             };
         let skipped = if run { "" } else { ": skipped" };
         info!("==> [{}/{total}] {}{skipped}", i + 1, step.name);
@@ -323,7 +325,7 @@ fn start_step(
     limits: Limits,
 ) -> Result<End> {
     let dir = step_dir(workspace, step)?;
-    let mut text = step.run().to_string();
+    let mut text = step.run.clone();
     if !text.ends_with('\n') {
         text.push('\n');
     }
@@ -355,7 +357,7 @@ fn start_step(
 /// Resolves a step's workdir and refuses one that leaves the workspace
 /// through `..` or a symlink.
 fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
-    let Some(rel) = step.workdir() else {
+    let Some(rel) = step.workdir.as_deref() else {
         return Ok(workspace.to_path_buf());
     };
     let name = &step.name;
