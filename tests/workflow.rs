@@ -1037,6 +1037,18 @@ fn error_at(out: &Output, path: &str, line: usize, col: usize) -> (String, Strin
     (msg, quoted, caret)
 }
 
+/// The `line:col` of every error `check` printed for wf.kdl, in order.
+fn located(out: &Output) -> Vec<(usize, usize)> {
+    out.stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(" wf.kdl:")?.1;
+            let mut parts = rest.splitn(3, ':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Asserts an error at `line:col` whose message contains `msg`, quoting
 /// `source_line` with the caret under `col`.
 #[track_caller]
@@ -1234,15 +1246,7 @@ fn check_lists_every_error_with_location_and_caret() {
         assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
     }
     // Every error is listed, in file order, and counted.
-    let tags: Vec<(usize, usize)> = out
-        .stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.split_once(" wf.kdl:")?.1;
-            let mut parts = rest.splitn(3, ':');
-            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-        })
-        .collect();
+    let tags = located(&out);
     let want: Vec<(usize, usize)> = expect.iter().map(|&(l, c, _)| (l, c)).collect();
     assert_eq!(tags, want, "{out}");
     out.assert_stderr_contains(&format!("wf.kdl: {} errors in the workflow", expect.len()));
@@ -1342,4 +1346,108 @@ fn check_accepts_a_cleanup_step_for_a_cancel() {
     out.assert_stderr_contains(
         "wf.kdl:1:6: if=\"canceled\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\"",
     );
+}
+
+// ---------------------------------------------------------------------------
+// check on hostile files
+// ---------------------------------------------------------------------------
+
+/// A 16 KB and a 1 MB line of `n;n;n;...`, one error per node: the first
+/// 50 are shown, each quoting a window of the line, and the rest counted,
+/// so stderr stays small however long the line and however many errors.
+#[test]
+fn check_shows_the_first_errors_of_a_long_line_and_counts_the_rest() {
+    for n in [8_192, 500_000] {
+        let (_dir, out) = check_text(&"n;".repeat(n));
+        out.assert_code(251);
+        let want: Vec<(usize, usize)> = (0..50).map(|i| (1, 2 * i + 1)).collect();
+        assert_eq!(located(&out), want, "for {n} nodes");
+        let (_, quoted, caret) = error_at(&out, "wf.kdl", 1, 99);
+        assert_eq!(quoted, format!("    ...{}...", "n;".repeat(60)));
+        assert_eq!(caret, format!("       {}^", " ".repeat(60)));
+        let more = n - 50;
+        out.assert_stderr_contains(&format!("wf.kdl: and {more} more errors, not shown"));
+        out.assert_stderr_contains(&format!("wf.kdl: {n} errors in the workflow"));
+        let size = out.stderr.len();
+        assert!(size < 20_000, "{size} bytes of stderr for {n} nodes");
+        assert_eq!(out.stdout, "");
+    }
+}
+
+#[test]
+fn check_of_80000_lines_of_errors_shows_the_first_50() {
+    let (_dir, out) = check_text(&"n\n".repeat(80_000));
+    out.assert_code(251);
+    let want: Vec<(usize, usize)> = (1..=50).map(|line| (line, 1)).collect();
+    assert_eq!(located(&out), want);
+    out.assert_stderr_contains("wf.kdl: and 79950 more errors, not shown");
+    out.assert_stderr_contains("wf.kdl: 80000 errors in the workflow");
+    let size = out.stderr.len();
+    assert!(size < 20_000, "{size} bytes of stderr");
+}
+
+/// Checking costs time linear in the file, whatever its shape: each shape
+/// at two sizes, ten times apart, takes about ten times as long (a
+/// quadratic checker, a hundred). Ratios, not times, and the two sizes
+/// measured in turns, best of five, so a loaded machine slows both alike.
+#[test]
+fn checking_is_linear_in_the_file() {
+    use workflow_runner::config::secrets::Secrets;
+    use workflow_runner::plan::workflow::parse;
+    type Shape = (&'static str, fn(usize) -> String);
+    let shapes: [Shape; 6] = [
+        ("an error per line", |n| "n\n".repeat(n)),
+        ("errors on one line", |n| "n;".repeat(n)),
+        ("an error per entry", |n| {
+            format!("step run=\"x\" {}\n", "a=1 ".repeat(n))
+        }),
+        ("duplicate job names", |n| {
+            "job \"a\" { step run=\"x\"; }\n".repeat(n)
+        }),
+        ("many jobs", |n| {
+            (0..n)
+                .map(|i| format!("job \"j{i}\" {{ step run=\"x\"; }}\n"))
+                .collect()
+        }),
+        ("repeated variables", |n| {
+            let vars: String = (0..n)
+                .map(|i| format!("V{} \"x\"\n", i % (n / 2)))
+                .collect();
+            format!("env {{\n{vars}}}\nstep run=\"x\"\n")
+        }),
+    ];
+    let secrets = Secrets::default();
+    for (what, shape) in shapes {
+        let (small, big) = (shape(2_000), shape(20_000));
+        assert!(big.len() <= 1 << 20, "{what}: {} bytes", big.len());
+        let time = |src: &str| {
+            let start = Instant::now();
+            let _ = parse("wf.kdl", src, &secrets);
+            start.elapsed()
+        };
+        let (mut t_small, mut t_big) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            t_small = t_small.min(time(&small));
+            t_big = t_big.min(time(&big));
+        }
+        assert!(
+            t_big < t_small * 40,
+            "{what}: {t_small:?} for 2,000, {t_big:?} for 20,000"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_file_over_1_mib() {
+    const MIB: usize = 1 << 20;
+    let head = "step run=\"true\"\n// ";
+    let fill = |len: usize| format!("{head}{}\n", "x".repeat(len - head.len() - 1));
+    let (_dir, out) = check_text(&fill(MIB));
+    out.assert_code(0);
+    let (_dir, out) = check_text(&fill(MIB + 1));
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl is larger than a workflow file may be: at most 1 MiB (1048576 bytes)",
+    );
+    assert_eq!(out.stdout, "");
 }

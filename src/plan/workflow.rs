@@ -3,6 +3,11 @@
 //! at its line:col; describes the plan; and selects the job to run (`run`
 //! runs it).
 //!
+//! The file is hostile input as far as this module cares: it is refused
+//! above `MAX_BYTES`, checking it takes time and memory linear in its size
+//! however many errors it holds, and only the first `SHOWN` errors are
+//! printed, each quoting a window of its line.
+//!
 //! Names in messages and in the plan are quoted as written (`"name"`), never
 //! with `{:?}`: a name may be a secret's value, which the log masker finds as
 //! written but not as Rust escapes it (`\u{a0}`).
@@ -12,8 +17,17 @@ use crate::config::{is_env_name, parse_duration};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
 use std::fmt::{self, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
+
+/// The largest workflow file the runner reads (documented in
+/// docs/workflow.md). Real workflows are a few kilobytes; the limit bounds
+/// what a hostile one costs.
+pub const MAX_BYTES: usize = 1 << 20;
+
+/// How many errors are printed in full; the rest are only counted.
+const SHOWN: usize = 50;
 
 /// The default `shell`.
 pub const DEFAULT_SHELL: &str = "/bin/sh -e";
@@ -113,31 +127,48 @@ fn arg(node: &Node) -> Option<&Entry> {
     node.entries.iter().find(|e| e.key.is_none())
 }
 
+/// An error found, before its line is quoted.
+struct Found {
+    line: usize,
+    col: usize,
+    msg: String,
+}
+
 /// Collects every problem in a file instead of stopping at the first, so
 /// `check` can list them all.
 struct Checker<'a> {
-    path: &'a str,
-    /// The file as `Error::with_source` quotes it.
-    src: String,
-    errors: Vec<Error>,
+    /// The first `SHOWN` errors in file order.
+    shown: Vec<Found>,
+    /// Every error, shown or not.
+    count: usize,
     /// The secrets file, when there is one to check secret names against.
     secrets: &'a Secrets,
 }
 
 impl Checker<'_> {
-    /// Records an error, keeping the list in file order.
-    /// Takes the message unformatted: one `format` here rather than one
-    /// `format` and a `String` to move and drop at each call site.
+    /// Records an error. Only the first `SHOWN` in file order are kept, and
+    /// a message is formatted only when it is kept, so a file of a million
+    /// errors costs no more memory than one of fifty. Takes the message
+    /// unformatted for that reason, and so that the one `format` is here.
     fn err(&mut self, line: usize, col: usize, msg: fmt::Arguments) {
-        let msg = fmt::format(msg);
-        let at = self.errors.partition_point(|e| {
-            e.loc
-                .as_ref()
-                .is_some_and(|l| (l.line, l.col) <= (line, col))
-        });
-        let e = Error::at(self.path, line, col, msg).with_source(&self.src);
+        self.count += 1;
+        // After the errors already found at the same place.
+        let at = self
+            .shown
+            .partition_point(|f| (f.line, f.col) <= (line, col));
+        if at >= SHOWN {
+            return;
+        }
+        if self.shown.len() >= SHOWN {
+            self.shown.pop();
+        }
+        let found = Found {
+            line,
+            col,
+            msg: fmt::format(msg),
+        };
         // `min` shows the compiler that `insert` cannot panic.
-        self.errors.insert(at.min(self.errors.len()), e);
+        self.shown.insert(at.min(self.shown.len()), found);
     }
 
     /// Refuses a children block on a node that takes none.
@@ -253,7 +284,6 @@ impl Checker<'_> {
             match arg(var) {
                 Some(e) => {
                     if let Some(v) = self.string(e, "the value of ", name) {
-                        out.retain(|(k, _)| k != name);
                         out.push((name.clone(), v));
                     }
                 }
@@ -301,21 +331,32 @@ impl Checker<'_> {
     fn workflow(&mut self, nodes: &[Node]) -> Workflow {
         let mut wf = Workflow::default();
         let mut top_steps = Vec::new();
+        // Where each job's name is, for a duplicate's error.
+        let mut named_at = Vec::new();
         for node in nodes {
             match node.name.as_str() {
                 "env" => self.env(node, &mut wf.env),
                 "job" => {
-                    let job = self.job(node);
-                    if !job.name.is_empty() && wf.jobs.iter().any(|j| j.name == job.name) {
-                        let (line, col) =
-                            arg(node).map_or((node.line, node.col), |e| (e.line, e.col));
-                        let msg = format_args!("duplicate job name \"{}\"", job.name);
-                        self.err(line, col, msg);
-                    }
-                    wf.jobs.push(job);
+                    wf.jobs.push(self.job(node));
+                    named_at.push(arg(node).map_or((node.line, node.col), |e| (e.line, e.col)));
                 }
                 "step" => top_steps.push(node),
                 _ => self.unknown(node, "at the top level", TOP_NODES),
+            }
+        }
+        let mut named: Vec<(&str, usize)> = wf
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i))
+            .collect();
+        sort_named(&mut named);
+        for pair in named.windows(2) {
+            if let [(first, _), (name, i)] = pair {
+                if !name.is_empty() && first == name {
+                    let (line, col) = named_at.get(*i).copied().unwrap_or((1, 1));
+                    self.err(line, col, format_args!("duplicate job name \"{name}\""));
+                }
             }
         }
         if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
@@ -338,7 +379,7 @@ impl Checker<'_> {
             }
             wf.jobs.push(job);
         }
-        if wf.jobs.is_empty() && self.errors.is_empty() {
+        if wf.jobs.is_empty() && self.count == 0 {
             self.err(
                 1,
                 1,
@@ -347,6 +388,7 @@ impl Checker<'_> {
                 ),
             );
         }
+        last_of_each(&mut wf.env);
         wf
     }
 
@@ -391,6 +433,7 @@ impl Checker<'_> {
                 format_args!("job \"{}\" has no steps", job.name),
             );
         }
+        last_of_each(&mut job.env);
         job
     }
 
@@ -505,6 +548,7 @@ impl Checker<'_> {
                 format_args!("step \"{}\" has {many} `run`", step.name),
             );
         }
+        last_of_each(&mut step.env);
         step
     }
 }
@@ -527,6 +571,58 @@ impl fmt::Display for Allowed<'_> {
     }
 }
 
+/// Sorts names with their positions by name, then position, so that
+/// repeats sit next to each other and are found in one pass rather than by
+/// comparing every pair. A heapsort: std's sorts cost kilobytes of code.
+fn sort_named(v: &mut [(&str, usize)]) {
+    fn sift(v: &mut [(&str, usize)], mut root: usize, end: usize) {
+        loop {
+            let mut c = 2 * root + 1;
+            if c + 1 < end && v.get(c) < v.get(c + 1) {
+                c += 1;
+            }
+            if c >= end || v.get(root) >= v.get(c) {
+                return;
+            }
+            v.swap(root, c);
+            root = c;
+        }
+    }
+    for i in (0..v.len() / 2).rev() {
+        sift(v, i, v.len());
+    }
+    for end in (1..v.len()).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}
+
+/// Keeps the last value of each variable repeated in one scope, at the
+/// place of that last one.
+fn last_of_each(env: &mut Vec<(String, String)>) {
+    if env.len() < 2 {
+        return;
+    }
+    let mut named: Vec<(&str, usize)> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.as_str(), i))
+        .collect();
+    sort_named(&mut named);
+    let mut keep = vec![true; named.len()];
+    for pair in named.windows(2) {
+        if let [(a, first), (b, _)] = pair {
+            if a == b {
+                if let Some(k) = keep.get_mut(*first) {
+                    *k = false;
+                }
+            }
+        }
+    }
+    let mut keep = keep.into_iter();
+    env.retain(|_| keep.next().unwrap_or(true));
+}
+
 /// Whether a relative path climbs above its start (`a/../..`), lexically.
 fn escapes(path: &str) -> bool {
     let mut depth: i64 = 0;
@@ -543,40 +639,106 @@ fn escapes(path: &str) -> bool {
     false
 }
 
-/// Parses and validates a workflow file's text. Every problem is logged, in
-/// file order, each quoting its line, and counted in the error returned.
-/// Secret names are checked against `secrets` when its file was found.
+/// How much of a line is kept around an error's column for its quote: more
+/// than any window `Error::with_source` shows of a long line, so the quote
+/// of this part of the line is the quote of the whole line.
+const MARGIN: usize = 1024;
+
+/// The errors, each with its line quoted from `src` (KDL's line breaks as
+/// LF). `found` is in file order, so one pass over `src` reaches every
+/// line, and each error quotes only a window of its line: however long the
+/// lines, the work is the file's length and a window per error shown.
+fn quote(path: &str, src: &str, found: Vec<Found>) -> Vec<Error> {
+    let mut rest = src;
+    let (mut line, mut col) = (1, 1);
+    let mut out = Vec::with_capacity(found.len());
+    for f in found {
+        let from = f.col.saturating_sub(MARGIN).max(1);
+        while (line, col) < (f.line, from) {
+            let mut chars = rest.chars();
+            match chars.next() {
+                Some('\n') if line < f.line => (line, col) = (line + 1, 1),
+                Some(c) if c != '\n' => col += 1,
+                // The end of the file, or of the error's line.
+                _ => break,
+            }
+            rest = chars.as_str();
+        }
+        let mut text = "";
+        if line == f.line {
+            let want = f.col.saturating_sub(col) + MARGIN + 1;
+            let end = rest
+                .char_indices()
+                .enumerate()
+                .find(|&(n, (_, c))| c == '\n' || n == want)
+                .map_or(rest.len(), |(_, (i, _))| i);
+            text = rest.get(..end).unwrap_or_default();
+        }
+        let quoted = Error::at(path, 1, f.col.saturating_sub(col) + 1, "").with_source(text);
+        out.push(Error::at(path, f.line, f.col, f.msg + &quoted.msg));
+    }
+    out
+}
+
+/// Parses and validates a workflow file's text. The first `SHOWN` problems
+/// are logged in file order, each quoting its line, and all are counted in
+/// the error returned. Secret names are checked against `secrets` when its
+/// file was found.
 pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
+    if src.len() > MAX_BYTES {
+        return Err(too_big(path));
+    }
+    let doc = match kdl::parse(path, src) {
+        Ok(doc) => doc,
+        // A syntax error stops the parse, so it is the only one.
+        Err(e) => {
+            error!("{e}");
+            return Err(input(format_args!("{path}: 1 error in the workflow")));
+        }
+    };
     let mut c = Checker {
-        path,
-        // Quoted with KDL's own line breaks, so line N is the parser's line N.
-        src: kdl::lf_only(src),
-        errors: Vec::new(),
+        shown: Vec::new(),
+        count: 0,
         secrets,
     };
-    match kdl::parse(path, src) {
-        Ok(doc) => {
-            let wf = c.workflow(&doc.nodes);
-            if c.errors.is_empty() {
-                return Ok(wf);
-            }
-        }
-        Err(e) => c.errors.push(e),
+    let wf = c.workflow(&doc.nodes);
+    if c.count == 0 {
+        return Ok(wf);
     }
-    let n = c.errors.len();
-    for e in &c.errors {
+    drop((doc, wf));
+    let n = c.count;
+    let more = n - c.shown.len();
+    // Quoted with KDL's own line breaks, so line N is the parser's line N.
+    for e in quote(path, &kdl::lf_only(src), c.shown) {
         error!("{e}");
+    }
+    if more > 0 {
+        let s = if more == 1 { "" } else { "s" };
+        error!("{path}: and {more} more error{s}, not shown");
     }
     let s = if n == 1 { "" } else { "s" };
     Err(input(format_args!("{path}: {n} error{s} in the workflow")))
 }
 
+fn too_big(path: &str) -> Error {
+    input(format_args!(
+        "{path} is larger than a workflow file may be: at most 1 MiB ({MAX_BYTES} bytes)"
+    ))
+}
+
 fn read(path: &Path) -> Result<String> {
     let shown = path.display();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => return Err(input(format_args!("cannot read {shown}: {e}"))),
-    };
+    let mut bytes = Vec::new();
+    // A byte past the limit tells a file that is too big from one that is
+    // not, without reading all of, say, /dev/zero.
+    let limit = MAX_BYTES as u64 + 1;
+    let read = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        return Err(input(format_args!("cannot read {shown}: {e}")));
+    }
+    if bytes.len() > MAX_BYTES {
+        return Err(too_big(&shown.to_string()));
+    }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {
@@ -693,4 +855,61 @@ pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
 /// An input error with a formatted message.
 fn input(msg: fmt::Arguments) -> Error {
     Error::input(fmt::format(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quoting a window of a line must print what quoting the whole line
+    /// prints, wherever the column and however long the line.
+    #[test]
+    fn a_window_of_the_line_quotes_as_the_whole_line() {
+        let long: String = (0..5000)
+            .map(|i| match i % 7 {
+                0 => '\t',
+                1 => 'é',
+                _ => char::from(b'a' + (i % 26) as u8),
+            })
+            .collect();
+        let src = format!("first\n{long}\nshort\n{long}");
+        let mut found = Vec::new();
+        let mut want = Vec::new();
+        for (line, col) in [
+            (1, 1),
+            (1, 6),
+            (2, 1),
+            (2, 60),
+            (2, 61),
+            (2, 62),
+            (2, 1024),
+            (2, 1025),
+            (2, 1026),
+            (2, 3000),
+            (2, 4940),
+            (2, 5001),
+            (3, 3),
+            (4, 2500),
+            (4, 5000),
+        ] {
+            found.push(Found {
+                line,
+                col,
+                msg: format!("at {line}:{col}"),
+            });
+            want.push(Error::at("f", line, col, format!("at {line}:{col}")).with_source(&src));
+        }
+        assert_eq!(quote("f", &src, found), want);
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_variable_stays_in_its_place() {
+        let mut env: Vec<(String, String)> = [("A", "1"), ("B", "2"), ("A", "3"), ("C", "4")]
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        last_of_each(&mut env);
+        let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("B", "2"), ("A", "3"), ("C", "4")]);
+    }
 }
