@@ -1451,3 +1451,51 @@ fn check_refuses_a_file_over_1_mib() {
     );
     assert_eq!(out.stdout, "");
 }
+
+/// Text that becomes an argument or an environment string cannot hold a
+/// NUL, nor exceed Linux's 128 KiB per string: `check` refuses it at its
+/// line:col, rather than every step failing to start.
+#[test]
+fn check_refuses_what_no_program_can_be_given() {
+    let text = r#"env { X "a\u{0}b" }
+job "j\u{0}" {
+    step "s\u{0}" shell="/bin/sh -\u{0}e" workdir="a\u{0}" run="true"
+}
+"#;
+    let (_dir, out) = check_text(text);
+    out.assert_code(251);
+    let src: Vec<&str> = text.lines().collect();
+    let expect: &[(usize, usize, &str)] = &[
+        (
+            1,
+            9,
+            "the value of X contains a NUL byte, which no program can be given in an environment string",
+        ),
+        (2, 5, "the job name contains a NUL byte"),
+        (3, 10, "the step name contains a NUL byte"),
+        (
+            3,
+            19,
+            "a word of shell contains a NUL byte, which no program can be given in an argument",
+        ),
+        (3, 43, "workdir contains a NUL byte, which no path can hold"),
+    ];
+    for &(line, col, msg) in expect {
+        assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    }
+    assert_eq!(located(&out).len(), expect.len(), "{out}");
+
+    // `BIG=`, the value and a NUL: 131,072 bytes fit, one more does not.
+    let fits = "v".repeat(131_072 - 5);
+    let (_dir, out) = check_text(&format!("env {{ BIG \"{fits}\" }}\nstep run=\"true\"\n"));
+    out.assert_code(0);
+    let (_dir, out) = check_text(&format!("env {{ BIG \"{fits}v\" }}\nstep run=\"true\"\n"));
+    out.assert_code(251);
+    out.assert_stderr_contains("wf.kdl:1:11: the value of BIG is too long: BIG=... takes 131073 bytes with its NUL, and Linux passes at most 131072 (128 KiB) in one environment string");
+    let long = format!("step \"{}\" run=\"true\"\n", "s".repeat(131_072));
+    let (_dir, out) = check_text(&long);
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl:1:6: the step name is too long: SOLSTICE_STEP=... takes 131087 bytes",
+    );
+}

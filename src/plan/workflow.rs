@@ -1,7 +1,7 @@
 //! Workflows: turns a parsed `.solstice/workflow.kdl` into typed jobs and
-//! steps, rejecting every unknown word, wrong type and missing piece, each
-//! at its line:col; describes the plan; and selects the job to run (`run`
-//! runs it).
+//! steps, rejecting every unknown word, wrong type, missing piece and value
+//! no program could be given, each at its line:col; describes the plan; and
+//! selects the job to run (`run` runs it).
 //!
 //! The file is hostile input as far as this module cares: it is refused
 //! above `MAX_BYTES`, checking it takes time and memory linear in its size
@@ -13,7 +13,7 @@
 //! written but not as Rust escapes it (`\u{a0}`).
 
 use crate::config::secrets::Secrets;
-use crate::config::{is_env_name, parse_duration};
+use crate::config::{is_env_name, parse_duration, MAX_ENV_STRING};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
 use std::fmt::{self, Write};
@@ -210,6 +210,48 @@ impl Checker<'_> {
         }
     }
 
+    /// Refuses text that no program could be given: a NUL ends a C string,
+    /// and Linux passes at most `MAX_ENV_STRING` bytes, NUL included, in one
+    /// argument or environment string. `var` is the environment variable the
+    /// text becomes, or "" for an argument. Whether it passed.
+    fn passable(&mut self, e: &Entry, what: fmt::Arguments, var: &str, text: &str) -> bool {
+        let kind = if var.is_empty() {
+            "argument"
+        } else {
+            "environment string"
+        };
+        if text.contains('\0') {
+            self.err(
+                e.line,
+                e.col,
+                format_args!(
+                    "{what} contains a NUL byte, which no program can be given in an {kind}"
+                ),
+            );
+            return false;
+        }
+        let len = match var {
+            "" => text.len() + 1,
+            _ => var.len() + text.len() + 2,
+        };
+        if len > MAX_ENV_STRING {
+            let (var, eq) = if var.is_empty() {
+                ("it", "")
+            } else {
+                (var, "=...")
+            };
+            self.err(
+                e.line,
+                e.col,
+                format_args!(
+                    "{what} is too long: {var}{eq} takes {len} bytes with its NUL, and Linux passes at most {MAX_ENV_STRING} (128 KiB) in one {kind}"
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
     /// A `timeout`, the only duration there is.
     fn duration(&mut self, e: &Entry) -> Option<Duration> {
         const WHOLE: &str = "a duration must be a whole, non-negative number of seconds";
@@ -284,6 +326,7 @@ impl Checker<'_> {
             match arg(var) {
                 Some(e) => {
                     if let Some(v) = self.string(e, "the value of ", name) {
+                        self.passable(e, format_args!("the value of {name}"), name, &v);
                         out.push((name.clone(), v));
                     }
                 }
@@ -401,6 +444,7 @@ impl Checker<'_> {
                 if e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
                     self.err(e.line, e.col, format_args!("a job name cannot be empty"));
                 }
+                self.passable(e, format_args!("the job name"), "SOLSTICE_JOB", &job.name);
             }
             None => self.err(
                 node.line,
@@ -441,7 +485,11 @@ impl Checker<'_> {
     fn step(&mut self, node: &Node, n: usize) -> Step {
         self.only(node, STEP_PROPS, 1);
         let name = match arg(node) {
-            Some(e) => self.string(e, "a step name", "").unwrap_or_default(),
+            Some(e) => {
+                let name = self.string(e, "a step name", "").unwrap_or_default();
+                self.passable(e, format_args!("the step name"), "SOLSTICE_STEP", &name);
+                name
+            }
             None => format!("step {n}"),
         };
         let mut step = Step {
@@ -485,6 +533,12 @@ impl Checker<'_> {
                                 "workdir \"{s}\" must be a relative path inside the workspace"
                             ),
                         );
+                    } else if s.contains('\0') {
+                        self.err(
+                            e.line,
+                            e.col,
+                            format_args!("workdir contains a NUL byte, which no path can hold"),
+                        );
                     }
                     step.workdir = Some(s);
                 }
@@ -510,6 +564,12 @@ impl Checker<'_> {
                     };
                     if s.trim().is_empty() {
                         self.err(e.line, e.col, format_args!("shell is empty"));
+                    }
+                    // Each word is one argument of the program.
+                    for word in s.split_whitespace() {
+                        if !self.passable(e, format_args!("a word of shell"), "", word) {
+                            break;
+                        }
                     }
                     step.shell = Some(s);
                 }
