@@ -1184,14 +1184,18 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             1,
             1,
-            "unknown node `jobs` at the top level (allowed: env, job, step)",
+            "unknown node `jobs` at the top level (allowed: env, job, step); did you mean `job`?",
         ),
         (
             2,
             9,
-            "unknown property `runs_on` on `job` (allowed: runs-on, timeout)",
+            "unknown property `runs_on` on `job` (allowed: runs-on, timeout); did you mean `runs-on`?",
         ),
-        (3, 15, "unknown property `timout` on `step`"),
+        (
+            3,
+            15,
+            "unknown property `timout` on `step` (allowed: run, workdir, timeout, continue-on-error, if, shell); did you mean `timeout`?",
+        ),
         (
             4,
             26,
@@ -1220,7 +1224,7 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             13,
             36,
-            "unknown node `envv` in step (allowed: env, secrets, run)",
+            "unknown node `envv` in step (allowed: env, secrets, run); did you mean `env`?",
         ),
         (
             14,
@@ -1233,7 +1237,7 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             17,
             5,
-            "unknown node `sstep` in job (allowed: env, secrets, step)",
+            "unknown node `sstep` in job (allowed: env, secrets, step); did you mean `step`?",
         ),
         (19, 5, "duplicate job name \"a\""),
         (20, 1, "a job needs a name"),
@@ -1332,6 +1336,33 @@ fn check_of_a_missing_file_is_bad_input() {
     let out = check(dir.path(), Some("nope.kdl"));
     out.assert_code(251);
     out.assert_stderr_contains("cannot read nope.kdl");
+}
+
+/// What the typo is not near gets no suggestion.
+#[test]
+fn check_suggests_the_nearest_allowed_name() {
+    let text = r#"job "a" {
+    step "s" wrkdir="x" run="true" colour=#true
+    stpe run="true"
+    step "t" if="cancelled" run="true" Shell="/bin/bash"
+}
+"#;
+    let (_dir, out) = check_text(text);
+    out.assert_code(251);
+    let src: Vec<&str> = text.lines().collect();
+    let (line, col, msg) = (2, 14, "unknown property `wrkdir` on `step` (allowed: run, workdir, timeout, continue-on-error, if, shell); did you mean `workdir`?");
+    assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    let (msg, ..) = error_at(&out, "wf.kdl", 2, 36);
+    assert!(msg.ends_with("if, shell)"), "{msg}");
+    let (line, col, msg) = (
+        3,
+        5,
+        "unknown node `stpe` in job (allowed: env, secrets, step); did you mean `step`?",
+    );
+    assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    let (msg, ..) = error_at(&out, "wf.kdl", 4, 40);
+    assert!(msg.ends_with("did you mean `shell`?"), "{msg}");
+    assert_eq!(located(&out), [(2, 14), (2, 36), (3, 5), (4, 40)], "{out}");
 }
 
 #[test]

@@ -189,8 +189,9 @@ impl Checker<'_> {
             node.line,
             node.col,
             format_args!(
-                "unknown node `{name}` {place} (allowed: {})",
-                Allowed(allowed)
+                "unknown node `{name}` {place} (allowed: {}){}",
+                Allowed(allowed),
+                Suggest(name, allowed)
             ),
         );
     }
@@ -292,9 +293,10 @@ impl Checker<'_> {
                         e.line,
                         e.col,
                         format_args!(
-                            "unknown property `{k}` on `{}` (allowed: {})",
+                            "unknown property `{k}` on `{}` (allowed: {}){}",
                             node.name,
-                            Allowed(allowed)
+                            Allowed(allowed),
+                            Suggest(k, allowed)
                         ),
                     );
                 }
@@ -631,6 +633,62 @@ impl fmt::Display for Allowed<'_> {
     }
 }
 
+/// "; did you mean `name`?" when one of the allowed names is close enough
+/// to the unknown one to be what was meant; else nothing. Worked out only
+/// when the message is formatted, that is for the errors shown.
+struct Suggest<'a>(&'a str, &'a [&'a str]);
+
+impl fmt::Display for Suggest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let best = self
+            .1
+            .iter()
+            .filter_map(|&name| near(self.0, name).map(|d| (d, name)))
+            .min_by_key(|&(d, _)| d);
+        match best {
+            Some((_, name)) => write!(f, "; did you mean `{name}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The edit distance from `typed` to `name` (a byte inserted, deleted or
+/// replaced, or two neighbours swapped; ASCII case ignored) when it is
+/// small enough for `name` to be what was meant: at most a third of the
+/// longer one's length, and at least one edit.
+fn near(typed: &str, name: &str) -> Option<usize> {
+    let (a, b) = (typed.as_bytes(), name.as_bytes());
+    let limit = (a.len().max(b.len()) / 3).max(1);
+    // Also keeps a long word from costing more than a short one.
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let at = |row: &[usize], k: usize| row.get(k).copied().unwrap_or(usize::MAX / 2);
+    let same = |i: usize, j: usize| match (a.get(i), b.get(j)) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+        _ => false,
+    };
+    // Distances from each prefix of `a` to each prefix of `b`: the row two
+    // back (for swaps), the last one, and the one being filled.
+    let mut before: Vec<usize> = Vec::new();
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 0..a.len() {
+        let mut row = vec![i + 1];
+        for j in 0..b.len() {
+            let mut d = (at(&last, j) + usize::from(!same(i, j)))
+                .min(at(&last, j + 1) + 1)
+                .min(at(&row, j) + 1);
+            if i > 0 && j > 0 && same(i - 1, j) && same(i, j - 1) {
+                d = d.min(at(&before, j - 1) + 1);
+            }
+            row.push(d);
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    let d = at(&last, b.len());
+    (d <= limit).then_some(d)
+}
+
 /// Sorts names with their positions by name, then position, so that
 /// repeats sit next to each other and are found in one pass rather than by
 /// comparing every pair. A heapsort: std's sorts cost kilobytes of code.
@@ -960,6 +1018,33 @@ mod tests {
             want.push(Error::at("f", line, col, format!("at {line}:{col}")).with_source(&src));
         }
         assert_eq!(quote("f", &src, found), want);
+    }
+
+    #[test]
+    fn near_names_are_suggested() {
+        assert_eq!(
+            Suggest("wrkdir", STEP_PROPS).to_string(),
+            "; did you mean `workdir`?"
+        );
+        assert_eq!(
+            Suggest("Timeout", STEP_PROPS).to_string(),
+            "; did you mean `timeout`?"
+        );
+        assert_eq!(
+            Suggest("shlel", STEP_PROPS).to_string(),
+            "; did you mean `shell`?"
+        );
+        assert_eq!(
+            Suggest("runs_on", JOB_PROPS).to_string(),
+            "; did you mean `runs-on`?"
+        );
+        assert_eq!(
+            Suggest("steps", JOB_NODES).to_string(),
+            "; did you mean `step`?"
+        );
+        assert_eq!(Suggest("script", STEP_NODES).to_string(), "");
+        assert_eq!(Suggest("n", TOP_NODES).to_string(), "");
+        assert_eq!(Suggest(&"x".repeat(100_000), STEP_PROPS).to_string(), "");
     }
 
     #[test]
