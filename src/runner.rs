@@ -231,9 +231,10 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactRepo
                 );
             }
             let job = plan::workflow::select(&wf, cfg.job.value.as_deref())?;
-            let n = job.parts().len();
+            let n = job.steps.len();
             let runs_on = job
-                .runs_on()
+                .runs_on
+                .as_deref()
                 .map(|r| format!(", runs-on \"{r}\""))
                 .unwrap_or_default();
             info!(
@@ -243,7 +244,7 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactRepo
                 if n == 1 { "" } else { "s" }
             );
             let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-            let caches = job.caches();
+            let caches = &job.caches;
             let restored = restore_caches(cfg, client.as_mut(), caches, home.as_deref());
             let outcome = run::run_workflow(cfg, secrets, &wf, job, limits)?;
             if let (Some(c), JobState::Succeeded) = (client.as_mut(), outcome.state) {
@@ -261,7 +262,7 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactRepo
                     }
                 }
             }
-            (outcome, job.artifacts().to_vec())
+            (outcome, job.artifacts.clone())
         }
     };
     let to = match client.as_mut() {
@@ -292,7 +293,7 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactRepo
 fn restore_caches(
     cfg: &Config,
     client: Option<&mut http::Client>,
-    caches: &[files::cache::Cache],
+    caches: &[plan::workflow::Cache],
     home: Option<&Path>,
 ) -> Vec<Option<files::cache::Restored>> {
     if caches.is_empty() {

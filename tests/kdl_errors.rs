@@ -206,6 +206,85 @@ fn numbers() {
     assert_eq!(float("1.5E+3").as_f64(), Some(1500.0));
 }
 
+/// Hex, octal and binary integers convert to decimal exactly, at every
+/// length up to the longest allowed: checked against schoolbook long
+/// multiplication, one digit at a time.
+#[test]
+fn radix_numbers_convert_exactly() {
+    fn reference(digits: &str, radix: u32) -> String {
+        // Little-endian decimal digits.
+        let mut dec: Vec<u32> = Vec::new();
+        for c in digits.chars().filter(|&c| c != '_') {
+            let mut carry = c.to_digit(radix).unwrap();
+            for d in dec.iter_mut() {
+                let v = *d * radix + carry;
+                *d = v % 10;
+                carry = v / 10;
+            }
+            while carry > 0 {
+                dec.push(carry % 10);
+                carry /= 10;
+            }
+        }
+        while dec.last() == Some(&0) {
+            dec.pop();
+        }
+        if dec.is_empty() {
+            return "0".into();
+        }
+        dec.iter()
+            .rev()
+            .map(|d| char::from(b'0' + *d as u8))
+            .collect()
+    }
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    for (prefix, radix, alphabet) in [
+        ("0x", 16, "0123456789abcdefABCDEF"),
+        ("0o", 8, "01234567"),
+        ("0b", 2, "01"),
+    ] {
+        let alphabet: Vec<char> = alphabet.chars().collect();
+        for len in [1, 2, 6, 7, 8, 9, 10, 11, 29, 30, 31, 61, 200, 1000, 4096] {
+            for round in 0..3 {
+                let mut digits: String = (0..len).map(|_| alphabet[next(alphabet.len())]).collect();
+                if round == 1 {
+                    // The largest value of this length.
+                    digits = alphabet[radix as usize - 1].to_string().repeat(len);
+                }
+                if round == 2 && (2..4096).contains(&len) {
+                    digits.insert(1, '_');
+                }
+                let src = format!("n {prefix}{digits} -{prefix}{digits}");
+                let shown = &src[..src.len().min(60)];
+                let Ok(doc) = parse("t", &src) else {
+                    panic!("{shown}... was refused");
+                };
+                let want = reference(&digits, radix);
+                let neg = if want == "0" {
+                    want.clone()
+                } else {
+                    format!("-{want}")
+                };
+                let got: Vec<&Value> = doc.nodes[0].entries.iter().map(|e| &e.value).collect();
+                assert_eq!(
+                    got,
+                    [
+                        &Value::Number(Number::Int(want)),
+                        &Value::Number(Number::Int(neg))
+                    ],
+                    "{shown}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn structure() {
     assert_at("n {\n  a\n", "this `{` is never closed", 1, 3);
@@ -507,6 +586,8 @@ fn hostile_shapes_finish() {
         format!("n \"\"\"\n{}  \"\"\"", "  x\n".repeat(100_000)),
         format!("n {}", "1".repeat(100_000)),
         format!("n 0b{}", "1".repeat(4096)),
+        // Each of the longest numbers allowed costs the same again.
+        format!("n{}", format!(" 0x{}", "f".repeat(4096)).repeat(64)),
         "/-".repeat(100_000),
         "\\\n".repeat(100_000),
         format!("n{}", " \\".repeat(100_000)),

@@ -1033,6 +1033,18 @@ fn error_at(out: &Output, path: &str, line: usize, col: usize) -> (String, Strin
     (msg, quoted, caret)
 }
 
+/// The `line:col` of every error `check` printed for wf.kdl, in order.
+fn located(out: &Output) -> Vec<(usize, usize)> {
+    out.stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(" wf.kdl:")?.1;
+            let mut parts = rest.splitn(3, ':');
+            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
 /// Asserts an error at `line:col` whose message contains `msg`, quoting
 /// `source_line` with the caret under `col`.
 #[track_caller]
@@ -1168,14 +1180,18 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             1,
             1,
-            "unknown node `jobs` at the top level (allowed: env, job, step)",
+            "unknown node `jobs` at the top level (allowed: checkout, env, job, step); did you mean `job`?",
         ),
         (
             2,
             9,
-            "unknown property `runs_on` on `job` (allowed: runs-on, timeout)",
+            "unknown property `runs_on` on `job` (allowed: runs-on, timeout); did you mean `runs-on`?",
         ),
-        (3, 15, "unknown property `timout` on `step`"),
+        (
+            3,
+            15,
+            "unknown property `timout` on `step` (allowed: run, workdir, timeout, continue-on-error, if, shell); did you mean `timeout`?",
+        ),
         (
             4,
             26,
@@ -1204,7 +1220,7 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             13,
             36,
-            "unknown node `envv` in step (allowed: env, secrets, run)",
+            "unknown node `envv` in step (allowed: env, secrets, run); did you mean `env`?",
         ),
         (
             14,
@@ -1217,7 +1233,7 @@ fn check_lists_every_error_with_location_and_caret() {
         (
             17,
             5,
-            "unknown node `sstep` in job (allowed: env, secrets, step)",
+            "unknown node `sstep` in job (allowed: artifact, cache, env, secrets, step); did you mean `step`?",
         ),
         (19, 5, "duplicate job name \"a\""),
         (20, 1, "a job needs a name"),
@@ -1230,15 +1246,7 @@ fn check_lists_every_error_with_location_and_caret() {
         assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
     }
     // Every error is listed, in file order, and counted.
-    let tags: Vec<(usize, usize)> = out
-        .stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.split_once(" wf.kdl:")?.1;
-            let mut parts = rest.splitn(3, ':');
-            Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-        })
-        .collect();
+    let tags = located(&out);
     let want: Vec<(usize, usize)> = expect.iter().map(|&(l, c, _)| (l, c)).collect();
     assert_eq!(tags, want, "{out}");
     out.assert_stderr_contains(&format!("wf.kdl: {} errors in the workflow", expect.len()));
@@ -1324,4 +1332,197 @@ fn check_of_a_missing_file_is_bad_input() {
     let out = check(dir.path(), Some("nope.kdl"));
     out.assert_code(251);
     out.assert_stderr_contains("cannot read nope.kdl");
+}
+
+/// What the typo is not near gets no suggestion.
+#[test]
+fn check_suggests_the_nearest_allowed_name() {
+    let text = r#"job "a" {
+    step "s" wrkdir="x" run="true" colour=#true
+    stpe run="true"
+    step "t" if="cancelled" run="true" Shell="/bin/bash"
+}
+"#;
+    let (_dir, out) = check_text(text);
+    out.assert_code(251);
+    let src: Vec<&str> = text.lines().collect();
+    let (line, col, msg) = (2, 14, "unknown property `wrkdir` on `step` (allowed: run, workdir, timeout, continue-on-error, if, shell); did you mean `workdir`?");
+    assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    let (msg, ..) = error_at(&out, "wf.kdl", 2, 36);
+    assert!(msg.ends_with("if, shell)"), "{msg}");
+    let (line, col, msg) = (
+        3,
+        5,
+        "unknown node `stpe` in job (allowed: artifact, cache, env, secrets, step); did you mean `step`?",
+    );
+    assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    let (msg, ..) = error_at(&out, "wf.kdl", 4, 40);
+    assert!(msg.ends_with("did you mean `shell`?"), "{msg}");
+    assert_eq!(located(&out), [(2, 14), (2, 36), (3, 5), (4, 40)], "{out}");
+}
+
+#[test]
+fn check_accepts_a_cleanup_step_for_a_cancel() {
+    let (_dir, out) =
+        check_text("step run=\"make\"\nstep \"clean\" if=\"cancelled\" run=\"rm -rf out\"\n");
+    out.assert_code(0);
+    out.assert_stdout_contains("  [2/2] \"clean\" if=\"cancelled\"\n      | rm -rf out\n");
+
+    let (_dir, out) = check_text("step if=\"canceled\" run=\"x\"\n");
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl:1:6: if=\"canceled\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\"",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// check on hostile files
+// ---------------------------------------------------------------------------
+
+/// A 16 KB and a 1 MB line of `n;n;n;...`, one error per node: the first
+/// 50 are shown, each quoting a window of the line, and the rest counted,
+/// so stderr stays small however long the line and however many errors.
+#[test]
+fn check_shows_the_first_errors_of_a_long_line_and_counts_the_rest() {
+    for n in [8_192, 500_000] {
+        let (_dir, out) = check_text(&"n;".repeat(n));
+        out.assert_code(251);
+        let want: Vec<(usize, usize)> = (0..50).map(|i| (1, 2 * i + 1)).collect();
+        assert_eq!(located(&out), want, "for {n} nodes");
+        let (_, quoted, caret) = error_at(&out, "wf.kdl", 1, 99);
+        assert_eq!(quoted, format!("    ...{}...", "n;".repeat(60)));
+        assert_eq!(caret, format!("       {}^", " ".repeat(60)));
+        let more = n - 50;
+        out.assert_stderr_contains(&format!("wf.kdl: and {more} more errors, not shown"));
+        out.assert_stderr_contains(&format!("wf.kdl: {n} errors in the workflow"));
+        let size = out.stderr.len();
+        assert!(size < 20_000, "{size} bytes of stderr for {n} nodes");
+        assert_eq!(out.stdout, "");
+    }
+}
+
+#[test]
+fn check_of_80000_lines_of_errors_shows_the_first_50() {
+    let (_dir, out) = check_text(&"n\n".repeat(80_000));
+    out.assert_code(251);
+    let want: Vec<(usize, usize)> = (1..=50).map(|line| (line, 1)).collect();
+    assert_eq!(located(&out), want);
+    out.assert_stderr_contains("wf.kdl: and 79950 more errors, not shown");
+    out.assert_stderr_contains("wf.kdl: 80000 errors in the workflow");
+    let size = out.stderr.len();
+    assert!(size < 20_000, "{size} bytes of stderr");
+}
+
+/// Checking costs time linear in the file, whatever its shape: each shape
+/// at two sizes, ten times apart, takes about ten times as long (a
+/// quadratic checker, a hundred). Ratios, not times, and the two sizes
+/// measured in turns, best of five, so a loaded machine slows both alike.
+#[test]
+fn checking_is_linear_in_the_file() {
+    use workflow_runner::config::secrets::Secrets;
+    use workflow_runner::plan::workflow::parse;
+    type Shape = (&'static str, fn(usize) -> String);
+    let shapes: [Shape; 6] = [
+        ("an error per line", |n| "n\n".repeat(n)),
+        ("errors on one line", |n| "n;".repeat(n)),
+        ("an error per entry", |n| {
+            format!("step run=\"x\" {}\n", "a=1 ".repeat(n))
+        }),
+        ("duplicate job names", |n| {
+            "job \"a\" { step run=\"x\"; }\n".repeat(n)
+        }),
+        ("many jobs", |n| {
+            (0..n)
+                .map(|i| format!("job \"j{i}\" {{ step run=\"x\"; }}\n"))
+                .collect()
+        }),
+        ("repeated variables", |n| {
+            let vars: String = (0..n)
+                .map(|i| format!("V{} \"x\"\n", i % (n / 2)))
+                .collect();
+            format!("env {{\n{vars}}}\nstep run=\"x\"\n")
+        }),
+    ];
+    let secrets = Secrets::default();
+    for (what, shape) in shapes {
+        let (small, big) = (shape(2_000), shape(20_000));
+        assert!(big.len() <= 1 << 20, "{what}: {} bytes", big.len());
+        let time = |src: &str| {
+            let start = Instant::now();
+            let _ = parse("wf.kdl", src, &secrets);
+            start.elapsed()
+        };
+        let (mut t_small, mut t_big) = (Duration::MAX, Duration::MAX);
+        for _ in 0..5 {
+            t_small = t_small.min(time(&small));
+            t_big = t_big.min(time(&big));
+        }
+        assert!(
+            t_big < t_small * 40,
+            "{what}: {t_small:?} for 2,000, {t_big:?} for 20,000"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_a_file_over_1_mib() {
+    const MIB: usize = 1 << 20;
+    let head = "step run=\"true\"\n// ";
+    let fill = |len: usize| format!("{head}{}\n", "x".repeat(len - head.len() - 1));
+    let (_dir, out) = check_text(&fill(MIB));
+    out.assert_code(0);
+    let (_dir, out) = check_text(&fill(MIB + 1));
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl is larger than a workflow file may be: at most 1 MiB (1048576 bytes)",
+    );
+    assert_eq!(out.stdout, "");
+}
+
+/// Text that becomes an argument or an environment string cannot hold a
+/// NUL, nor exceed Linux's 128 KiB per string: `check` refuses it at its
+/// line:col, rather than every step failing to start.
+#[test]
+fn check_refuses_what_no_program_can_be_given() {
+    let text = r#"env { X "a\u{0}b" }
+job "j\u{0}" {
+    step "s\u{0}" shell="/bin/sh -\u{0}e" workdir="a\u{0}" run="true"
+}
+"#;
+    let (_dir, out) = check_text(text);
+    out.assert_code(251);
+    let src: Vec<&str> = text.lines().collect();
+    let expect: &[(usize, usize, &str)] = &[
+        (
+            1,
+            9,
+            "the value of X contains a NUL byte, which no program can be given in an environment string",
+        ),
+        (2, 5, "the job name contains a NUL byte"),
+        (3, 10, "the step name contains a NUL byte"),
+        (
+            3,
+            19,
+            "a word of shell contains a NUL byte, which no program can be given in an argument",
+        ),
+        (3, 43, "workdir contains a NUL byte, which no path can hold"),
+    ];
+    for &(line, col, msg) in expect {
+        assert_error(&out, "wf.kdl", line, col, msg, src[line - 1]);
+    }
+    assert_eq!(located(&out).len(), expect.len(), "{out}");
+
+    // `BIG=`, the value and a NUL: 131,072 bytes fit, one more does not.
+    let fits = "v".repeat(131_072 - 5);
+    let (_dir, out) = check_text(&format!("env {{ BIG \"{fits}\" }}\nstep run=\"true\"\n"));
+    out.assert_code(0);
+    let (_dir, out) = check_text(&format!("env {{ BIG \"{fits}v\" }}\nstep run=\"true\"\n"));
+    out.assert_code(251);
+    out.assert_stderr_contains("wf.kdl:1:11: the value of BIG is too long: BIG=... takes 131073 bytes with its NUL, and Linux passes at most 131072 (128 KiB) in one environment string");
+    let long = format!("step \"{}\" run=\"true\"\n", "s".repeat(131_072));
+    let (_dir, out) = check_text(&long);
+    out.assert_code(251);
+    out.assert_stderr_contains(
+        "wf.kdl:1:6: the step name is too long: SOLSTICE_STEP=... takes 131087 bytes",
+    );
 }

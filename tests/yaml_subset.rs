@@ -1,7 +1,7 @@
-//! The job file's YAML subset (src/yaml.rs): what it refuses and where, that
-//! what it accepts reads exactly as PyYAML's BaseLoader reads it, that what it
-//! refuses of PyYAML's flat maps is one of the deliberate refusals listed in
-//! src/yaml.rs, and that no input makes it panic.
+//! The job file's YAML subset (src/config/yaml.rs): what it refuses and
+//! where, that what it accepts reads exactly as PyYAML's BaseLoader reads it,
+//! that what it refuses of PyYAML's flat maps is one of the deliberate
+//! refusals listed in src/config/yaml.rs, and that no input makes it panic.
 //!
 //! The PyYAML comparison runs one `python3` for everything and needs PyYAML
 //! (`pip install pyyaml`); CI installs it.
@@ -108,12 +108,29 @@ const REFUSED: &[(&str, usize, usize, &str)] = &[
         "a second document is not supported",
     ),
     ("---\n---", 2, 1, "a second document"),
+    ("---\n---\n", 2, 1, "a second document"),
+    ("---\r\n--- # again\r\n", 2, 1, "a second document"),
+    ("# c\n---\n\n---\na: 1\n", 4, 1, "a second document"),
     ("---\na: 1\n...\n---\n", 4, 1, "a second document"),
     (
         "a: 1\n...\nb: 2",
         3,
         1,
         "content after the document end `...` is not supported",
+    ),
+    ("a: 1\n...\nb: 2\n", 3, 1, "content after the document end"),
+    (
+        "a: 1\n... # end\n# c\n\n...\nb: 2",
+        6,
+        1,
+        "content after the document end",
+    ),
+    ("---\n...\n'b': 2", 3, 1, "content after the document end"),
+    (
+        "a: 1\r\n...\r\nb: 2\r\n",
+        3,
+        1,
+        "content after the document end",
     ),
     ("...\n", 1, 1, "document end `...` before any document"),
     ("# c\n...", 2, 1, "before any document"),
@@ -191,6 +208,13 @@ const REFUSED: &[(&str, usize, usize, &str)] = &[
         "a carriage return is only supported in a CRLF line end",
     ),
     ("a: 1\rb: 2", 1, 5, "carriage return"),
+    ("a: 1\r", 1, 5, "carriage return"),
+    ("a: 1\n\r", 2, 1, "carriage return"),
+    ("\r", 1, 1, "carriage return"),
+    ("---\r", 1, 4, "carriage return"),
+    ("a: 'x'\r", 1, 7, "carriage return"),
+    ("a: 1\r\r\n", 1, 5, "carriage return"),
+    ("a: 1 # c\r", 1, 9, "carriage return"),
     (
         "a: x\u{2028}y",
         1,
@@ -430,7 +454,7 @@ const CORPUS: &[&str] = &[
 
 /// Refused on purpose although PyYAML reads a flat map of strings: an example
 /// of each, with a fragment of our message. Keep in step with the header of
-/// src/yaml.rs.
+/// src/config/yaml.rs.
 const DELIBERATE: &[(&str, &str)] = &[
     ("a: 1\na: 2", "duplicate key"),
     (" a: 1\n b: 2", "indented line"),
@@ -452,6 +476,8 @@ const DELIBERATE: &[(&str, &str)] = &[
     ("a: 'x'#c", "space before `#`"),
     ("a: \"x\"#c", "space before `#`"),
     ("a: 1\rb: 2", "carriage return"),
+    ("a: 1\r", "carriage return"),
+    ("a: 1\n\r", "carriage return"),
     ("a: \"x\u{2028}y\"", "Unicode line breaks"),
     ("a: 'x\u{85}y'", "Unicode line breaks"),
     ("---\n\u{feff}a: 1", "byte order mark"),

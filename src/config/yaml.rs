@@ -228,8 +228,12 @@ fn parse_boxed(path: &str, src: &[u8]) -> Res<Vec<Entry>> {
     };
     let mut out: Vec<Entry> = Vec::new();
     let (mut started, mut ended) = (false, false);
-    for (n, raw) in text.split('\n').enumerate() {
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    for (n, raw) in text.split_inclusive('\n').enumerate() {
+        // A CR ends a line only before an LF; any other is refused below,
+        // the last line's included.
+        let raw = raw
+            .strip_suffix('\n')
+            .map_or(raw, |r| r.strip_suffix('\r').unwrap_or(r));
         let c = Line {
             path,
             text,

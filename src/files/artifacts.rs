@@ -9,28 +9,9 @@
 use super::archive::{self, Destination};
 use super::glob;
 use super::private::PrivateDir;
+use crate::plan::workflow::{Artifact, Keep, LISTED_ARTIFACTS};
 use crate::report::{ArtifactReport, ArtifactState};
 use std::path::{Path, PathBuf};
-
-/// When a declared artifact is kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum When {
-    #[default]
-    Success,
-    Failure,
-    Always,
-}
-
-/// An artifact to make: its name, when, and the globs naming its files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Artifact {
-    pub name: String,
-    pub when: When,
-    pub paths: Vec<String>,
-}
-
-/// The name of the artifact made of what steps listed in `SOLSTICE_ARTIFACTS`.
-pub const LISTED: &str = "artifacts";
 
 /// Makes and sends every artifact that applies: `declared` by the
 /// workflow's job, then `listed` (always kept, since a step asked for them).
@@ -46,16 +27,16 @@ pub fn collect(
     let mut wanted: Vec<Artifact> = declared
         .iter()
         .filter(|a| match a.when {
-            When::Success => succeeded,
-            When::Failure => !succeeded,
-            When::Always => true,
+            Keep::Success => succeeded,
+            Keep::Failure => !succeeded,
+            Keep::Always => true,
         })
         .cloned()
         .collect();
     if !listed.is_empty() {
         wanted.push(Artifact {
-            name: LISTED.into(),
-            when: When::Always,
+            name: LISTED_ARTIFACTS.into(),
+            when: Keep::Always,
             paths: listed.to_vec(),
         });
     }

@@ -13,18 +13,11 @@ use super::private::PrivateDir;
 use super::sha256::{self, Sha256};
 use super::{gzip, tar};
 use crate::http::{self, Client};
+use crate::plan::workflow::Cache;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// A declared cache.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Cache {
-    pub name: String,
-    pub paths: Vec<String>,
-    pub key_files: Vec<String>,
-}
 
 /// What became of a cache at the start: whether it was restored, under
 /// which key, so the end knows whether to save it.

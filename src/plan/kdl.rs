@@ -121,8 +121,8 @@ impl Node {
 /// of the stack.
 const MAX_DEPTH: usize = 256;
 
-/// Hex, octal and binary are converted to decimal in quadratic time; real
-/// configs never come close to this many digits.
+/// Hex, octal and binary are converted to decimal in time quadratic in their
+/// length; real configs never come close to this many digits.
 const MAX_RADIX_DIGITS: usize = 4096;
 
 const KEYWORD_HINT: &str = "KDL 2 writes booleans and null with a `#`: #true, #false, #null; \
@@ -503,6 +503,11 @@ impl Parser<'_> {
             self.entry(&mut node.entries, !dash)?;
         }
         if keep {
+            // A list grows four at a time at first: most nodes hold one or
+            // two entries and a block of a few nodes, and a file of many
+            // small nodes would otherwise cost three times its memory.
+            node.entries.shrink_to_fit();
+            node.children.shrink_to_fit();
             out.push(node);
         }
         Ok(())
@@ -868,23 +873,48 @@ fn number(word: &str) -> std::result::Result<Number, &'static str> {
         if ds.len() > MAX_RADIX_DIGITS {
             return Err("too many digits");
         }
-        // Little-endian decimal digit values, so any size converts exactly.
-        let mut dec: Vec<u8> = Vec::new();
-        for c in ds.iter().filter(|&&c| c != b'_') {
-            let mut carry = digit(c).ok_or("a digit is out of range for its base")?;
-            for d in dec.iter_mut() {
-                let v = *d as u32 * radix + carry;
-                *d = (v % 10) as u8;
-                carry = v / 10;
+        // Little-endian limbs of nine decimal digits, so any size converts
+        // exactly; each pass over them takes in as many digits as a u64
+        // product allows, which keeps the longest number allowed cheap.
+        const BASE: u64 = 1_000_000_000;
+        let per = match radix {
+            16 => 7,
+            8 => 10,
+            _ => 30,
+        };
+        let mut digits = ds.iter().filter(|&&c| c != b'_');
+        let mut limbs: Vec<u64> = Vec::new();
+        loop {
+            let (mut chunk, mut scale) = (0u64, 1u64);
+            for c in digits.by_ref().take(per) {
+                let d = digit(c).ok_or("a digit is out of range for its base")?;
+                chunk = chunk * u64::from(radix) + u64::from(d);
+                scale *= u64::from(radix);
+            }
+            if scale == 1 {
+                break;
+            }
+            let mut carry = chunk;
+            for l in limbs.iter_mut() {
+                let v = *l * scale + carry;
+                *l = v % BASE;
+                carry = v / BASE;
             }
             while carry > 0 {
-                dec.push((carry % 10) as u8);
-                carry /= 10;
+                limbs.push(carry % BASE);
+                carry /= BASE;
             }
         }
-        for d in dec.iter().rev() {
-            out.push(b'0' + d);
+        // Least significant digit first, then turned around; the top limb's
+        // leading zeros are dropped below like any others.
+        for &limb in &limbs {
+            let mut l = limb;
+            for _ in 0..9 {
+                out.push(b'0' + (l % 10) as u8);
+                l /= 10;
+            }
         }
+        out.reverse();
     } else {
         // digit (digit | _)* in each part; the exponent's sign is explicit
         // in the output.

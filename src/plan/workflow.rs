@@ -1,90 +1,161 @@
-//! Workflows: turns a parsed `.solstice/workflow.kdl` into jobs and steps
-//! (rejecting every unknown word, wrong type and missing piece with its
-//! line:col), selects the job to run, and runs its steps in order with their
-//! environment layers, working directories, conditions and timeouts.
+//! Workflows: turns a parsed `.solstice/workflow.kdl` into typed jobs and
+//! steps, rejecting every unknown word, wrong type, missing piece and value
+//! no program could be given, each at its line:col; describes the plan; and
+//! selects the job to run (`run` runs it).
+//!
+//! The file is hostile input as far as this module cares: it is refused
+//! above `MAX_BYTES`, checking it takes time and memory linear in its size
+//! however many errors it holds, and only the first `SHOWN` errors are
+//! printed, each quoting a window of its line.
 //!
 //! Names in messages and in the plan are quoted as written (`"name"`), never
 //! with `{:?}`: a name may be a secret's value, which the log masker finds as
 //! written but not as Rust escapes it (`\u{a0}`).
 
 use crate::config::secrets::Secrets;
-use crate::config::{is_env_name, parse_duration};
+use crate::config::{is_env_name, parse_duration, MAX_ENV_STRING};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
-use std::fmt::Write;
+use std::fmt::{self, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+/// The largest workflow file the runner reads (documented in
+/// docs/workflow.md). Real workflows are a few kilobytes; the limit bounds
+/// what a hostile one costs.
+pub const MAX_BYTES: usize = 1 << 20;
+
+/// How many errors are printed in full; the rest are only counted.
+const SHOWN: usize = 50;
+
+/// The default `shell`.
+pub const DEFAULT_SHELL: &str = "/bin/sh -e";
+
+/// A whole workflow file.
+#[derive(Debug, Default)]
+pub struct Workflow {
+    /// The top-level `env`, for every job.
+    pub env: Vec<(String, String)>,
+    pub jobs: Vec<Job>,
+    /// What the checkout should fetch beyond the commit (issue 17).
+    pub checkout: Option<CheckoutPlan>,
+}
+
+/// The top-level `checkout` node: what a build needs of the repository
+/// beyond the one commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckoutPlan {
+    /// Commits of history to fetch; 0 for all of it.
+    pub fetch_depth: u32,
+    /// Fetch every tag.
+    pub tags: bool,
+    pub submodules: Submodules,
+    /// Run `git lfs pull` after the checkout.
+    pub lfs: bool,
+}
+
+/// Which submodules the checkout initialises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Submodules {
+    /// One level when `.gitmodules` exists: the default.
+    #[default]
+    One,
+    Recursive,
+    Off,
+}
+
+impl CheckoutPlan {
+    /// What the checkout does without a `checkout` node.
+    pub const DEFAULT: CheckoutPlan = CheckoutPlan {
+        fetch_depth: 1,
+        tags: false,
+        submodules: Submodules::One,
+        lfs: false,
+    };
+}
+
+/// When a declared artifact is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Keep {
+    #[default]
+    Success,
+    Failure,
+    Always,
+}
+
+/// `artifact "NAME" when="..." { path "GLOB" ... }` in a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub when: Keep,
+    pub paths: Vec<String>,
+}
+
+/// `cache "NAME" { path "DIR" ...; key-file "FILE" ... }` in a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cache {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub key_files: Vec<String>,
+}
+
+/// The artifact made of what steps list in `SOLSTICE_ARTIFACTS`; a
+/// declared artifact cannot take its name.
+pub const LISTED_ARTIFACTS: &str = "artifacts";
+
+#[derive(Debug, Default)]
+pub struct Job {
+    pub name: String,
+    /// A label for the orchestrator; the runner only reports it.
+    pub runs_on: Option<String>,
+    pub timeout: Option<Duration>,
+    pub env: Vec<(String, String)>,
+    /// Secrets every step of the job gets, by name.
+    pub secrets: Vec<String>,
+    pub steps: Vec<Step>,
+    pub artifacts: Vec<Artifact>,
+    pub caches: Vec<Cache>,
+}
+
+#[derive(Debug, Default)]
+pub struct Step {
+    pub name: String,
+    /// The script.
+    pub run: String,
+    /// Relative to the workspace; `None` is the workspace itself.
+    pub workdir: Option<String>,
+    /// `None` is `DEFAULT_SHELL`.
+    pub shell: Option<String>,
+    pub when: When,
+    pub timeout: Option<Duration>,
+    pub continue_on_error: bool,
+    pub env: Vec<(String, String)>,
+    /// Secrets this step gets, by name, besides its job's.
+    pub secrets: Vec<String>,
+}
+
+/// A step's `if`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum When {
     #[default]
     Success,
     Failure,
     Always,
-    /// Only after the job was cancelled: a cleanup step.
+    /// A cleanup step for a cancelled job.
     Cancelled,
 }
 
-/// A job or a step: one type for both (and for the workflow, whose units are
-/// its jobs), so they share one checker, one plan printer and one set of
-/// vector code. Each holds only the settings its kind takes.
-#[derive(Debug, Default)]
-pub struct Unit {
-    pub name: String,
-    /// The string properties by their position in `KEYS`: `RUN`, `RUNS_ON`,
-    /// `WORKDIR`, `IF` (also in `when`) and `SHELL` (`None` is
-    /// `DEFAULT_SHELL`). One array, so one assignment sets any of them.
-    pub text: [Option<String>; 5],
-    pub timeout: Option<Duration>,
-    pub continue_on_error: bool,
-    pub when: When,
-    pub env: Vec<(String, String)>,
-    pub secrets: Vec<String>,
-    /// The workflow's jobs, a job's steps.
-    pub units: Vec<Unit>,
-}
-
-pub type Workflow = Unit;
-pub type Job = Unit;
-pub type Step = Unit;
-
-impl Unit {
-    /// A step's script.
-    pub fn run(&self) -> &str {
-        self.text[RUN].as_deref().unwrap_or_default()
-    }
-
-    /// A step's working directory, relative to the workspace.
-    pub fn workdir(&self) -> Option<&str> {
-        self.text[WORKDIR].as_deref()
-    }
-
-    /// A step's shell command line.
-    pub fn shell(&self) -> &str {
-        self.text[SHELL].as_deref().unwrap_or(DEFAULT_SHELL)
-    }
-
-    /// A job's `runs-on` label.
-    pub fn runs_on(&self) -> Option<&str> {
-        self.text[RUNS_ON].as_deref()
-    }
-
-    /// The workflow's jobs, or a job's steps.
-    pub fn parts(&self) -> &[Unit] {
-        &self.units
-    }
-
-    /// Not inlined: `Default` for this many fields is 100 bytes a copy.
-    #[inline(never)]
-    fn named(name: String) -> Unit {
-        Unit {
-            name,
-            ..Unit::default()
+impl Keep {
+    /// The word `when=` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Keep::Success => "success",
+            Keep::Failure => "failure",
+            Keep::Always => "always",
         }
     }
 }
-
-pub const DEFAULT_SHELL: &str = "/bin/sh -e";
 
 impl When {
     /// The word `if=` takes.
@@ -98,85 +169,84 @@ impl When {
     }
 }
 
+impl Step {
+    /// The shell command line, the default when the step names none.
+    pub fn shell(&self) -> &str {
+        self.shell.as_deref().unwrap_or(DEFAULT_SHELL)
+    }
+}
+
+impl Workflow {
+    /// Whether any job or step names a secret.
+    pub fn names_secrets(&self) -> bool {
+        self.jobs
+            .iter()
+            .any(|j| !j.secrets.is_empty() || j.steps.iter().any(|s| !s.secrets.is_empty()))
+    }
+}
+
+/// What each place takes, for the checker and for its messages.
+const JOB_PROPS: &[&str] = &["runs-on", "timeout"];
+const STEP_PROPS: &[&str] = &[
+    "run",
+    "workdir",
+    "timeout",
+    "continue-on-error",
+    "if",
+    "shell",
+];
+const TOP_NODES: &[&str] = &["checkout", "env", "job", "step"];
+const JOB_NODES: &[&str] = &["artifact", "cache", "env", "secrets", "step"];
+const CHECKOUT_PROPS: &[&str] = &["fetch-depth", "tags", "submodules", "lfs"];
+const STEP_NODES: &[&str] = &["env", "secrets", "run"];
+
 /// A node's first argument.
 fn arg(node: &Node) -> Option<&Entry> {
     node.entries.iter().find(|e| e.key.is_none())
 }
 
-/// What a node is, which decides what it may hold.
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Top,
-    Job,
-    Step,
+/// An error found, before its line is quoted.
+struct Found {
+    line: usize,
+    col: usize,
+    msg: String,
 }
-
-/// Every property there is, found by position so each is compared once.
-const KEYS: [&str; 7] = [
-    "run",
-    "runs-on",
-    "workdir",
-    "if",
-    "shell",
-    "timeout",
-    "continue-on-error",
-];
-const RUN: usize = 0;
-const RUNS_ON: usize = 1;
-const WORKDIR: usize = 2;
-const IF: usize = 3;
-const SHELL: usize = 4;
-const TIMEOUT: usize = 5;
-const CONTINUE_ON_ERROR: usize = 6;
-/// Per kind: bit `i` is set when it takes `KEYS[i]`.
-const TAKES: [u8; 3] = [0, 0b010_0010, 0b111_1101];
-
-/// The position in `KEYS` of `key`, when `takes` has it.
-fn prop(key: &str, takes: u8) -> Option<usize> {
-    KEYS.iter()
-        .position(|&k| k == key)
-        .filter(|&i| takes >> i & 1 == 1)
-}
-
-/// Per kind: the properties it takes, and where its children are, with the
-/// children allowed, for the messages about an unknown one.
-const PROPS: [&str; 3] = [
-    "",
-    "runs-on, timeout",
-    "run, workdir, timeout, continue-on-error, if, shell",
-];
-const PLACES: [&str; 3] = [
-    "at the top level (allowed: env, job, step)",
-    "in job (allowed: env, secrets, step)",
-    "in step (allowed: env, secrets, run)",
-];
 
 /// Collects every problem in a file instead of stopping at the first, so
 /// `check` can list them all.
 struct Checker<'a> {
-    path: &'a str,
-    /// The file as `Error::with_source` quotes it.
-    src: String,
-    errors: Vec<Error>,
+    /// The first `SHOWN` errors in file order.
+    shown: Vec<Found>,
+    /// Every error, shown or not.
+    count: usize,
     /// The secrets file, when there is one to check secret names against.
     secrets: &'a Secrets,
 }
 
 impl Checker<'_> {
-    /// Records an error, keeping the list in file order (a sort would cost
-    /// the binary 4 KB).
-    /// Takes the message unformatted: one `format` here rather than one
-    /// `format` and a `String` to move and drop at each of 30 call sites.
-    fn err(&mut self, line: usize, col: usize, msg: std::fmt::Arguments) {
-        let msg = std::fmt::format(msg);
-        let at = self.errors.partition_point(|e| {
-            e.loc
-                .as_ref()
-                .is_some_and(|l| (l.line, l.col) <= (line, col))
-        });
-        let e = Error::at(self.path, line, col, msg).with_source(&self.src);
+    /// Records an error. Only the first `SHOWN` in file order are kept, and
+    /// a message is formatted only when it is kept, so a file of a million
+    /// errors costs no more memory than one of fifty. Takes the message
+    /// unformatted for that reason, and so that the one `format` is here.
+    fn err(&mut self, line: usize, col: usize, msg: fmt::Arguments) {
+        self.count += 1;
+        // After the errors already found at the same place.
+        let at = self
+            .shown
+            .partition_point(|f| (f.line, f.col) <= (line, col));
+        if at >= SHOWN {
+            return;
+        }
+        if self.shown.len() >= SHOWN {
+            self.shown.pop();
+        }
+        let found = Found {
+            line,
+            col,
+            msg: fmt::format(msg),
+        };
         // `min` shows the compiler that `insert` cannot panic.
-        self.errors.insert(at.min(self.errors.len()), e);
+        self.shown.insert(at.min(self.shown.len()), found);
     }
 
     /// Refuses a children block on a node that takes none.
@@ -188,6 +258,20 @@ impl Checker<'_> {
                 format_args!("`{}` takes no children block", node.name),
             );
         }
+    }
+
+    /// Reports a child node that has no place in `place`.
+    fn unknown(&mut self, node: &Node, place: &str, allowed: &[&str]) {
+        let name = &node.name;
+        self.err(
+            node.line,
+            node.col,
+            format_args!(
+                "unknown node `{name}` {place} (allowed: {}){}",
+                Allowed(allowed),
+                Suggest(name, allowed)
+            ),
+        );
     }
 
     /// The string `e` holds; else an error calling it `what` + `name`.
@@ -203,6 +287,48 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// Refuses text that no program could be given: a NUL ends a C string,
+    /// and Linux passes at most `MAX_ENV_STRING` bytes, NUL included, in one
+    /// argument or environment string. `var` is the environment variable the
+    /// text becomes, or "" for an argument. Whether it passed.
+    fn passable(&mut self, e: &Entry, what: fmt::Arguments, var: &str, text: &str) -> bool {
+        let kind = if var.is_empty() {
+            "argument"
+        } else {
+            "environment string"
+        };
+        if text.contains('\0') {
+            self.err(
+                e.line,
+                e.col,
+                format_args!(
+                    "{what} contains a NUL byte, which no program can be given in an {kind}"
+                ),
+            );
+            return false;
+        }
+        let len = match var {
+            "" => text.len() + 1,
+            _ => var.len() + text.len() + 2,
+        };
+        if len > MAX_ENV_STRING {
+            let (var, eq) = if var.is_empty() {
+                ("it", "")
+            } else {
+                (var, "=...")
+            };
+            self.err(
+                e.line,
+                e.col,
+                format_args!(
+                    "{what} is too long: {var}{eq} takes {len} bytes with its NUL, and Linux passes at most {MAX_ENV_STRING} (128 KiB) in one {kind}"
+                ),
+            );
+            return false;
+        }
+        true
     }
 
     /// A `timeout`, the only duration there is.
@@ -234,21 +360,21 @@ impl Checker<'_> {
         None
     }
 
-    /// Refuses properties and arguments a node does not take. `props` lists
-    /// the properties it does take as "a, b" (one string rather than a slice
-    /// of them, which would need a relocation per name).
-    fn only(&mut self, node: &Node, takes: u8, props: &str, args: usize) {
+    /// Refuses properties a node does not take (`allowed`) and arguments
+    /// past the first `args`.
+    fn only(&mut self, node: &Node, allowed: &[&str], args: usize) {
         let mut seen_args = 0;
         for e in &node.entries {
             match &e.key {
-                Some(k) if prop(k, takes).is_none() => {
-                    let allowed = if props.is_empty() { "none" } else { props };
+                Some(k) if !allowed.contains(&k.as_str()) => {
                     self.err(
                         e.line,
                         e.col,
                         format_args!(
-                            "unknown property `{k}` on `{}` (allowed: {allowed})",
-                            node.name
+                            "unknown property `{k}` on `{}` (allowed: {}){}",
+                            node.name,
+                            Allowed(allowed),
+                            Suggest(k, allowed)
                         ),
                     );
                 }
@@ -265,7 +391,7 @@ impl Checker<'_> {
     }
 
     fn env(&mut self, node: &Node, out: &mut Vec<(String, String)>) {
-        self.only(node, 0, "", 0);
+        self.only(node, &[], 0);
         for var in &node.children {
             let name = &var.name;
             if !is_env_name(name) {
@@ -275,12 +401,12 @@ impl Checker<'_> {
                     format_args!("`{name}` is not a valid environment variable name"),
                 );
             }
-            self.only(var, 0, "", 1);
+            self.only(var, &[], 1);
             self.leaf(var);
             match arg(var) {
                 Some(e) => {
                     if let Some(v) = self.string(e, "the value of ", name) {
-                        out.retain(|(k, _)| k != name);
+                        self.passable(e, format_args!("the value of {name}"), name, &v);
                         out.push((name.clone(), v));
                     }
                 }
@@ -294,7 +420,7 @@ impl Checker<'_> {
     }
 
     fn secrets(&mut self, node: &Node, out: &mut Vec<String>) {
-        self.only(node, 0, "", usize::MAX);
+        self.only(node, &[], usize::MAX);
         if !node.children.is_empty() {
             self.err(
                 node.line,
@@ -324,49 +450,350 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks the workflow (`Kind::Top`, `node` the document's nodes as
-    /// children), a job or a step; `n` is a step's position in its job.
-    fn unit(&mut self, node: &Node, kind: Kind, n: usize) -> Unit {
-        let k = kind as usize;
-        let props = PROPS.get(k).copied().unwrap_or_default();
-        let takes = TAKES.get(k).copied().unwrap_or_default();
-        let mut u = Unit::named(String::new());
-        if kind != Kind::Top {
-            self.only(node, takes, props, 1);
-            u.name = match (arg(node), kind) {
-                (Some(e), _) => {
-                    let what = if kind == Kind::Job {
-                        "a job name"
-                    } else {
-                        "a step name"
-                    };
-                    let name = self.string(e, what, "").unwrap_or_default();
-                    if kind == Kind::Job && e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
-                        self.err(e.line, e.col, format_args!("a job name cannot be empty"));
-                    }
-                    name
-                }
-                (None, Kind::Job) => {
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("a job needs a name: job \"build\" {{ ... }}"),
-                    );
-                    String::new()
-                }
-                _ => format!("step {n}"),
-            };
-        }
-        let mut runs = 0;
+    /// The top-level `checkout` node.
+    fn checkout(&mut self, node: &Node) -> CheckoutPlan {
+        self.only(node, CHECKOUT_PROPS, 0);
+        self.leaf(node);
+        let mut plan = CheckoutPlan::DEFAULT;
         for e in &node.entries {
-            let key = e.key.as_deref().unwrap_or_default();
-            let Some(p) = prop(key, takes) else {
+            let Some(key) = e.key.as_deref() else {
                 continue;
             };
-            match p {
-                TIMEOUT => u.timeout = self.duration(e),
-                CONTINUE_ON_ERROR => match e.value {
-                    Value::Bool(b) => u.continue_on_error = b,
+            match (key, &e.value) {
+                ("fetch-depth", Value::Number(kdl::Number::Int(n))) => match n.parse() {
+                    Ok(d) => plan.fetch_depth = d,
+                    Err(_) => self.err(
+                        e.line,
+                        e.col,
+                        format_args!(
+                            "fetch-depth must be a count of commits (0 for all history), not {n}"
+                        ),
+                    ),
+                },
+                ("tags", Value::Bool(b)) => plan.tags = *b,
+                ("lfs", Value::Bool(b)) => plan.lfs = *b,
+                ("submodules", Value::Bool(true)) => plan.submodules = Submodules::One,
+                ("submodules", Value::Bool(false)) => plan.submodules = Submodules::Off,
+                ("submodules", Value::String(s)) if s == "recursive" => {
+                    plan.submodules = Submodules::Recursive
+                }
+                ("fetch-depth", v) => self.err(
+                    e.line,
+                    e.col,
+                    format_args!(
+                        "fetch-depth must be a count of commits (0 for all history), not a {}",
+                        v.type_name()
+                    ),
+                ),
+                ("submodules", _) => self.err(
+                    e.line,
+                    e.col,
+                    format_args!("submodules must be #true, #false or \"recursive\""),
+                ),
+                ("tags" | "lfs", v) => self.err(
+                    e.line,
+                    e.col,
+                    format_args!("{key} must be #true or #false, not a {}", v.type_name()),
+                ),
+                _ => {}
+            }
+        }
+        plan
+    }
+
+    /// The name of an artifact or a cache: it goes into a URL and a file
+    /// name, so letters, digits, `.`, `_` and `-` only.
+    fn file_name(&mut self, node: &Node, what: &str) -> String {
+        let Some(e) = arg(node) else {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("{what} needs a name: {what} \"NAME\" {{ path \"...\" }}"),
+            );
+            return String::new();
+        };
+        let name = self.string(e, what, " name").unwrap_or_default();
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || !name.chars().all(ok) || name.starts_with('.') {
+            self.err(
+                e.line,
+                e.col,
+                format_args!("{what} name \"{name}\" must be letters, digits, `.`, `_` and `-`, not starting with `.`"),
+            );
+        }
+        name
+    }
+
+    /// The `path` (or `key-file`) children of an artifact or cache node: a
+    /// relative path that stays inside the workspace; `home` also allows
+    /// `~/` for the home directory.
+    fn paths(&mut self, node: &Node, child: &str, home: bool, out: &mut Vec<String>) {
+        for c in node.children.iter().filter(|c| c.name == child) {
+            self.only(c, &[], usize::MAX);
+            self.leaf(c);
+            for e in c.entries.iter().filter(|e| e.key.is_none()) {
+                let Some(p) = self.string(e, child, "") else {
+                    continue;
+                };
+                let rel = if home {
+                    p.strip_prefix("~/").unwrap_or(&p)
+                } else {
+                    &p
+                };
+                if rel.is_empty()
+                    || rel.starts_with('/')
+                    || rel.split('/').any(|c| c == "..")
+                    || p.contains('\0')
+                {
+                    let also = if home { " (or start with ~/)" } else { "" };
+                    self.err(
+                        e.line,
+                        e.col,
+                        format_args!("{child} \"{p}\" must be a relative path inside the workspace{also}, without `..`"),
+                    );
+                    continue;
+                }
+                out.push(p);
+            }
+        }
+    }
+
+    /// `artifact "NAME" when="..." { path "GLOB" ... }`.
+    fn artifact(&mut self, node: &Node) -> Artifact {
+        self.only(node, &["when"], 1);
+        let mut a = Artifact {
+            name: self.file_name(node, "artifact"),
+            ..Artifact::default()
+        };
+        if a.name == LISTED_ARTIFACTS {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("the artifact name \"{LISTED_ARTIFACTS}\" is the one steps fill through SOLSTICE_ARTIFACTS; choose another"),
+            );
+        }
+        for e in &node.entries {
+            if e.key.as_deref() == Some("when") {
+                match e.value.as_str() {
+                    Some("success") => a.when = Keep::Success,
+                    Some("failure") => a.when = Keep::Failure,
+                    Some("always") => a.when = Keep::Always,
+                    _ => self.err(
+                        e.line,
+                        e.col,
+                        format_args!("when must be \"success\", \"failure\" or \"always\""),
+                    ),
+                }
+            }
+        }
+        for c in &node.children {
+            if c.name != "path" {
+                self.unknown(c, "in artifact", &["path"]);
+            }
+        }
+        self.paths(node, "path", false, &mut a.paths);
+        if a.paths.is_empty() {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("artifact \"{}\" has no path", a.name),
+            );
+        }
+        a
+    }
+
+    /// `cache "NAME" { path "DIR" ...; key-file "FILE" ... }`.
+    fn cache(&mut self, node: &Node) -> Cache {
+        self.only(node, &[], 1);
+        let mut c = Cache {
+            name: self.file_name(node, "cache"),
+            ..Cache::default()
+        };
+        for child in &node.children {
+            if child.name != "path" && child.name != "key-file" {
+                self.unknown(child, "in cache", &["key-file", "path"]);
+            }
+        }
+        self.paths(node, "path", true, &mut c.paths);
+        self.paths(node, "key-file", false, &mut c.key_files);
+        if c.paths.is_empty() {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("cache \"{}\" has no path", c.name),
+            );
+        }
+        c
+    }
+
+    /// The document's nodes as a workflow.
+    fn workflow(&mut self, nodes: &[Node]) -> Workflow {
+        let mut wf = Workflow::default();
+        let mut top_steps = Vec::new();
+        // Where each job's name is, for a duplicate's error.
+        let mut named_at = Vec::new();
+        for node in nodes {
+            match node.name.as_str() {
+                "env" => self.env(node, &mut wf.env),
+                "checkout" => {
+                    if wf.checkout.is_some() {
+                        self.err(
+                            node.line,
+                            node.col,
+                            format_args!("a second `checkout` node"),
+                        );
+                    }
+                    wf.checkout = Some(self.checkout(node));
+                }
+                "job" => {
+                    wf.jobs.push(self.job(node));
+                    named_at.push(arg(node).map_or((node.line, node.col), |e| (e.line, e.col)));
+                }
+                "step" => top_steps.push(node),
+                _ => self.unknown(node, "at the top level", TOP_NODES),
+            }
+        }
+        let mut named: Vec<(&str, usize)> = wf
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i))
+            .collect();
+        sort_named(&mut named);
+        for pair in named.windows(2) {
+            if let [(first, _), (name, i)] = pair {
+                if !name.is_empty() && first == name {
+                    let (line, col) = named_at.get(*i).copied().unwrap_or((1, 1));
+                    self.err(line, col, format_args!("duplicate job name \"{name}\""));
+                }
+            }
+        }
+        if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
+            self.err(
+                at.line,
+                at.col,
+                format_args!(
+                    "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
+                    job.name
+                ),
+            );
+        } else if !top_steps.is_empty() {
+            let mut job = Job {
+                name: "default".to_string(),
+                ..Job::default()
+            };
+            for node in top_steps {
+                let step = self.step(node, job.steps.len() + 1);
+                job.steps.push(step);
+            }
+            wf.jobs.push(job);
+        }
+        // A file of only a `checkout` node serves a job.sh.
+        if wf.jobs.is_empty() && wf.checkout.is_none() && self.count == 0 {
+            self.err(
+                1,
+                1,
+                format_args!(
+                    "the workflow has no job: add job \"NAME\" {{ step {{ run \"...\" }} }}"
+                ),
+            );
+        }
+        last_of_each(&mut wf.env);
+        wf
+    }
+
+    fn job(&mut self, node: &Node) -> Job {
+        self.only(node, JOB_PROPS, 1);
+        let mut job = Job::default();
+        match arg(node) {
+            Some(e) => {
+                job.name = self.string(e, "a job name", "").unwrap_or_default();
+                if e.value.as_str().is_some_and(|s| s.trim().is_empty()) {
+                    self.err(e.line, e.col, format_args!("a job name cannot be empty"));
+                }
+                self.passable(e, format_args!("the job name"), "SOLSTICE_JOB", &job.name);
+            }
+            None => self.err(
+                node.line,
+                node.col,
+                format_args!("a job needs a name: job \"build\" {{ ... }}"),
+            ),
+        }
+        for e in &node.entries {
+            match e.key.as_deref() {
+                Some("runs-on") => job.runs_on = self.string(e, "runs-on", ""),
+                Some("timeout") => job.timeout = self.duration(e),
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut job.env),
+                "secrets" => self.secrets(child, &mut job.secrets),
+                "step" => {
+                    let step = self.step(child, job.steps.len() + 1);
+                    job.steps.push(step);
+                }
+                "artifact" => {
+                    let a = self.artifact(child);
+                    if job.artifacts.iter().any(|b| b.name == a.name) {
+                        self.err(
+                            child.line,
+                            child.col,
+                            format_args!("a second artifact \"{}\"", a.name),
+                        );
+                    }
+                    job.artifacts.push(a);
+                }
+                "cache" => {
+                    let c = self.cache(child);
+                    if job.caches.iter().any(|b| b.name == c.name) {
+                        self.err(
+                            child.line,
+                            child.col,
+                            format_args!("a second cache \"{}\"", c.name),
+                        );
+                    }
+                    job.caches.push(c);
+                }
+                _ => self.unknown(child, "in job", JOB_NODES),
+            }
+        }
+        if job.steps.is_empty() {
+            self.err(
+                node.line,
+                node.col,
+                format_args!("job \"{}\" has no steps", job.name),
+            );
+        }
+        last_of_each(&mut job.env);
+        job
+    }
+
+    /// A step; `n` is its position in its job.
+    fn step(&mut self, node: &Node, n: usize) -> Step {
+        self.only(node, STEP_PROPS, 1);
+        let name = match arg(node) {
+            Some(e) => {
+                let name = self.string(e, "a step name", "").unwrap_or_default();
+                self.passable(e, format_args!("the step name"), "SOLSTICE_STEP", &name);
+                name
+            }
+            None => format!("step {n}"),
+        };
+        let mut step = Step {
+            name,
+            ..Step::default()
+        };
+        let mut runs = 0;
+        for e in &node.entries {
+            let Some(key) = e.key.as_deref() else {
+                continue;
+            };
+            match key {
+                "timeout" => step.timeout = self.duration(e),
+                "continue-on-error" => match e.value {
+                    Value::Bool(b) => step.continue_on_error = b,
                     ref other => self.err(
                         e.line,
                         e.col,
@@ -376,73 +803,82 @@ impl Checker<'_> {
                         ),
                     ),
                 },
-                _ => {
-                    runs += (p == RUN) as usize;
-                    // A value of the wrong type is an error, so the unit is
-                    // never used and need not be updated.
-                    let Some(s) = self.string(e, key, "") else {
+                "run" => {
+                    runs += 1;
+                    if let Some(s) = self.string(e, "run", "") {
+                        step.run = s;
+                    }
+                }
+                "workdir" => {
+                    let Some(s) = self.string(e, "workdir", "") else {
                         continue;
                     };
-                    match p {
-                        // `Path::is_absolute` on Unix, without the parsing.
-                        WORKDIR if s.starts_with('/') || escapes(&s) => self.err(
+                    // `Path::is_absolute` on Unix, without the parsing.
+                    if s.starts_with('/') || escapes(&s) {
+                        self.err(
                             e.line,
                             e.col,
                             format_args!(
                                 "workdir \"{s}\" must be a relative path inside the workspace"
                             ),
-                        ),
-                        IF => match s.as_str() {
-                            "success" => u.when = When::Success,
-                            "failure" => u.when = When::Failure,
-                            "always" => u.when = When::Always,
-                            "cancelled" => u.when = When::Cancelled,
-                            _ => self.err(
-                                e.line,
-                                e.col,
-                                format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\""),
-                            ),
-                        },
-                        SHELL if s.trim().is_empty() => {
-                            self.err(e.line, e.col, format_args!("shell is empty"))
-                        }
-                        _ => {}
-                    }
-                    if let Some(slot) = u.text.get_mut(p) {
-                        *slot = Some(s);
-                    }
-                }
-            }
-        }
-        let mut top_steps = Vec::new();
-        for child in &node.children {
-            match (child.name.as_str(), kind) {
-                ("env", _) => self.env(child, &mut u.env),
-                ("secrets", Kind::Job | Kind::Step) => self.secrets(child, &mut u.secrets),
-                ("step", Kind::Job) => {
-                    let step = self.unit(child, Kind::Step, u.units.len() + 1);
-                    u.units.push(step);
-                }
-                ("step", Kind::Top) => top_steps.push(child),
-                ("job", Kind::Top) => {
-                    let job = self.unit(child, Kind::Job, 0);
-                    if !job.name.is_empty() && u.units.iter().any(|j| j.name == job.name) {
-                        let (line, col) =
-                            arg(child).map_or((child.line, child.col), |e| (e.line, e.col));
+                        );
+                    } else if s.contains('\0') {
                         self.err(
-                            line,
-                            col,
-                            format_args!("duplicate job name \"{}\"", job.name),
+                            e.line,
+                            e.col,
+                            format_args!("workdir contains a NUL byte, which no path can hold"),
                         );
                     }
-                    u.units.push(job);
+                    step.workdir = Some(s);
                 }
-                ("run", Kind::Step) => {
+                "if" => {
+                    let Some(s) = self.string(e, "if", "") else {
+                        continue;
+                    };
+                    match s.as_str() {
+                        "success" => step.when = When::Success,
+                        "failure" => step.when = When::Failure,
+                        "always" => step.when = When::Always,
+                        "cancelled" => step.when = When::Cancelled,
+                        _ => self.err(
+                            e.line,
+                            e.col,
+                            format_args!("if=\"{s}\" is not a condition: use \"success\", \"failure\", \"always\" or \"cancelled\""),
+                        ),
+                    }
+                }
+                "shell" => {
+                    let Some(s) = self.string(e, "shell", "") else {
+                        continue;
+                    };
+                    if s.trim().is_empty() {
+                        self.err(e.line, e.col, format_args!("shell is empty"));
+                    }
+                    // Each word is one argument of the program.
+                    for word in s.split_whitespace() {
+                        if !self.passable(e, format_args!("a word of shell"), "", word) {
+                            break;
+                        }
+                    }
+                    step.shell = Some(s);
+                }
+                _ => {}
+            }
+        }
+        for child in &node.children {
+            match child.name.as_str() {
+                "env" => self.env(child, &mut step.env),
+                "secrets" => self.secrets(child, &mut step.secrets),
+                "run" => {
                     runs += 1;
-                    self.only(child, 0, "", 1);
+                    self.only(child, &[], 1);
                     self.leaf(child);
                     match arg(child) {
-                        Some(e) => u.text[RUN] = self.string(e, "run", ""),
+                        Some(e) => {
+                            if let Some(s) = self.string(e, "run", "") {
+                                step.run = s;
+                            }
+                        }
                         None => self.err(
                             child.line,
                             child.col,
@@ -450,65 +886,146 @@ impl Checker<'_> {
                         ),
                     }
                 }
-                _ => {
-                    let place = PLACES.get(k).copied().unwrap_or_default();
-                    self.err(
-                        child.line,
-                        child.col,
-                        format_args!("unknown node `{}` {place}", child.name),
-                    );
-                }
+                _ => self.unknown(child, "in step", STEP_NODES),
             }
         }
-        match kind {
-            Kind::Top => {
-                if let (Some(at), Some(job)) = (top_steps.first(), u.units.first()) {
-                    self.err(
-                        at.line,
-                        at.col,
-                        format_args!(
-                            "`step` at the top level next to jobs (like \"{}\"); put it inside a job",
-                            job.name
-                        ),
-                    );
-                } else if !top_steps.is_empty() {
-                    let mut job = Unit::named("default".to_string());
-                    for node in top_steps {
-                        let step = self.unit(node, Kind::Step, job.units.len() + 1);
-                        job.units.push(step);
-                    }
-                    u.units.push(job);
-                }
-                if u.units.is_empty() && self.errors.is_empty() {
-                    self.err(
-                        1,
-                        1,
-                        format_args!("the workflow has no job: add job \"NAME\" {{ step {{ run \"...\" }} }}"),
-                    );
-                }
-            }
-            Kind::Job => {
-                if u.units.is_empty() {
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("job \"{}\" has no steps", u.name),
-                    );
-                }
-            }
-            Kind::Step => {
-                if runs != 1 {
-                    let many = if runs == 0 { "no" } else { "more than one" };
-                    self.err(
-                        node.line,
-                        node.col,
-                        format_args!("step \"{}\" has {many} `run`", u.name),
-                    );
-                }
-            }
+        if runs != 1 {
+            let many = if runs == 0 { "no" } else { "more than one" };
+            self.err(
+                node.line,
+                node.col,
+                format_args!("step \"{}\" has {many} `run`", step.name),
+            );
         }
-        u
+        last_of_each(&mut step.env);
+        step
     }
+}
+
+/// A list of allowed names as "a, b, c", or "none".
+struct Allowed<'a>(&'a [&'a str]);
+
+impl fmt::Display for Allowed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
+    }
+}
+
+/// "; did you mean `name`?" when one of the allowed names is close enough
+/// to the unknown one to be what was meant; else nothing. Worked out only
+/// when the message is formatted, that is for the errors shown.
+struct Suggest<'a>(&'a str, &'a [&'a str]);
+
+impl fmt::Display for Suggest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let best = self
+            .1
+            .iter()
+            .filter_map(|&name| near(self.0, name).map(|d| (d, name)))
+            .min_by_key(|&(d, _)| d);
+        match best {
+            Some((_, name)) => write!(f, "; did you mean `{name}`?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The edit distance from `typed` to `name` (a byte inserted, deleted or
+/// replaced, or two neighbours swapped; ASCII case ignored) when it is
+/// small enough for `name` to be what was meant: at most a third of the
+/// longer one's length, and at least one edit.
+fn near(typed: &str, name: &str) -> Option<usize> {
+    let (a, b) = (typed.as_bytes(), name.as_bytes());
+    let limit = (a.len().max(b.len()) / 3).max(1);
+    // Also keeps a long word from costing more than a short one.
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    let at = |row: &[usize], k: usize| row.get(k).copied().unwrap_or(usize::MAX / 2);
+    let same = |i: usize, j: usize| match (a.get(i), b.get(j)) {
+        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+        _ => false,
+    };
+    // Distances from each prefix of `a` to each prefix of `b`: the row two
+    // back (for swaps), the last one, and the one being filled.
+    let mut before: Vec<usize> = Vec::new();
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    for i in 0..a.len() {
+        let mut row = vec![i + 1];
+        for j in 0..b.len() {
+            let mut d = (at(&last, j) + usize::from(!same(i, j)))
+                .min(at(&last, j + 1) + 1)
+                .min(at(&row, j) + 1);
+            if i > 0 && j > 0 && same(i - 1, j) && same(i, j - 1) {
+                d = d.min(at(&before, j - 1) + 1);
+            }
+            row.push(d);
+        }
+        before = std::mem::replace(&mut last, row);
+    }
+    let d = at(&last, b.len());
+    (d <= limit).then_some(d)
+}
+
+/// Sorts names with their positions by name, then position, so that
+/// repeats sit next to each other and are found in one pass rather than by
+/// comparing every pair. A heapsort: std's sorts cost kilobytes of code.
+fn sort_named(v: &mut [(&str, usize)]) {
+    fn sift(v: &mut [(&str, usize)], mut root: usize, end: usize) {
+        loop {
+            let mut c = 2 * root + 1;
+            if c + 1 < end && v.get(c) < v.get(c + 1) {
+                c += 1;
+            }
+            if c >= end || v.get(root) >= v.get(c) {
+                return;
+            }
+            v.swap(root, c);
+            root = c;
+        }
+    }
+    for i in (0..v.len() / 2).rev() {
+        sift(v, i, v.len());
+    }
+    for end in (1..v.len()).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}
+
+/// Keeps the last value of each variable repeated in one scope, at the
+/// place of that last one.
+fn last_of_each(env: &mut Vec<(String, String)>) {
+    if env.len() < 2 {
+        return;
+    }
+    let mut named: Vec<(&str, usize)> = env
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.as_str(), i))
+        .collect();
+    sort_named(&mut named);
+    let mut keep = vec![true; named.len()];
+    for pair in named.windows(2) {
+        if let [(a, first), (b, _)] = pair {
+            if a == b {
+                if let Some(k) = keep.get_mut(*first) {
+                    *k = false;
+                }
+            }
+        }
+    }
+    let mut keep = keep.into_iter();
+    env.retain(|_| keep.next().unwrap_or(true));
 }
 
 /// Whether a relative path climbs above its start (`a/../..`), lexically.
@@ -527,49 +1044,106 @@ fn escapes(path: &str) -> bool {
     false
 }
 
-/// Parses and validates a workflow file's text. Every problem is logged, in
-/// file order, each quoting its line, and counted in the error returned.
-/// Secret names are checked against `secrets` when its file was found.
+/// How much of a line is kept around an error's column for its quote: more
+/// than any window `Error::with_source` shows of a long line, so the quote
+/// of this part of the line is the quote of the whole line.
+const MARGIN: usize = 1024;
+
+/// The errors, each with its line quoted from `src` (KDL's line breaks as
+/// LF). `found` is in file order, so one pass over `src` reaches every
+/// line, and each error quotes only a window of its line: however long the
+/// lines, the work is the file's length and a window per error shown.
+fn quote(path: &str, src: &str, found: Vec<Found>) -> Vec<Error> {
+    let mut rest = src;
+    let (mut line, mut col) = (1, 1);
+    let mut out = Vec::with_capacity(found.len());
+    for f in found {
+        let from = f.col.saturating_sub(MARGIN).max(1);
+        while (line, col) < (f.line, from) {
+            let mut chars = rest.chars();
+            match chars.next() {
+                Some('\n') if line < f.line => (line, col) = (line + 1, 1),
+                Some(c) if c != '\n' => col += 1,
+                // The end of the file, or of the error's line.
+                _ => break,
+            }
+            rest = chars.as_str();
+        }
+        let mut text = "";
+        if line == f.line {
+            let want = f.col.saturating_sub(col) + MARGIN + 1;
+            let end = rest
+                .char_indices()
+                .enumerate()
+                .find(|&(n, (_, c))| c == '\n' || n == want)
+                .map_or(rest.len(), |(_, (i, _))| i);
+            text = rest.get(..end).unwrap_or_default();
+        }
+        let quoted = Error::at(path, 1, f.col.saturating_sub(col) + 1, "").with_source(text);
+        out.push(Error::at(path, f.line, f.col, f.msg + &quoted.msg));
+    }
+    out
+}
+
+/// Parses and validates a workflow file's text. The first `SHOWN` problems
+/// are logged in file order, each quoting its line, and all are counted in
+/// the error returned. Secret names are checked against `secrets` when its
+/// file was found.
 pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
+    if src.len() > MAX_BYTES {
+        return Err(too_big(path));
+    }
+    let doc = match kdl::parse(path, src) {
+        Ok(doc) => doc,
+        // A syntax error stops the parse, so it is the only one.
+        Err(e) => {
+            error!("{e}");
+            return Err(input(format_args!("{path}: 1 error in the workflow")));
+        }
+    };
     let mut c = Checker {
-        path,
-        // Quoted with KDL's own line breaks, so line N is the parser's line N.
-        src: kdl::lf_only(src),
-        errors: Vec::new(),
+        shown: Vec::new(),
+        count: 0,
         secrets,
     };
-    match kdl::parse(path, src) {
-        Ok(doc) => {
-            // The document as the children of a node that has nothing else.
-            let top = Node {
-                ty: None,
-                name: String::new(),
-                entries: Vec::new(),
-                children: doc.nodes,
-                line: 1,
-                col: 1,
-            };
-            let wf = c.unit(&top, Kind::Top, 0);
-            if c.errors.is_empty() {
-                return Ok(wf);
-            }
-        }
-        Err(e) => c.errors.push(e),
+    let wf = c.workflow(&doc.nodes);
+    if c.count == 0 {
+        return Ok(wf);
     }
-    let n = c.errors.len();
-    for e in &c.errors {
+    drop((doc, wf));
+    let n = c.count;
+    let more = n - c.shown.len();
+    // Quoted with KDL's own line breaks, so line N is the parser's line N.
+    for e in quote(path, &kdl::lf_only(src), c.shown) {
         error!("{e}");
+    }
+    if more > 0 {
+        let s = if more == 1 { "" } else { "s" };
+        error!("{path}: and {more} more error{s}, not shown");
     }
     let s = if n == 1 { "" } else { "s" };
     Err(input(format_args!("{path}: {n} error{s} in the workflow")))
 }
 
+fn too_big(path: &str) -> Error {
+    input(format_args!(
+        "{path} is larger than a workflow file may be: at most 1 MiB ({MAX_BYTES} bytes)"
+    ))
+}
+
 fn read(path: &Path) -> Result<String> {
     let shown = path.display();
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) => return Err(input(format_args!("cannot read {shown}: {e}"))),
-    };
+    let mut bytes = Vec::new();
+    // A byte past the limit tells a file that is too big from one that is
+    // not, without reading all of, say, /dev/zero.
+    let limit = MAX_BYTES as u64 + 1;
+    let read = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes));
+    if let Err(e) = read {
+        return Err(input(format_args!("cannot read {shown}: {e}")));
+    }
+    if bytes.len() > MAX_BYTES {
+        return Err(too_big(&shown.to_string()));
+    }
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {
@@ -603,25 +1177,6 @@ pub fn load(path: &Path, secrets: &Secrets) -> Result<Workflow> {
     parse(&path.display().to_string(), &src, secrets)
 }
 
-impl Unit {
-    /// A job's declared caches.
-    pub fn caches(&self) -> &[crate::files::cache::Cache] {
-        &[]
-    }
-
-    /// A job's declared artifacts.
-    pub fn artifacts(&self) -> &[crate::files::artifacts::Artifact] {
-        &[]
-    }
-
-    /// Whether any job or step names a secret.
-    pub fn names_secrets(&self) -> bool {
-        self.units
-            .iter()
-            .any(|j| !j.secrets.is_empty() || j.units.iter().any(|s| !s.secrets.is_empty()))
-    }
-}
-
 /// A plan's `env` and `secrets` lines at `indent`.
 fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secrets: &[String]) {
     for (k, v) in env {
@@ -637,47 +1192,90 @@ fn describe_env(out: &mut String, indent: &str, env: &[(String, String)], secret
     }
 }
 
-/// A job's or step's non-default settings, each after a space, and the end
-/// of its line. A job has only `runs-on` and `timeout`; a step all but
-/// `runs-on`: one printer for both.
-fn describe_settings(out: &mut String, u: &Unit) {
-    if let Some(r) = &u.text[RUNS_ON] {
-        let _ = write!(out, " runs-on=\"{r}\"");
-    }
-    if u.when != When::Success {
-        let _ = write!(out, " if=\"{}\"", u.when.name());
-    }
-    if u.continue_on_error {
-        out.push_str(" continue-on-error");
-    }
-    if let Some(t) = u.timeout {
+fn describe_timeout(out: &mut String, timeout: Option<Duration>) {
+    if let Some(t) = timeout {
         let _ = write!(out, " timeout={}s", t.as_secs());
     }
-    if let Some(w) = &u.text[WORKDIR] {
-        let _ = write!(out, " workdir=\"{w}\"");
-    }
-    if let Some(sh) = &u.text[SHELL] {
-        let _ = write!(out, " shell=\"{sh}\"");
-    }
-    out.push('\n');
 }
 
-/// The plan in words: jobs, steps and what each runs.
+/// The plan in words: jobs, steps, their non-default settings and what each
+/// runs.
 pub fn describe(wf: &Workflow) -> String {
     let mut out = String::new();
+    if let Some(c) = &wf.checkout {
+        out.push_str(&describe_checkout(c));
+        out.push('\n');
+    }
     describe_env(&mut out, "", &wf.env, &[]);
-    for job in &wf.units {
+    for job in &wf.jobs {
         let _ = write!(out, "job \"{}\"", job.name);
-        describe_settings(&mut out, job);
+        if let Some(r) = &job.runs_on {
+            let _ = write!(out, " runs-on=\"{r}\"");
+        }
+        describe_timeout(&mut out, job.timeout);
+        out.push('\n');
         describe_env(&mut out, "  ", &job.env, &job.secrets);
-        for (i, s) in job.units.iter().enumerate() {
-            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.units.len(), s.name);
-            describe_settings(&mut out, s);
+        for (i, s) in job.steps.iter().enumerate() {
+            let _ = write!(out, "  [{}/{}] \"{}\"", i + 1, job.steps.len(), s.name);
+            if s.when != When::Success {
+                let _ = write!(out, " if=\"{}\"", s.when.name());
+            }
+            if s.continue_on_error {
+                out.push_str(" continue-on-error");
+            }
+            describe_timeout(&mut out, s.timeout);
+            if let Some(w) = &s.workdir {
+                let _ = write!(out, " workdir=\"{w}\"");
+            }
+            if let Some(sh) = &s.shell {
+                let _ = write!(out, " shell=\"{sh}\"");
+            }
+            out.push('\n');
             describe_env(&mut out, "      ", &s.env, &s.secrets);
-            for line in s.text[RUN].as_deref().unwrap_or_default().lines() {
+            for line in s.run.lines() {
                 let _ = writeln!(out, "      | {line}");
             }
         }
+        for a in &job.artifacts {
+            let _ = writeln!(
+                out,
+                "  artifact \"{}\" when=\"{}\": {}",
+                a.name,
+                a.when.name(),
+                a.paths.join(", ")
+            );
+        }
+        for c in &job.caches {
+            let _ = write!(out, "  cache \"{}\": {}", c.name, c.paths.join(", "));
+            if !c.key_files.is_empty() {
+                let _ = write!(out, " (keyed by {})", c.key_files.join(", "));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The checkout plan in words, for `check` and `--dry-run`.
+pub fn describe_checkout(c: &CheckoutPlan) -> String {
+    let depth = match c.fetch_depth {
+        0 => "all history".to_string(),
+        1 => "the commit alone".to_string(),
+        n => format!("{n} commits of history"),
+    };
+    let submodules = match c.submodules {
+        Submodules::One => "submodules one level deep (when .gitmodules exists)",
+        Submodules::Recursive => "submodules recursively (when .gitmodules exists)",
+        Submodules::Off => "no submodules",
+    };
+    let mut out = format!("checkout: {depth}");
+    if c.tags {
+        out.push_str(", every tag");
+    }
+    out.push_str(", ");
+    out.push_str(submodules);
+    if c.lfs {
+        out.push_str(", then git lfs pull");
     }
     out
 }
@@ -685,13 +1283,13 @@ pub fn describe(wf: &Workflow) -> String {
 /// Picks the job to run: the named one, or the only one.
 pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
     let mut names = String::new();
-    for j in &wf.units {
+    for j in &wf.jobs {
         if !names.is_empty() {
             names += ", ";
         }
         let _ = write!(names, "\"{}\"", j.name);
     }
-    Err(match (wanted, wf.units.as_slice()) {
+    Err(match (wanted, wf.jobs.as_slice()) {
         (Some(name), jobs) => match jobs.iter().find(|j| j.name == name) {
             Some(job) => return Ok(job),
             None => input(format_args!("no job named \"{name}\" in the workflow; it has {names}")),
@@ -704,6 +1302,90 @@ pub fn select<'a>(wf: &'a Workflow, wanted: Option<&str>) -> Result<&'a Job> {
 }
 
 /// An input error with a formatted message.
-fn input(msg: std::fmt::Arguments) -> Error {
-    Error::input(std::fmt::format(msg))
+fn input(msg: fmt::Arguments) -> Error {
+    Error::input(fmt::format(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quoting a window of a line must print what quoting the whole line
+    /// prints, wherever the column and however long the line.
+    #[test]
+    fn a_window_of_the_line_quotes_as_the_whole_line() {
+        let long: String = (0..5000)
+            .map(|i| match i % 7 {
+                0 => '\t',
+                1 => 'é',
+                _ => char::from(b'a' + (i % 26) as u8),
+            })
+            .collect();
+        let src = format!("first\n{long}\nshort\n{long}");
+        let mut found = Vec::new();
+        let mut want = Vec::new();
+        for (line, col) in [
+            (1, 1),
+            (1, 6),
+            (2, 1),
+            (2, 60),
+            (2, 61),
+            (2, 62),
+            (2, 1024),
+            (2, 1025),
+            (2, 1026),
+            (2, 3000),
+            (2, 4940),
+            (2, 5001),
+            (3, 3),
+            (4, 2500),
+            (4, 5000),
+        ] {
+            found.push(Found {
+                line,
+                col,
+                msg: format!("at {line}:{col}"),
+            });
+            want.push(Error::at("f", line, col, format!("at {line}:{col}")).with_source(&src));
+        }
+        assert_eq!(quote("f", &src, found), want);
+    }
+
+    #[test]
+    fn near_names_are_suggested() {
+        assert_eq!(
+            Suggest("wrkdir", STEP_PROPS).to_string(),
+            "; did you mean `workdir`?"
+        );
+        assert_eq!(
+            Suggest("Timeout", STEP_PROPS).to_string(),
+            "; did you mean `timeout`?"
+        );
+        assert_eq!(
+            Suggest("shlel", STEP_PROPS).to_string(),
+            "; did you mean `shell`?"
+        );
+        assert_eq!(
+            Suggest("runs_on", JOB_PROPS).to_string(),
+            "; did you mean `runs-on`?"
+        );
+        assert_eq!(
+            Suggest("steps", JOB_NODES).to_string(),
+            "; did you mean `step`?"
+        );
+        assert_eq!(Suggest("script", STEP_NODES).to_string(), "");
+        assert_eq!(Suggest("n", TOP_NODES).to_string(), "");
+        assert_eq!(Suggest(&"x".repeat(100_000), STEP_PROPS).to_string(), "");
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_variable_stays_in_its_place() {
+        let mut env: Vec<(String, String)> = [("A", "1"), ("B", "2"), ("A", "3"), ("C", "4")]
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        last_of_each(&mut env);
+        let got: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("B", "2"), ("A", "3"), ("C", "4")]);
+    }
 }

@@ -219,8 +219,8 @@ pub fn run_workflow(
     let mut failed: Option<(i32, StepState, String)> = None;
     let mut stop: Option<Stop> = None;
     let mut cleanup: Option<Cleanup> = None;
-    let total = job.parts().len();
-    for (i, step) in job.parts().iter().enumerate() {
+    let total = job.steps.len();
+    for (i, step) in job.steps.iter().enumerate() {
         if stop.is_none() {
             if let Some(sig) = crate::sys::cancelled() {
                 warn!(
@@ -453,7 +453,7 @@ fn start_step(
     limits: Limits,
 ) -> Result<Ran> {
     let dir = step_dir(workspace, step)?;
-    let script = session.script(step.run())?;
+    let script = session.script(&step.run)?;
     let mut words = step.shell().split_whitespace();
     let program = words.next().unwrap_or("/bin/sh");
     let mut cmd = session.command(Path::new(program));
@@ -490,7 +490,7 @@ fn start_step(
 /// Resolves a step's workdir and refuses one that leaves the workspace
 /// through `..` or a symlink.
 fn step_dir(workspace: &Path, step: &Step) -> Result<PathBuf> {
-    let Some(rel) = step.workdir() else {
+    let Some(rel) = step.workdir.as_deref() else {
         return Ok(workspace.to_path_buf());
     };
     let name = &step.name;
