@@ -109,7 +109,7 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         logs::init(masker, None, None);
         print_out(&logs::mask(&cfg.describe()));
         print_out(&format!(
-            "plan: fetch {} at {} into {}, then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh\n",
+            "plan: fetch {} at {} into {} (the commit alone, submodules one level deep, unless a `checkout` node in .solstice/workflow.kdl at that commit asks for more: `solstice-runner check` shows it), then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh\n",
             cfg.repo.value.display,
             cfg.commit.value,
             cfg.workdir.value.display()

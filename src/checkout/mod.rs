@@ -10,6 +10,7 @@
 use crate::config::url::strip_credentials;
 use crate::config::{Config, Transport};
 use crate::error::{Error, Result};
+use crate::plan::workflow::{CheckoutPlan, Submodules};
 use crate::run::process::{self, End, Limits};
 use crate::sys;
 use std::path::Path;
@@ -271,23 +272,122 @@ pub fn checkout(cfg: &Config) -> Result<()> {
             "HEAD is {head} after checkout, not the requested {sha}"
         )));
     }
-    if dir.join(".gitmodules").exists() {
-        info!("initialising submodules");
-        // The full update is the shallow one without its last word.
-        let shallow = "submodule update --init --recursive --force --depth=1";
-        if let Err(f) = git.run("submodule update", shallow, None) {
-            info!(
-                "shallow submodule update failed ({}); fetching them in full",
-                last_line(&f.message)
-            );
-            let full = &shallow[..shallow.len() - " --depth=1".len()];
-            git.must("submodule update", full, None)?;
-        }
+    let plan = read_plan(dir)?;
+    if plan != CheckoutPlan::DEFAULT {
+        info!("{}", crate::plan::workflow::describe_checkout(&plan));
+    }
+    deepen(&git, &plan, sha)?;
+    submodules(&git, plan.submodules)?;
+    if plan.lfs {
+        lfs(&git)?;
+    }
+    // Nothing above may move HEAD from the requested commit.
+    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
+    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
+    if head != sha {
+        return Err(Error::fetch(format!(
+            "HEAD is {head} after the checkout, not the requested {sha}"
+        )));
     }
     info!(
         "checked out {sha} in {} ms",
         process::millis(started.elapsed())
     );
+    Ok(())
+}
+
+/// The checkout the commit asks for in `.solstice/workflow.kdl`'s
+/// `checkout` node (a `job.sh` repository may have one too); the default
+/// without one.
+fn read_plan(dir: &Path) -> Result<CheckoutPlan> {
+    let path = dir.join(crate::plan::WORKFLOW);
+    if !path.is_file() {
+        return Ok(CheckoutPlan::DEFAULT);
+    }
+    Ok(crate::plan::workflow::checkout_plan(&path)?.unwrap_or(CheckoutPlan::DEFAULT))
+}
+
+/// Fetches the history and tags the plan asks for. Where the first fetch
+/// had to take everything (a dumb HTTP server, an old one), the repository
+/// is complete already, with every tag: nothing more is fetched.
+fn deepen(git: &Git, plan: &CheckoutPlan, sha: &str) -> Result<()> {
+    if !git.dir.join(".git/shallow").exists() {
+        return Ok(());
+    }
+    let depth = match plan.fetch_depth {
+        1 => None,
+        0 => Some("--unshallow".to_string()),
+        n => Some(format!("--depth={n}")),
+    };
+    if let Some(d) = &depth {
+        let args = format!("fetch --quiet --no-tags {d} origin --");
+        git.run("fetching history", &args, Some(sha))
+            .map_err(|f| git.fetch_error("fetching history", f))?;
+    }
+    if plan.tags {
+        // Tags come with as much history as the commit has, so `git
+        // describe` finds any tag within it; without a limit, every tag.
+        let limit = match plan.fetch_depth {
+            0 => String::new(),
+            n if git.dir.join(".git/shallow").exists() => format!(" --depth={n}"),
+            _ => String::new(),
+        };
+        let args = format!("fetch --quiet --no-tags{limit} origin --");
+        git.run("fetching tags", &args, Some("+refs/tags/*:refs/tags/*"))
+            .map_err(|f| git.fetch_error("fetching tags", f))?;
+    }
+    Ok(())
+}
+
+/// Initialises submodules as the plan says, when `.gitmodules` exists:
+/// shallow first, in full where the server cannot serve that.
+fn submodules(git: &Git, which: Submodules) -> Result<()> {
+    let args = match which {
+        _ if !git.dir.join(".gitmodules").exists() => return Ok(()),
+        Submodules::Off => return Ok(()),
+        Submodules::One => "submodule update --init --force --depth=1",
+        Submodules::Recursive => "submodule update --init --recursive --force --depth=1",
+    };
+    info!("initialising submodules");
+    if let Err(f) = git.run("submodule update", args, None) {
+        info!(
+            "shallow submodule update failed ({}); fetching them in full",
+            last_line(&f.message)
+        );
+        // The full update is the shallow one without its last word.
+        let full = &args[..args.len() - " --depth=1".len()];
+        git.must("submodule update", full, None)?;
+    }
+    Ok(())
+}
+
+/// `git lfs pull`, with the same credentials as every fetch. Without
+/// git-lfs on the image that is bad input: the job asked for something this
+/// VM cannot do, and it does not run.
+fn lfs(git: &Git) -> Result<()> {
+    if git.run_once("lfs version", None).is_err() {
+        return Err(Error::input(
+            "the checkout node asks for lfs=#true, but git-lfs is not installed on this image (`git lfs version` failed); install git-lfs in the base image, or drop lfs",
+        ));
+    }
+    // git-lfs's filter, in the checkout's own config, so the job's git sees
+    // the files as checked out rather than as changed pointers.
+    for (key, value) in [
+        ("filter.lfs.process", "git-lfs filter-process"),
+        ("filter.lfs.required", "true"),
+        ("filter.lfs.smudge", "git-lfs smudge -- %f"),
+        ("filter.lfs.clean", "git-lfs clean -- %f"),
+    ] {
+        git.must(
+            "configuring git-lfs",
+            &format!("config --local {key}"),
+            Some(value),
+        )?;
+    }
+    info!("fetching LFS objects");
+    git.must("git lfs pull", "lfs pull", None)?;
+    // `git lfs pull` checks out what it fetched only where smudging is on.
+    git.must("git lfs checkout", "lfs checkout", None)?;
     Ok(())
 }
 

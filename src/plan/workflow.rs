@@ -1090,6 +1090,41 @@ fn quote(path: &str, src: &str, found: Vec<Found>) -> Vec<Error> {
 /// the error returned. Secret names are checked against `secrets` when its
 /// file was found.
 pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
+    check_with(path, src, secrets, |c, nodes| c.workflow(nodes))
+}
+
+/// The `checkout` node of the workflow at `path`, checked, with everything
+/// else in the file left alone: a repository with a `job.sh` asks for its
+/// checkout here too, and its jobs are not used. The file must still be
+/// KDL. `None` when there is no such node.
+pub fn checkout_plan(path: &Path) -> Result<Option<CheckoutPlan>> {
+    let src = read(path)?;
+    let none = Secrets::default();
+    let shown = path.display().to_string();
+    check_with(&shown, &src, &none, |c, nodes| {
+        let mut plan = None;
+        for node in nodes.iter().filter(|n| n.name == "checkout") {
+            if plan.is_some() {
+                c.err(
+                    node.line,
+                    node.col,
+                    format_args!("a second `checkout` node"),
+                );
+            }
+            plan = Some(c.checkout(node));
+        }
+        plan
+    })
+}
+
+/// Parses `src` and checks it with `f`; every problem is logged, in file
+/// order, each quoting its line, and counted in the error returned.
+fn check_with<T>(
+    path: &str,
+    src: &str,
+    secrets: &Secrets,
+    f: impl FnOnce(&mut Checker, &[Node]) -> T,
+) -> Result<T> {
     if src.len() > MAX_BYTES {
         return Err(too_big(path));
     }
@@ -1106,7 +1141,7 @@ pub fn parse(path: &str, src: &str, secrets: &Secrets) -> Result<Workflow> {
         count: 0,
         secrets,
     };
-    let wf = c.workflow(&doc.nodes);
+    let wf = f(&mut c, &doc.nodes);
     if c.count == 0 {
         return Ok(wf);
     }
