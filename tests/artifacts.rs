@@ -188,3 +188,149 @@ fn a_failed_upload_is_reported_and_the_job_result_stands() {
     assert_eq!(field(&artifacts_of(&fin)[0], "state"), "failed");
     out.assert_stderr_contains("403");
 }
+
+#[test]
+fn declared_artifacts_follow_their_condition() {
+    if !common::files::gnu_tar() {
+        return;
+    }
+    let build: String = BUILD
+        .lines()
+        .map(|l| format!("            {l}\n"))
+        .collect();
+    let kdl = format!(
+        r#"
+job "j" {{
+    step "build" {{
+        run """
+{build}            exit ${{EXIT:-0}}
+            """
+    }}
+    artifact "binaries" {{ path "dist/**" }}
+    artifact "test-reports" when="always" {{ path "reports/*.xml" }}
+    artifact "debug" when="failure" {{ path "notes.txt" }}
+}}
+"#
+    );
+    let job = Job::workflow(&kdl);
+    for (exit, want) in [
+        ("0", vec!["binaries", "test-reports"]),
+        ("1", vec!["test-reports", "debug"]),
+    ] {
+        let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+        let (out, fin) = run(&job, &orch, |r| r.env("EXIT", exit));
+        out.assert_code(exit.parse().unwrap());
+        let names: Vec<String> = orch.artifacts(JOB).into_iter().map(|a| a.name).collect();
+        assert_eq!(names, want, "{out}");
+        let states: Vec<String> = artifacts_of(&fin)
+            .iter()
+            .map(|a| field(a, "state"))
+            .collect();
+        assert!(states.iter().all(|s| s == "uploaded"), "{}", fin.raw);
+    }
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    run(&job, &orch, |r| r);
+    let bins = &orch.artifacts(JOB)[0];
+    assert_eq!(
+        tar_list(&bins.body),
+        ["dist/app", "dist/link", "dist/sub", "dist/sub/lib.so"]
+    );
+}
+
+/// A workflow that uses a cache of `deps/` keyed by `lock.txt`, and reports
+/// whether it found the cache filled.
+const CACHED: &str = r#"
+job "j" {
+    cache "deps" {
+        path "deps"
+        key-file "lock.txt"
+    }
+    step "build" {
+        run """
+            if [ -f deps/built.txt ]; then echo "FOUND $(cat deps/built.txt)"; else echo EMPTY; fi
+            mkdir -p deps && echo "from run ${RUN_ID}" > deps/built.txt
+            """
+    }
+}
+"#;
+
+fn cached_job() -> Job {
+    Job::with(|r| {
+        r.write(".solstice/workflow.kdl", CACHED);
+        r.write("lock.txt", "serde = 1.0\n");
+    })
+}
+
+#[test]
+fn a_cache_misses_then_is_saved_then_hits() {
+    let job = cached_job();
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let (out, _) = run(&job, &orch, |r| r.env("RUN_ID", "one"));
+    out.assert_code(0);
+    out.assert_stdout_contains("EMPTY");
+    out.assert_stderr_contains("cache deps: miss");
+    out.assert_stderr_contains("cache deps: saved");
+    // The key: name, OS, architecture and the key file's digest.
+    let digest = hex(&common::orchestrator::sha256(b"serde = 1.0\n"));
+    let key = format!(
+        "deps-{}-{}-{digest}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    let stored = orch
+        .cache(&key)
+        .unwrap_or_else(|| panic!("nothing stored under {key}"));
+    assert!(!stored.is_empty());
+    let (out, _) = run(&job, &orch, |r| r.env("RUN_ID", "two"));
+    out.assert_code(0);
+    out.assert_stdout_contains("FOUND from run one");
+    out.assert_stderr_contains("cache deps: hit");
+    assert!(
+        !out.stderr.contains("cache deps: saved"),
+        "a hit is not saved again:\n{out}"
+    );
+}
+
+#[test]
+fn a_hostile_cache_archive_is_a_warning_and_a_miss() {
+    if !common::files::python() {
+        return;
+    }
+    let job = cached_job();
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let digest = hex(&common::orchestrator::sha256(b"serde = 1.0\n"));
+    let key = format!(
+        "deps-{}-{}-{digest}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    // An archive whose entry climbs out of the cache's path.
+    let evil = job.file("evil.tar");
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import tarfile,io,sys\nt=tarfile.open(sys.argv[1],'w')\ni=tarfile.TarInfo('deps/../../escaped.txt')\nd=b'owned'\ni.size=len(d)\nt.addfile(i,io.BytesIO(d))\nt.close()",
+        ])
+        .arg(&evil)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    orch.put_cache(&key, &fs::read(&evil).unwrap());
+    let (out, fin) = run(&job, &orch, |r| r.env("RUN_ID", "x"));
+    out.assert_code(0);
+    assert_eq!(fin.state, "succeeded");
+    out.assert_stdout_contains("EMPTY");
+    out.assert_stderr_contains("counted as a miss");
+    assert!(!job.path().join("escaped.txt").exists());
+    assert!(!job.workdir().parent().unwrap().join("escaped.txt").exists());
+}
+
+#[test]
+fn without_an_orchestrator_the_cache_is_off_in_one_line() {
+    let job = cached_job();
+    let out = job.runner().env("RUN_ID", "local").run(DEADLINE);
+    out.assert_code(0);
+    let lines = out.stderr.lines().filter(|l| l.contains("cache")).count();
+    assert_eq!(lines, 1, "{out}");
+    out.assert_stderr_contains("the cache is off");
+}
