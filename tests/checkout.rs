@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::git::{
-    base64, free_port, git_in, head_of, snapshot, GitDaemon, HttpConfig, HttpMode, HttpServer,
-    Repo, TempDir,
+    base64, git_in, head_of, snapshot, GitDaemon, HttpConfig, HttpMode, HttpServer, Repo,
 };
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::{free_port, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 

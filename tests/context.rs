@@ -15,8 +15,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::git::{Repo, TempDir};
+use common::git::Repo;
 use common::runner::{Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::git::{Repo, TempDir};
+use common::git::Repo;
 use common::runner::{runner_command, runner_wrapper, wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 

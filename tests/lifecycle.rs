@@ -14,8 +14,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::git::{HttpConfig, HttpMode, Repo, TempDir};
+use common::git::{HttpConfig, HttpMode, Repo};
 use common::runner::{wait_until, Runner, Running};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a job may take to show that it is up.

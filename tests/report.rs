@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::events::{events, stream_lines, stream_text};
-use common::git::{Repo, TempDir};
+use common::git::Repo;
 use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-3f9a1c77e2";

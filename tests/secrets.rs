@@ -34,10 +34,11 @@ use std::time::Duration;
 
 use common::events::{events, stream_text};
 use common::forms::{b64_core, json, pct};
-use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo, TempDir};
+use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo};
 use common::orchestrator::{Fault, Orchestrator};
 use common::rng::Rng;
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const JOB_ID: &str = "job-secrets";

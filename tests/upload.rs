@@ -5,6 +5,7 @@
 mod common;
 
 use common::orchestrator::{base64, sha256, Fault, Orchestrator, Request, StatusRecord};
+use common::tmp::{free_port, TempDir};
 use miniserde::{json, Deserialize, Serialize};
 use std::fs::File;
 use std::path::PathBuf;
@@ -52,23 +53,6 @@ fn logs_mentioning(s: &str) -> Vec<String> {
         .filter(|l| l.contains(s))
         .cloned()
         .collect()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("solstice-upload-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 const LONG_ESCAPED: u64 = 997;
@@ -212,7 +196,7 @@ fn run_job(name: &str, url: &str, job: &str, token: &str, n: u64, deadline: Dura
 fn run_job_with(name: &str, cfg: Config, on_cancel: OnCancel, n: u64, deadline: Duration) -> Run {
     init_logs();
     let dir = TempDir::new(name);
-    let path = dir.0.join("spool.ndjson");
+    let path = dir.join("spool.ndjson");
     let spool = Arc::new(Mutex::new(Spool::create(&path).expect("create spool")));
     let up = Uploader::start(cfg, path.clone(), on_cancel);
     let started = Instant::now();
@@ -411,11 +395,6 @@ fn check_delivery(orch: &Orchestrator, job: &str, run: &Run, n: u64) -> StatusRe
 fn assert_token_never_logged(token: &str) {
     let leaked = logs_mentioning(token);
     assert!(leaked.is_empty(), "token in log messages: {leaked:?}");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
 }
 
 // ------------------------------------------------------------- rfc3339
@@ -658,7 +637,7 @@ fn parse_url_refuses_userinfo_without_echoing_it() {
 #[test]
 fn spool_writes_exact_json_events() {
     let dir = TempDir::new("spool-json");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     assert_eq!((s.len(), s.seq()), (0, 0));
     let texts: [&[u8]; 8] = [
@@ -727,7 +706,7 @@ fn spool_escaping_is_byte_for_byte_miniserdes() {
     // words; this compares whole events with miniserde's own output for
     // every byte value at every position within a word, and random bytes.
     let dir = TempDir::new("spool-escape");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     let mut texts: Vec<Vec<u8>> = Vec::new();
     for b in 0..=255u8 {
@@ -801,7 +780,7 @@ fn spool_replaces_invalid_utf8_as_from_utf8_lossy() {
         }
     }
     let dir = TempDir::new("spool-utf8");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     for t in &texts {
         s.append(Stream::Stdout, None, t);
@@ -820,7 +799,7 @@ fn spool_replaces_invalid_utf8_as_from_utf8_lossy() {
 #[test]
 fn spool_len_counts_flushed_bytes_only() {
     let dir = TempDir::new("spool-len");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     for round in 0..3u64 {
         for _ in 0..1000 {
@@ -841,7 +820,7 @@ fn spool_len_counts_flushed_bytes_only() {
 fn spool_without_flush_stays_bounded() {
     // A caller that never flushes still gets its events to the file.
     let dir = TempDir::new("spool-bound");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     for _ in 0..50_000 {
         s.append(Stream::Stdout, None, &[b'z'; 100]);
@@ -943,7 +922,7 @@ fn upload_keeps_up_with_a_flood() {
     let token = "tok-flood-Gg5";
     let orch = Orchestrator::start(token, Fault::Healthy);
     let dir = TempDir::new("flood");
-    let path = dir.0.join("spool.ndjson");
+    let path = dir.join("spool.ndjson");
     let mut spool = Spool::create(&path).unwrap();
     let cfg = config(&orch.url(), "job-flood", token);
     let up = Uploader::start(cfg, path.clone(), no_cancel());
@@ -1038,7 +1017,7 @@ fn upload_streams_while_the_job_runs() {
     let token = "tok-stream-Rr3";
     let orch = Orchestrator::start(token, Fault::Healthy);
     let dir = TempDir::new("stream");
-    let path = dir.0.join("spool.ndjson");
+    let path = dir.join("spool.ndjson");
     let mut spool = Spool::create(&path).unwrap();
     let cfg = config(&orch.url(), "job-stream", token);
     let up = Uploader::start(cfg, path.clone(), no_cancel());
@@ -1331,7 +1310,7 @@ fn heartbeats_come_while_the_job_is_quiet() {
     let job = "job-beat";
     let orch = Orchestrator::start(token, Fault::Healthy);
     let dir = TempDir::new("heartbeat");
-    let path = dir.0.join("spool.ndjson");
+    let path = dir.join("spool.ndjson");
     let mut spool = Spool::create(&path).unwrap();
     let beat = Duration::from_millis(100);
     let cfg = Config {
@@ -1375,7 +1354,7 @@ fn heartbeats_stop_at_finish_and_never_pass_the_final_status() {
     // Finish lands at a different moment of the heartbeats each round.
     for round in 0..8u64 {
         let job = format!("job-beat-{round}");
-        let path = dir.0.join(format!("spool-{round}.ndjson"));
+        let path = dir.join(format!("spool-{round}.ndjson"));
         let mut spool = Spool::create(&path).unwrap();
         let cfg = Config {
             heartbeat: Some(beat),
@@ -1480,7 +1459,7 @@ fn put_file_streams_the_body_with_its_length_and_digest() {
     let orch = Orchestrator::start(token, Fault::Healthy);
     let dir = TempDir::new("put");
     let body = blob(700_000, 1);
-    let path = dir.0.join("a.tar.gz");
+    let path = dir.join("a.tar.gz");
     // Only the first `len` bytes are sent.
     std::fs::write(&path, [&body[..], b"not sent"].concat()).unwrap();
     let file = File::open(&path).unwrap();
@@ -1520,7 +1499,7 @@ fn a_wrong_digest_is_caught_by_the_test_orchestrator() {
     let token = "tok-digest-Dg1";
     let orch = Orchestrator::start(token, Fault::Healthy);
     let dir = TempDir::new("digest");
-    let path = dir.0.join("f");
+    let path = dir.join("f");
     std::fs::write(&path, b"hello").unwrap();
     let file = File::open(&path).unwrap();
     let mut client = client_of(&orch, token);
@@ -1543,7 +1522,7 @@ fn a_wrong_digest_is_caught_by_the_test_orchestrator() {
 fn put_file_retries_5xx_and_not_4xx() {
     let dir = TempDir::new("put-retry");
     let body = blob(50_000, 2);
-    let path = dir.0.join("f");
+    let path = dir.join("f");
     std::fs::write(&path, &body).unwrap();
     let file = File::open(&path).unwrap();
     let token = "tok-retry-Rt1";
@@ -1611,7 +1590,7 @@ fn get_to_file_fetches_what_was_put_within_a_cap_and_404_is_a_miss() {
     let token = "tok-get-Gt1";
     let dir = TempDir::new("get");
     let body = blob(300_000, 3);
-    let src = dir.0.join("src");
+    let src = dir.join("src");
     std::fs::write(&src, &body).unwrap();
     // Content-Length answers, then chunked and close-delimited ones.
     for (i, fault) in [Fault::Healthy, Fault::Quirky].into_iter().enumerate() {
@@ -1626,7 +1605,7 @@ fn get_to_file_fetches_what_was_put_within_a_cap_and_404_is_a_miss() {
             200
         );
 
-        let out_path = dir.0.join(format!("out-{i}"));
+        let out_path = dir.join(format!("out-{i}"));
         // What the file held before is replaced, not overwritten in part.
         std::fs::write(&out_path, vec![b'j'; 400_000]).unwrap();
         let out = std::fs::OpenOptions::new()
@@ -1676,7 +1655,7 @@ fn get_to_file_fetches_what_was_put_within_a_cap_and_404_is_a_miss() {
 fn bench_append_100_byte_lines() {
     use std::io::Write;
     let dir = TempDir::new("bench");
-    let path = dir.0.join("s.ndjson");
+    let path = dir.join("s.ndjson");
     let mut s = Spool::create(&path).unwrap();
     let line = format!(
         "{:<99}\n",
@@ -1701,7 +1680,7 @@ fn bench_append_100_byte_lines() {
         null.flush().unwrap();
     }
     let null_took = t.elapsed();
-    let mut raw = std::fs::File::create(dir.0.join("raw")).unwrap();
+    let mut raw = std::fs::File::create(dir.join("raw")).unwrap();
     let chunk = line.repeat(650);
     let t = Instant::now();
     for _ in 0..reads {

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::git::{Repo, TempDir};
+use common::git::Repo;
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const WORKFLOW: &str = ".solstice/workflow.kdl";

@@ -8,8 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::git::{Repo, TempDir};
+use super::git::Repo;
 use super::runner::Runner;
+use super::tmp::TempDir;
 
 pub const JOB_SCRIPT: &str = ".solstice/job.sh";
 pub const WORKFLOW: &str = ".solstice/workflow.kdl";

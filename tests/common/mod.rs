@@ -10,3 +10,4 @@ pub mod job;
 pub mod orchestrator;
 pub mod rng;
 pub mod runner;
+pub mod tmp;

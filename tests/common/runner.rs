@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::git::TempDir;
+use super::tmp::TempDir;
 
 /// How long the tests usually give one runner invocation.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
