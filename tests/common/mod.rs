@@ -2,6 +2,7 @@
 //! and a way to run the runner binary with deadlines.
 #![allow(dead_code)]
 
+pub mod delivery;
 pub mod events;
 pub mod files;
 pub mod forms;
