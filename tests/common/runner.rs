@@ -292,6 +292,12 @@ impl Runner {
         cmd
     }
 
+    /// The command [`Runner::spawn`] would start, and the HOME that must
+    /// outlive it: for a test that reads the runner's pipes itself.
+    pub fn into_command(self) -> (Command, TempDir) {
+        (self.command(), self.home)
+    }
+
     /// Starts the runner; its output is collected in the background.
     pub fn spawn(self) -> Running {
         let mut cmd = self.command();
