@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::delivery::check_delivery;
 use common::job::Job;
 use common::orchestrator::{Fault, FileRecord, Orchestrator, StatusRecord};
 use common::runner::{Output, Runner};
@@ -21,23 +22,25 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-files-2b9";
 const JOB: &str = "job-files";
 
-fn reporting(r: Runner, job: &Job, orch: &Orchestrator) -> Runner {
-    r.env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-        .env("SOLSTICE_JOB_ID", JOB)
-        .env("SOLSTICE_JOB_TOKEN", TOKEN)
-        .env("SOLSTICE_SPOOL", job.file("spool.ndjson"))
-}
-
+/// Runs `job` reporting to `orch` as [`JOB`] and checks the delivery;
+/// returns the runner's output and the final status.
 fn run(
     job: &Job,
     orch: &Orchestrator,
     extra: impl FnOnce(Runner) -> Runner,
 ) -> (Output, StatusRecord) {
-    let out = extra(reporting(job.runner(), job, orch)).run(DEADLINE);
-    let fin = orch
-        .wait_for_final(DEADLINE)
-        .unwrap_or_else(|| panic!("no final status:\n{out}"));
-    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
+    run_as(JOB, job, orch, extra)
+}
+
+/// The same as job `id`: a second job on the same orchestrator.
+fn run_as(
+    id: &str,
+    job: &Job,
+    orch: &Orchestrator,
+    extra: impl FnOnce(Runner) -> Runner,
+) -> (Output, StatusRecord) {
+    let out = extra(job.reporting(orch, id, TOKEN)).run(DEADLINE);
+    let fin = check_delivery(orch, id, TOKEN, &job.spool(), &out);
     (out, fin)
 }
 
@@ -281,7 +284,7 @@ fn a_cache_misses_then_is_saved_then_hits() {
         .cache(&key)
         .unwrap_or_else(|| panic!("nothing stored under {key}"));
     assert!(!stored.is_empty());
-    let (out, _) = run(&job, &orch, |r| r.env("RUN_ID", "two"));
+    let (out, _) = run_as("job-files-2", &job, &orch, |r| r.env("RUN_ID", "two"));
     out.assert_code(0);
     out.assert_stdout_contains("FOUND from run one");
     out.assert_stderr_contains("cache deps: hit");

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::git::{
-    base64, free_port, git_in, head_of, snapshot, GitDaemon, HttpConfig, HttpMode, HttpServer,
-    Repo, TempDir,
+    base64, git_in, head_of, snapshot, GitDaemon, HttpConfig, HttpMode, HttpServer, Repo,
 };
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::{free_port, TempDir};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -82,14 +82,9 @@ impl Fixture {
 }
 
 /// The runner with the job context in the environment, no retries (tests
-/// that expect failure stay fast), and a git time limit.
+/// that expect failure stay fast), and a git time limit of 60 s.
 fn runner(url: &str, sha: &str, workdir: &Path) -> Runner {
-    Runner::new()
-        .env("SOLSTICE_REPO_URL", url)
-        .env("SOLSTICE_COMMIT_SHA", sha)
-        .env("SOLSTICE_WORKDIR", workdir)
-        .env("SOLSTICE_GIT_RETRIES", "0")
-        .env("SOLSTICE_GIT_TIMEOUT", "60")
+    Runner::for_job(Path::new(url), sha, workdir).env("SOLSTICE_GIT_TIMEOUT", "60")
 }
 
 #[track_caller]

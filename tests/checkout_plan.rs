@@ -9,8 +9,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::git::{head_of, GitDaemon, HttpServer, Repo, TempDir};
+use common::git::{head_of, GitDaemon, HttpServer, Repo};
 use common::runner::{Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 

@@ -9,12 +9,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::delivery::check_delivery;
 use common::job::Job;
 use common::orchestrator::{Fault, Orchestrator};
-use common::runner::{wait_until, Runner};
+use common::runner::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-cleanup-5d1";
+const JOB: &str = "job-cleanup";
 
 /// A workflow whose first step waits for a stop; then one step of each
 /// condition, each printing its name.
@@ -28,13 +30,6 @@ job "j" {
 }
 "#;
 
-fn reporting(r: Runner, job: &Job, orch: &Orchestrator) -> Runner {
-    r.env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-        .env("SOLSTICE_JOB_ID", "job-cleanup")
-        .env("SOLSTICE_JOB_TOKEN", TOKEN)
-        .env("SOLSTICE_SPOOL", job.file("spool.ndjson"))
-}
-
 fn ran(stdout: &str) -> Vec<&str> {
     stdout
         .lines()
@@ -46,7 +41,7 @@ fn ran(stdout: &str) -> Vec<&str> {
 fn after_a_sigterm_the_always_and_cancelled_steps_run() {
     let job = Job::workflow(STEPS);
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let running = reporting(job.runner(), &job, &orch).spawn();
+    let running = job.reporting(&orch, JOB, TOKEN).spawn();
     wait_until(DEADLINE, "the first step to start", || {
         running.stdout_so_far().contains("main started")
     });
@@ -54,7 +49,7 @@ fn after_a_sigterm_the_always_and_cancelled_steps_run() {
     let out = running.wait(DEADLINE);
     out.assert_code(143);
     assert_eq!(ran(&out.stdout), ["on-cancel", "always"], "{out}");
-    let fin = orch.wait_for_final(DEADLINE).expect("a final status");
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(fin.state, "cancelled");
     assert!(fin.raw.contains(r#""reason":"SIGTERM""#), "{}", fin.raw);
     let states: Vec<(&str, &str)> = fin
@@ -78,12 +73,13 @@ fn after_a_sigterm_the_always_and_cancelled_steps_run() {
 fn after_a_timeout_the_always_and_failure_steps_run() {
     let job = Job::workflow(STEPS);
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = reporting(job.runner(), &job, &orch)
+    let out = job
+        .reporting(&orch, JOB, TOKEN)
         .env("SOLSTICE_JOB_TIMEOUT", "1")
         .run(DEADLINE);
     out.assert_code(124);
     assert_eq!(ran(&out.stdout), ["on-failure", "always"], "{out}");
-    let fin = orch.wait_for_final(DEADLINE).expect("a final status");
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(fin.state, "timed_out");
     assert!(
         fin.raw.contains(r#""reason":"job timeout after 1s""#),

@@ -15,61 +15,36 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::git::{Repo, TempDir};
+use common::job::Job;
 use common::runner::{Output, Runner};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A local repository with two commits whose job prints which one it is and
-/// leaves a marker outside the checkout, so a run that should not have
-/// happened is visible.
-struct Fixture {
-    tmp: TempDir,
-    repo: Repo,
-    /// Oldest first.
-    c: [String; 2],
+/// A local repository with two commits whose job prints which one it is
+/// (`job: v1`, `job: v2`) and leaves a marker `ran` outside the checkout, so
+/// a run that should not have happened is visible. Its `sha` is the second
+/// commit, [`older`] the first.
+fn two_commits() -> Job {
+    let mut job = Job::empty();
+    job.repo.write_job(&format!(
+        "echo \"job: $(cat version.txt)\"\ntouch {}",
+        job.q("ran")
+    ));
+    job.repo.write("version.txt", "v1\n");
+    job.commit("v1");
+    job.repo.write("version.txt", "v2\n");
+    job.commit("v2");
+    job
 }
 
-impl Fixture {
-    fn new() -> Fixture {
-        let tmp = TempDir::new("context");
-        let repo = Repo::init(tmp.join("repo"));
-        repo.write_job(&format!(
-            "echo \"job: $(cat version.txt)\"\ntouch '{}'",
-            tmp.join("ran").display()
-        ));
-        repo.write("version.txt", "v1\n");
-        let c1 = repo.commit("v1");
-        repo.write("version.txt", "v2\n");
-        let c2 = repo.commit("v2");
-        Fixture {
-            tmp,
-            repo,
-            c: [c1, c2],
-        }
-    }
+/// The first of [`two_commits`].
+fn older(job: &Job) -> String {
+    job.repo.rev_parse("HEAD~1")
+}
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.join(name)
-    }
-
-    fn url(&self) -> String {
-        self.repo.path().display().to_string()
-    }
-
-    fn job_ran(&self) -> bool {
-        self.path("ran").exists()
-    }
-
-    /// A complete, valid context in the environment.
-    fn runner(&self, workdir: &PathBuf) -> Runner {
-        Runner::new()
-            .env("SOLSTICE_REPO_URL", self.url())
-            .env("SOLSTICE_COMMIT_SHA", &self.c[1])
-            .env("SOLSTICE_WORKDIR", workdir)
-            .env("SOLSTICE_GIT_RETRIES", "0")
-            .env("SOLSTICE_GIT_TIMEOUT", "30")
-    }
+/// Whether the job ran.
+fn job_ran(job: &Job) -> bool {
+    job.file("ran").exists()
 }
 
 /// One bad input: what to change from the valid context, and what the
@@ -121,12 +96,12 @@ impl Case {
 }
 
 #[track_caller]
-fn check_refused(fx: &Fixture, c: Case, n: usize) -> Output {
-    let wd = fx.path(&format!("wd-{n}"));
-    let mut r = fx.runner(&wd);
+fn check_refused(fx: &Job, c: Case, n: usize) -> Output {
+    let wd = fx.file(&format!("wd-{n}"));
+    let mut r = fx.runner_in(&wd);
     let mut file_path = String::new();
     if let Some(contents) = &c.job_file {
-        let p = fx.path(&format!("{}.yaml", c.name.replace(' ', "-")));
+        let p = fx.file(&format!("{}.yaml", c.name.replace(' ', "-")));
         fs::write(&p, contents).unwrap();
         file_path = p.display().to_string();
         r = r.env("SOLSTICE_JOB_FILE", &p);
@@ -157,7 +132,7 @@ fn check_refused(fx: &Fixture, c: Case, n: usize) -> Output {
     );
     assert_eq!(out.stdout, "", "{what}: printed on stdout:\n{out}");
     assert!(!wd.exists(), "{what}: the workdir was created");
-    assert!(!fx.job_ran(), "{what}: the job ran");
+    assert!(!job_ran(fx), "{what}: the job ran");
     out
 }
 
@@ -167,8 +142,8 @@ fn check_refused(fx: &Fixture, c: Case, n: usize) -> Output {
 
 #[test]
 fn bad_job_contexts_are_refused_with_251_and_no_side_effects() {
-    let fx = Fixture::new();
-    let short = fx.c[1][..7].to_string();
+    let fx = two_commits();
+    let short = fx.sha[..7].to_string();
     let cases = vec![
         case("missing repo_url").unset("SOLSTICE_REPO_URL").want(&[
             "repo_url",
@@ -233,7 +208,7 @@ fn bad_job_contexts_are_refused_with_251_and_no_side_effects() {
 
 #[test]
 fn bad_job_files_are_refused_with_251_at_path_line_col() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     let cases = vec![
         case("nested map")
             .file("workdir: /x\nimage: x\n  arch: amd64\n")
@@ -287,41 +262,44 @@ fn bad_job_files_are_refused_with_251_at_path_line_col() {
 
 #[test]
 fn an_unreadable_job_file_is_refused_with_251() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     // A directory: unreadable as a file even for root.
-    let dir = fx.path("job.yaml.d");
+    let dir = fx.file("job.yaml.d");
     fs::create_dir(&dir).unwrap();
-    let wd = fx.path("wd");
-    let out = fx.runner(&wd).env("SOLSTICE_JOB_FILE", &dir).run(DEADLINE);
+    let wd = fx.file("wd");
+    let out = fx
+        .runner_in(&wd)
+        .env("SOLSTICE_JOB_FILE", &dir)
+        .run(DEADLINE);
     out.assert_code(251);
     out.assert_stderr_contains("cannot read job file");
     out.assert_stderr_contains(&dir.display().to_string());
     assert!(!wd.exists());
-    assert!(!fx.job_ran());
+    assert!(!job_ran(&fx));
 }
 
 #[test]
 fn a_non_utf8_argument_is_refused_with_251() {
-    let fx = Fixture::new();
-    let wd = fx.path("wd");
+    let fx = two_commits();
+    let wd = fx.file("wd");
     let out = fx
-        .runner(&wd)
+        .runner_in(&wd)
         .arg("--workdir")
         .arg(OsString::from_vec(b"/tmp/\xff\xfe".to_vec()))
         .run(DEADLINE);
     out.assert_code(251);
     out.assert_stderr_contains("UTF-8");
-    assert!(!fx.job_ran());
+    assert!(!job_ran(&fx));
 }
 
 #[test]
 fn an_unknown_job_file_key_warns_and_the_job_still_runs() {
-    let fx = Fixture::new();
-    let job_file = fx.path("job.yaml");
+    let fx = two_commits();
+    let job_file = fx.file("job.yaml");
     fs::write(&job_file, "# from a newer orchestrator\nfuture_key: 1\n").unwrap();
-    let wd = fx.path("wd");
+    let wd = fx.file("wd");
     let out = fx
-        .runner(&wd)
+        .runner_in(&wd)
         .env("SOLSTICE_JOB_FILE", &job_file)
         .run(DEADLINE);
     out.assert_code(0);
@@ -336,7 +314,7 @@ fn an_unknown_job_file_key_warns_and_the_job_still_runs() {
         warning.contains(&format!("{}:2:1", job_file.display())),
         "{warning}"
     );
-    assert!(fx.job_ran());
+    assert!(job_ran(&fx));
 }
 
 // ---------------------------------------------------------------------------
@@ -358,27 +336,27 @@ fn dry_run_value<'a>(out: &'a Output, key: &str) -> &'a str {
 /// flags then override some of them.
 /// With `full`, also the reporting keys (for `--dry-run` only: a real run
 /// would try to reach the orchestrator).
-fn precedence_setup(fx: &Fixture, full: bool) -> (Runner, PathBuf, [PathBuf; 3]) {
-    let [wd_file, wd_env, wd_flag] = [fx.path("wd-file"), fx.path("wd-env"), fx.path("wd-flag")];
-    let job_file = fx.path("job.yaml");
+fn precedence_setup(fx: &Job, full: bool) -> (Runner, PathBuf, [PathBuf; 3]) {
+    let [wd_file, wd_env, wd_flag] = [fx.file("wd-file"), fx.file("wd-env"), fx.file("wd-flag")];
+    let job_file = fx.file("job.yaml");
     let mut text = format!(
         "repo_url: {url}\ncommit_sha: {c0}\nworkdir: {wd}\njob: from-file\ntimeout: 1h\n",
-        url = fx.url(),
-        c0 = fx.c[0],
+        url = fx.repo.path().display(),
+        c0 = older(fx),
         wd = wd_file.display(),
     );
     if full {
         text.push_str(&format!(
             "orchestrator_url: http://127.0.0.1:9/prefix\njob_id: file-id\ntoken: file-t0ken\n\
              spool: {spool}\nsecrets_file: {secrets}\n",
-            spool = fx.path("spool.ndjson").display(),
-            secrets = fx.path("no-secrets.yaml").display(),
+            spool = fx.file("spool.ndjson").display(),
+            secrets = fx.file("no-secrets.yaml").display(),
         ));
     }
     fs::write(&job_file, text).unwrap();
     let r = Runner::new()
         .env("SOLSTICE_JOB_FILE", &job_file)
-        .env("SOLSTICE_COMMIT_SHA", &fx.c[1])
+        .env("SOLSTICE_COMMIT_SHA", &fx.sha)
         .env("SOLSTICE_WORKDIR", &wd_env)
         .env("SOLSTICE_JOB_ID", "env-id")
         .env("SOLSTICE_GIT_RETRIES", "0")
@@ -389,7 +367,7 @@ fn precedence_setup(fx: &Fixture, full: bool) -> (Runner, PathBuf, [PathBuf; 3])
 
 #[test]
 fn dry_run_shows_each_setting_with_its_source_and_does_nothing() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     let (r, job_file, [wd_file, wd_env, wd_flag]) = precedence_setup(&fx, true);
     let f = job_file.display().to_string();
     let out = r.arg("--dry-run").run(DEADLINE);
@@ -407,8 +385,12 @@ fn dry_run_shows_each_setting_with_its_source_and_does_nothing() {
         format!("{f}    [environment SOLSTICE_JOB_FILE]"),
         "{out}"
     );
-    shows("repo_url", &fx.url(), &format!("{f}:1:11"));
-    shows("commit_sha", &fx.c[1], "environment SOLSTICE_COMMIT_SHA");
+    shows(
+        "repo_url",
+        &fx.repo.path().display().to_string(),
+        &format!("{f}:1:11"),
+    );
+    shows("commit_sha", &fx.sha, "environment SOLSTICE_COMMIT_SHA");
     shows("workdir", &wd_flag.display().to_string(), "flag --workdir");
     shows("job", "from-file", &format!("{f}:4:6"));
     shows("timeout", "1h", &format!("{f}:5:10"));
@@ -421,7 +403,7 @@ fn dry_run_shows_each_setting_with_its_source_and_does_nothing() {
     );
     shows(
         "spool",
-        &fx.path("spool.ndjson").display().to_string(),
+        &fx.file("spool.ndjson").display().to_string(),
         &format!("{f}:9:8"),
     );
     assert!(
@@ -433,16 +415,16 @@ fn dry_run_shows_each_setting_with_its_source_and_does_nothing() {
     for wd in [&wd_file, &wd_env, &wd_flag] {
         assert!(!wd.exists(), "--dry-run created {}", wd.display());
     }
-    assert!(!fx.job_ran());
+    assert!(!job_ran(&fx));
     assert!(!out.stdout.contains("job: v"), "{out}");
 }
 
 #[test]
 fn dry_run_shows_defaults_and_unset_settings() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     let out = Runner::new()
-        .env("SOLSTICE_REPO_URL", fx.url())
-        .env("SOLSTICE_COMMIT_SHA", &fx.c[1])
+        .env("SOLSTICE_REPO_URL", fx.repo.path().display().to_string())
+        .env("SOLSTICE_COMMIT_SHA", &fx.sha)
         .arg("--dry-run")
         .run(DEADLINE);
     out.assert_code(0);
@@ -475,14 +457,14 @@ fn dry_run_shows_defaults_and_unset_settings() {
 
 #[test]
 fn dry_run_hides_secrets_and_url_credentials() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     let out = Runner::new()
         .env(
             "SOLSTICE_REPO_URL",
             "https://builder:pa55-w0rd@127.0.0.1:9/team/app.git",
         )
-        .env("SOLSTICE_COMMIT_SHA", &fx.c[1])
-        .env("SOLSTICE_WORKDIR", fx.path("wd"))
+        .env("SOLSTICE_COMMIT_SHA", &fx.sha)
+        .env("SOLSTICE_WORKDIR", fx.file("wd"))
         .env("SOLSTICE_JOB_TOKEN", "t0ken-value")
         .arg("--dry-run")
         .run(DEADLINE);
@@ -501,12 +483,12 @@ fn dry_run_hides_secrets_and_url_credentials() {
         dry_run_value(&out, "repo_url").contains("127.0.0.1:9/team/app.git"),
         "{out}"
     );
-    assert!(!fx.path("wd").exists());
+    assert!(!fx.file("wd").exists());
 }
 
 #[test]
 fn flags_beat_environment_beat_job_file_in_a_real_run() {
-    let fx = Fixture::new();
+    let fx = two_commits();
     let (r, _job_file, [wd_file, wd_env, wd_flag]) = precedence_setup(&fx, false);
     let out = r.run(DEADLINE);
     // commit from the environment (v2) beats the job file's (v1); the
@@ -522,15 +504,15 @@ fn flags_beat_environment_beat_job_file_in_a_real_run() {
 
 #[test]
 fn job_file_values_are_used_when_nothing_overrides_them() {
-    let fx = Fixture::new();
-    let wd = fx.path("wd");
-    let job_file = fx.path("job.yaml");
+    let fx = two_commits();
+    let wd = fx.file("wd");
+    let job_file = fx.file("job.yaml");
     fs::write(
         &job_file,
         format!(
             "---\n# as cloud-init writes it\nrepo_url: '{}'\ncommit_sha: \"{}\"   # v1\nworkdir: {}\n",
-            fx.url(),
-            fx.c[0],
+            fx.repo.path().display(),
+            older(&fx),
             wd.display()
         ),
     )
@@ -546,14 +528,14 @@ fn job_file_values_are_used_when_nothing_overrides_them() {
 
 #[test]
 fn job_file_flag_beats_solstice_job_file() {
-    let fx = Fixture::new();
-    let good = fx.path("good.yaml");
-    fs::write(&good, format!("commit_sha: {}\n", fx.c[0])).unwrap();
-    let broken = fx.path("broken.yaml");
+    let fx = two_commits();
+    let good = fx.file("good.yaml");
+    fs::write(&good, format!("commit_sha: {}\n", older(&fx))).unwrap();
+    let broken = fx.file("broken.yaml");
     fs::write(&broken, "steps:\n- x\n").unwrap();
-    let wd = fx.path("wd");
+    let wd = fx.file("wd");
     let out = fx
-        .runner(&wd)
+        .runner_in(&wd)
         .env_remove("SOLSTICE_COMMIT_SHA")
         .env("SOLSTICE_JOB_FILE", &broken)
         .arg("--job-file")
@@ -562,7 +544,7 @@ fn job_file_flag_beats_solstice_job_file() {
         .run(DEADLINE);
     out.assert_code(0);
     assert!(
-        dry_run_value(&out, "commit_sha").starts_with(&fx.c[0]),
+        dry_run_value(&out, "commit_sha").starts_with(&older(&fx)),
         "{out}"
     );
     assert!(dry_run_value(&out, "job_file").starts_with(&good.display().to_string()));
@@ -609,8 +591,8 @@ fn version_prints_the_package_version() {
 
 #[test]
 fn dry_run_lists_every_setting_once() {
-    let fx = Fixture::new();
-    let out = fx.runner(&fx.path("wd")).arg("--dry-run").run(DEADLINE);
+    let fx = two_commits();
+    let out = fx.runner_in(&fx.file("wd")).arg("--dry-run").run(DEADLINE);
     out.assert_code(0);
     let keys: Vec<&str> = out
         .stdout

@@ -5,7 +5,7 @@
 mod common;
 
 use common::files::put;
-use common::git::TempDir;
+use common::tmp::TempDir;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::files::{bytes, gzip, python, python_run, run};
-use common::git::TempDir;
+use common::tmp::TempDir;
 use std::fs;
 use std::process::Command;
 use workflow_runner::files::gzip::{available, compress, decompress};

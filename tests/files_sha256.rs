@@ -6,8 +6,8 @@
 mod common;
 
 use common::files::{bytes, have, python, python_run, run};
-use common::git::TempDir;
 use common::rng::Rng;
+use common::tmp::TempDir;
 use std::io::Write;
 use std::process::Command;
 use workflow_runner::files::sha256::{hex, HashingWriter, Sha256};

@@ -9,8 +9,8 @@ use common::files::{
     assert_same, bytes, clear, fix_checksum, gnu_tar, put, python, python_run, run, snapshot,
     ustar_header, Node, RawTar,
 };
-use common::git::TempDir;
 use common::rng::Rng;
+use common::tmp::TempDir;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};

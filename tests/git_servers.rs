@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::git::{
-    accepts_connections, base64, free_port, git_output_in, head_of, snapshot, GitDaemon,
-    HttpConfig, HttpMode, HttpServer, Repo, TempDir,
+    base64, git_output_in, head_of, snapshot, GitDaemon, HttpConfig, HttpMode, HttpServer, Repo,
 };
 use common::runner::wait_until;
+use common::tmp::{accepts_connections, free_port, TempDir};
 
 /// A work repository with three commits and a bare copy under
 /// `<tmp>/srv/r.git`. Returns (work, bare, [c1, c2, c3]).

@@ -13,91 +13,23 @@ mod common;
 
 use std::fs;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::git::{Repo, TempDir};
-use common::runner::{runner_command, runner_wrapper, wait_until, Output, Runner};
+use common::job::{Job, Release};
+use common::runner::{runner_wrapper, wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A local repository with a job, plus a scratch area outside the checkout
-/// for markers and pid files.
-struct Job {
-    tmp: TempDir,
-    repo: Repo,
-    sha: String,
-}
-
-impl Job {
-    fn empty() -> Job {
-        let tmp = TempDir::new("job");
-        let repo = Repo::init(tmp.join("repo"));
-        Job {
-            tmp,
-            repo,
-            sha: String::new(),
-        }
-    }
-
-    /// A repository whose executable `.solstice/job.sh` is `#!/bin/sh` + `body`.
-    fn script(body: &str) -> Job {
-        let mut job = Job::empty();
-        job.repo.write_job(body);
-        job.sha = job.repo.commit("job");
-        job
-    }
-
-    /// A path in the scratch area (outside the checkout), shell-quoted.
-    fn q(&self, name: &str) -> String {
-        format!("'{}'", self.file(name).display())
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.tmp.join(name)
-    }
-
-    fn workdir(&self) -> PathBuf {
-        self.tmp.join("wd")
-    }
-
-    fn runner(&self) -> Runner {
-        Runner::for_job(self.repo.path(), &self.sha, &self.workdir())
-    }
-
-    /// A shell fragment that waits (bounded) for the `release` marker.
-    fn wait_for_release(&self) -> String {
-        format!(
-            "i=0; while [ ! -e {m} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
-            m = self.q("release")
-        )
-    }
-
-    fn release(&self) {
-        fs::write(self.file("release"), b"").unwrap();
-    }
-}
-
-/// On drop: releases the job, so a failed test leaves nothing running (the
-/// job's wait is bounded too). Nothing is killed by pid: a pid file may name
-/// a process that ended long ago and whose pid is now someone else's.
-struct Cleanup<'a>(&'a Job);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
 
 /// `VmHWM` (peak resident set) of a live process, in KiB.
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -117,30 +49,9 @@ struct RawRun {
 }
 
 impl RawRun {
-    /// Same environment as `common::runner::Runner`: cleared, then PATH, a
-    /// temporary HOME, the C locale, a job file that does not exist, and `envs`.
-    fn spawn(
-        envs: &[(&str, &dyn AsRef<std::ffi::OsStr>)],
-        mut on_stdout: impl FnMut(&[u8]) + Send + 'static,
-    ) -> RawRun {
-        let home = TempDir::new("raw-home");
-        let mut cmd = runner_command();
-        cmd.env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-            )
-            .env("HOME", home.path())
-            .env("LC_ALL", "C")
-            .env("SOLSTICE_JOB_FILE", home.join("no-such-dir/job.yaml"))
-            .current_dir(home.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
+    /// Starts `runner` (its environment, its process group).
+    fn spawn(runner: Runner, mut on_stdout: impl FnMut(&[u8]) + Send + 'static) -> RawRun {
+        let (mut cmd, home) = runner.into_command();
         let mut child = cmd.spawn().expect("starting solstice-runner");
         let mut out = child.stdout.take().unwrap();
         let mut err = child.stderr.take().unwrap();
@@ -217,18 +128,11 @@ impl Drop for RawRun {
 fn run_raw(job: &Job, extra: &[(&str, &str)]) -> (Vec<u8>, ExitStatus, String) {
     let out = Arc::new(Mutex::new(Vec::new()));
     let o = out.clone();
-    let wd = job.workdir();
-    let repo = job.repo.path().to_path_buf();
-    let mut envs: Vec<(&str, &dyn AsRef<std::ffi::OsStr>)> = vec![
-        ("SOLSTICE_REPO_URL", &repo),
-        ("SOLSTICE_COMMIT_SHA", &job.sha),
-        ("SOLSTICE_WORKDIR", &wd),
-        ("SOLSTICE_GIT_RETRIES", &"0"),
-    ];
+    let mut runner = job.runner();
     for (k, v) in extra {
-        envs.push((k, v));
+        runner = runner.env(k, v);
     }
-    let mut run = RawRun::spawn(&envs, move |d| o.lock().unwrap().extend_from_slice(d));
+    let mut run = RawRun::spawn(runner, move |d| o.lock().unwrap().extend_from_slice(d));
     let (status, stderr) = run.wait(DEADLINE);
     let bytes = out.lock().unwrap().clone();
     (bytes, status, stderr)
@@ -313,10 +217,8 @@ fn parse_rfc3339_utc_millis(ts: &str) -> Result<i64, String> {
 fn executable_job_runs_through_its_shebang() {
     // `#!/bin/cat` makes the kernel run cat on the script: stdout is the
     // script itself. Through /bin/sh it would print "via-sh" instead.
-    let mut job = Job::empty();
     let script = "#!/bin/cat\necho via-sh\n";
-    job.repo.write_executable(".solstice/job.sh", script);
-    job.sha = job.repo.commit("cat job");
+    let job = Job::raw_script(script);
     let out = job.runner().run(DEADLINE);
     out.assert_code(0);
     assert_eq!(out.stdout, script, "{}", out);
@@ -325,12 +227,12 @@ fn executable_job_runs_through_its_shebang() {
 #[test]
 fn non_executable_job_runs_with_bin_sh() {
     // Mode 0644 in git: the shebang is only a comment to /bin/sh.
-    let mut job = Job::empty();
-    job.repo.write(
-        ".solstice/job.sh",
-        "#!/bin/cat\necho via-sh\necho \"arg0=$0\"\n",
-    );
-    job.sha = job.repo.commit("non-executable job");
+    let job = Job::with(|r| {
+        r.write(
+            ".solstice/job.sh",
+            "#!/bin/cat\necho via-sh\necho \"arg0=$0\"\n",
+        );
+    });
     let out = job.runner().run(DEADLINE);
     out.assert_code(0);
     assert!(out.stdout.starts_with("via-sh\narg0="), "{}", out);
@@ -348,7 +250,7 @@ fn executable_job_without_shebang_runs_with_bin_sh_once() {
         ".solstice/job.sh",
         format!("echo ran >> {}\necho no-shebang\nexit 3\n", job.q("count")),
     );
-    job.sha = job.repo.commit("no shebang");
+    job.commit("no shebang");
     let out = job.runner().run(DEADLINE);
     out.assert_code(3);
     assert_eq!(out.stdout, "no-shebang\n", "{}", out);
@@ -470,19 +372,10 @@ printf 'no newline at end'"#,
 fn stderr_bytes_are_unchanged() {
     let job = Job::script(r#"printf 'err \377\376 \033[1mbold\033[0m end\n' >&2"#);
     let out = Arc::new(Mutex::new(Vec::new()));
-    let wd = job.workdir();
-    let repo = job.repo.path().to_path_buf();
-    let mut run = RawRun::spawn(
-        &[
-            ("SOLSTICE_REPO_URL", &repo),
-            ("SOLSTICE_COMMIT_SHA", &job.sha),
-            ("SOLSTICE_WORKDIR", &wd),
-        ],
-        {
-            let o = out.clone();
-            move |d| o.lock().unwrap().extend_from_slice(d)
-        },
-    );
+    let mut run = RawRun::spawn(job.runner(), {
+        let o = out.clone();
+        move |d| o.lock().unwrap().extend_from_slice(d)
+    });
     let (status, _) = run.wait(DEADLINE);
     assert_eq!(status.code(), Some(0));
     let err = run.stderr.lock().unwrap().clone();
@@ -502,8 +395,8 @@ fn a_line_arrives_while_the_job_is_still_running() {
         wait = job.wait_for_release()
     );
     job.repo.write_job(&body);
-    job.sha = job.repo.commit("streaming");
-    let _cleanup = Cleanup(&job);
+    job.commit("streaming");
+    let _cleanup = Release(&job);
     let mut running = job.runner().spawn();
     wait_until(
         Duration::from_secs(10),
@@ -532,8 +425,8 @@ fn a_partial_line_is_not_held_back_until_its_newline() {
         wait = job.wait_for_release()
     );
     job.repo.write_job(&body);
-    job.sha = job.repo.commit("partial");
-    let _cleanup = Cleanup(&job);
+    job.commit("partial");
+    let _cleanup = Release(&job);
     let mut running = job.runner().spawn();
     wait_until(
         Duration::from_secs(5),
@@ -562,8 +455,8 @@ fn a_long_line_streams_before_the_job_ends() {
         wait = job.wait_for_release()
     );
     job.repo.write_job(&body);
-    job.sha = job.repo.commit("long line");
-    let _cleanup = Cleanup(&job);
+    job.commit("long line");
+    let _cleanup = Release(&job);
     let mut running = job.runner().spawn();
     wait_until(
         Duration::from_secs(20),
@@ -615,8 +508,8 @@ fn two_hundred_mib_flow_in_bounded_memory() {
         wait = job.wait_for_release()
     );
     job.repo.write_job(&body);
-    job.sha = job.repo.commit("big");
-    let _cleanup = Cleanup(&job);
+    job.commit("big");
+    let _cleanup = Release(&job);
 
     let count = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(Mutex::new(None::<u64>));
@@ -642,16 +535,7 @@ fn two_hundred_mib_flow_in_bounded_memory() {
         }
         c.fetch_add(d.len() as u64, Ordering::SeqCst);
     };
-    let wd = job.workdir();
-    let repo = job.repo.path().to_path_buf();
-    let mut run = RawRun::spawn(
-        &[
-            ("SOLSTICE_REPO_URL", &repo),
-            ("SOLSTICE_COMMIT_SHA", &job.sha),
-            ("SOLSTICE_WORKDIR", &wd),
-        ],
-        on_stdout,
-    );
+    let mut run = RawRun::spawn(job.runner(), on_stdout);
     let total = 2 * HALF + 1;
     wait_until(
         Duration::from_secs(60),
@@ -709,9 +593,9 @@ fn a_job_killed_by_sigsegv_gives_139() {
 
 #[test]
 fn a_repository_without_a_job_is_bad_input_251() {
-    let mut job = Job::empty();
-    job.repo.write("README", "nothing to run\n");
-    job.sha = job.repo.commit("no job");
+    let job = Job::with(|r| {
+        r.write("README", "nothing to run\n");
+    });
     let out = job.runner().run(DEADLINE);
     out.assert_code(251);
     out.assert_stderr_contains(".solstice/job.sh");

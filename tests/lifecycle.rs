@@ -11,11 +11,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::git::{HttpConfig, HttpMode, Repo, TempDir};
-use common::runner::{wait_until, Runner, Running};
+use common::git::{HttpConfig, HttpMode};
+use common::job::{Job, Release};
+use common::runner::{wait_until, Running};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 /// How long a job may take to show that it is up.
@@ -28,45 +29,16 @@ const REAP: Duration = Duration::from_secs(1);
 // Helpers
 // ---------------------------------------------------------------------------
 
-struct Job {
-    tmp: TempDir,
-    repo: Repo,
-    sha: String,
-}
-
-impl Job {
-    /// `body` is the job script after `#!/bin/sh`; `PIDS` in it stands for
-    /// the quoted pid file, `RELEASE` for a bounded wait for the test's
-    /// release marker.
-    fn script(body: &str) -> Job {
-        let tmp = TempDir::new("lifecycle");
-        let repo = Repo::init(tmp.join("repo"));
-        let pids = format!("'{}'", tmp.join("pids").display());
-        let release = format!(
-            "i=0; while [ ! -e '{}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done",
-            tmp.join("release").display()
-        );
-        let body = body.replace("PIDS", &pids).replace("RELEASE", &release);
-        repo.write_job(&body);
-        let sha = repo.commit("job");
-        Job { tmp, repo, sha }
-    }
-
-    fn workdir(&self) -> PathBuf {
-        self.tmp.join("wd")
-    }
-
-    fn runner(&self) -> Runner {
-        Runner::for_job(self.repo.path(), &self.sha, &self.workdir())
-    }
-
-    fn release(&self) {
-        fs::write(self.tmp.join("release"), b"").unwrap();
-    }
-
-    fn pid_file(&self) -> PathBuf {
-        self.tmp.join("pids")
-    }
+/// The job `body` (after `#!/bin/sh`), where `PIDS` stands for the quoted
+/// pid file and `RELEASE` for a bounded wait for the test's release marker.
+fn pid_job(body: &str) -> Job {
+    let mut job = Job::empty();
+    let body = body
+        .replace("PIDS", &job.q("pids"))
+        .replace("RELEASE", &job.wait_for_release());
+    job.repo.write_job(&body);
+    job.commit("job");
+    job
 }
 
 /// A process seen alive: its pid and its start time (in clock ticks since
@@ -111,7 +83,7 @@ impl Family {
     /// which must be alive. On failure, what was recorded alive is killed.
     #[track_caller]
     fn wait_for(job: &Job, n: usize) -> Family {
-        let path = job.pid_file();
+        let path = job.file("pids");
         let deadline = Instant::now() + STARTUP;
         while read_pids(&path).len() < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -179,15 +151,6 @@ impl Drop for Family {
     }
 }
 
-/// Releases a job's wait on drop, so a failed test leaves no job looping.
-struct Release<'a>(&'a Job);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
 fn describe(pid: i32) -> String {
     let cmd = fs::read(format!("/proc/{pid}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
@@ -216,7 +179,7 @@ fn wait_timed(running: Running, deadline: Duration) -> (common::runner::Output, 
 /// itself, a child, a child with its own child, an orphaned grandchild, and
 /// a grandchild that ignores TERM and HUP), says `ready`, then `tail`.
 fn family_job(tail: &str) -> Job {
-    Job::script(&format!(
+    pid_job(&format!(
         r#"P=PIDS
 echo $$ >> $P
 sleep 101 & echo $! >> $P
@@ -239,7 +202,7 @@ const FAMILY: usize = 7;
 #[test]
 fn sigterm_terms_the_job_group_and_the_runner_exits_143_promptly() {
     // Default grace (10 s): a job that exits on TERM must not wait for it.
-    let job = Job::script(
+    let job = pid_job(
         r#"trap 'echo "job: got TERM"; exit 5' TERM
 echo $$ >> PIDS
 sh -c 'trap "echo grandchild: got TERM; exit 0" TERM; echo $$ >> "$1"; while :; do sleep 0.05; done' sh PIDS &
@@ -266,7 +229,7 @@ while :; do sleep 0.05; done"#,
 
 #[test]
 fn sigint_sends_term_to_the_job_and_the_runner_exits_130() {
-    let job = Job::script(
+    let job = pid_job(
         r#"trap 'echo "job: got TERM"; exit 0' TERM
 trap 'echo "job: got INT"; exit 0' INT
 echo $$ >> PIDS
@@ -289,7 +252,7 @@ while :; do sleep 0.05; done"#,
 
 #[test]
 fn a_job_ignoring_term_is_killed_after_the_grace() {
-    let job = Job::script(
+    let job = pid_job(
         r#"trap '' TERM
 echo $$ >> PIDS
 sleep 105 & echo $! >> PIDS
@@ -317,7 +280,7 @@ wait"#,
 
 #[test]
 fn the_default_grace_is_ten_seconds() {
-    let job = Job::script(
+    let job = pid_job(
         r#"trap '' TERM
 echo $$ >> PIDS
 echo ready
@@ -348,8 +311,8 @@ while :; do sleep 0.1; done"#,
 
 #[test]
 fn sigterm_during_the_checkout_exits_143() {
-    let job = Job::script("echo should not run");
-    let srv = job.tmp.join("srv");
+    let job = pid_job("echo should not run");
+    let srv = job.file("srv");
     job.repo.clone_bare_to(srv.join("r.git"));
     let http = HttpConfig::new(HttpMode::Smart, &srv).hold().start();
     let running = job
@@ -373,7 +336,7 @@ fn sigterm_during_the_checkout_exits_143() {
 
 #[test]
 fn the_job_timeout_terms_the_job_and_exits_124() {
-    let job = Job::script(
+    let job = pid_job(
         r#"trap 'echo "job: got TERM"; exit 0' TERM
 echo $$ >> PIDS
 sleep 106 & echo $! >> PIDS
@@ -397,13 +360,13 @@ wait"#,
 
 #[test]
 fn a_job_file_timeout_with_units_kills_a_term_ignoring_job_after_the_grace() {
-    let job = Job::script(
+    let job = pid_job(
         r#"trap '' TERM
 echo $$ >> PIDS
 sleep 107 & echo $! >> PIDS
 wait"#,
     );
-    let job_file = job.tmp.join("job.yaml");
+    let job_file = job.file("job.yaml");
     fs::write(&job_file, "timeout: 1s\n").unwrap();
     let t0 = Instant::now();
     let running = job
@@ -424,7 +387,7 @@ wait"#,
 
 #[test]
 fn a_job_that_finishes_within_its_timeout_keeps_its_code() {
-    let job = Job::script("echo quick; exit 7");
+    let job = pid_job("echo quick; exit 7");
     let out = job
         .runner()
         .env("SOLSTICE_JOB_TIMEOUT", "10m")
@@ -439,7 +402,7 @@ fn the_grace_after_a_timeout_does_not_spin_the_cpu() {
     // grace for 3 s; it should sleep there, not poll in a busy loop. The
     // runner's whole CPU time, read when it has exited, tells: a busy loop
     // would spend most of the 3 s on the CPU, a sleeping runner almost none.
-    let job = Job::script(
+    let job = pid_job(
         r#"trap 'echo "job: got TERM"' TERM
 echo $$ >> PIDS
 while :; do sleep 0.05; done"#,
@@ -467,7 +430,7 @@ while :; do sleep 0.05; done"#,
 
 #[test]
 fn leftovers_holding_the_output_do_not_keep_the_runner_waiting() {
-    let job = Job::script(
+    let job = pid_job(
         r#"echo $$ >> PIDS
 sleep 108 & echo $! >> PIDS
 sh -c 'echo $$ >> "$1"; while :; do sleep 0.05; done' sh PIDS >&2 &
@@ -496,7 +459,7 @@ exit 3"#,
 
 #[test]
 fn leftovers_not_holding_the_output_are_killed_too() {
-    let job = Job::script(
+    let job = pid_job(
         r#"echo $$ >> PIDS
 nohup sleep 109 >/dev/null 2>&1 & echo $! >> PIDS
 ( trap '' TERM; exec sleep 110 ) </dev/null >/dev/null 2>&1 & echo $! >> PIDS
@@ -562,7 +525,7 @@ fn no_process_of_the_job_outlives_a_timeout() {
 fn a_job_process_that_leaves_the_group_does_not_outlive_the_runner() {
     // setsid(1) puts the process in a session and group of its own, out of
     // reach of a kill of the job's group; it is still the job's process.
-    let job = Job::script(
+    let job = pid_job(
         r#"echo $$ >> PIDS
 setsid sleep 111 </dev/null >/dev/null 2>&1 & echo $! >> PIDS
 RELEASE
@@ -585,7 +548,7 @@ echo done"#,
 fn the_job_inherits_only_stdin_stdout_and_stderr() {
     // `ls` opens the directory it lists as its fourth descriptor; anything
     // beyond 0-3 was inherited from the runner.
-    let job = Job::script("exec ls /proc/self/fd");
+    let job = pid_job("exec ls /proc/self/fd");
     let out = job.runner().run(DEADLINE);
     out.assert_code(0);
     let fds: Vec<u32> = out
@@ -599,7 +562,7 @@ fn the_job_inherits_only_stdin_stdout_and_stderr() {
 #[test]
 fn sighup_and_sigquit_cancel_like_sigterm() {
     for (sig, code) in [(libc::SIGHUP, 129), (libc::SIGQUIT, 131)] {
-        let job = Job::script(
+        let job = pid_job(
             r#"trap 'echo "job: got TERM"; exit 0' TERM
 echo $$ >> PIDS
 sleep 112 & echo $! >> PIDS
@@ -629,7 +592,7 @@ fn a_killed_runner_takes_its_job_with_it() {
     }
     // SIGKILL (or the OOM killer) gives the runner no chance to stop the
     // job; the kernel's parent-death signal must.
-    let job = Job::script(
+    let job = pid_job(
         r#"echo $$ >> PIDS
 echo ready
 while :; do sleep 0.05; done"#,

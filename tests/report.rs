@@ -1,54 +1,29 @@
 //! End-to-end reporting: the real runner binary, a real git repository, and
 //! the fault-injecting orchestrator on loopback. In every fault mode the
-//! bytes the orchestrator holds must equal the runner's spool exactly, with
-//! seq rising by one from 0, and the final status must come after the whole
-//! log.
+//! delivery passes `common::delivery::check_delivery`: the bytes the
+//! orchestrator holds equal the runner's spool exactly, with seq rising by
+//! one from 0, and the final status comes after the whole log.
 
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::delivery::check_delivery;
 use common::events::{events, stream_lines, stream_text};
-use common::git::{Repo, TempDir};
-use common::orchestrator::{Fault, Orchestrator, Request, StatusRecord};
-use common::runner::{wait_until, Output, Runner};
+use common::job::Job;
+use common::orchestrator::{Fault, Orchestrator, Request};
+use common::runner::{wait_until, Runner};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-3f9a1c77e2";
 const JOB: &str = "job-42";
 
-struct Job {
-    tmp: TempDir,
-    repo: Repo,
-    sha: String,
-}
-
-impl Job {
-    fn new(script: &str) -> Job {
-        let tmp = TempDir::new("report");
-        let repo = Repo::init(tmp.join("repo"));
-        repo.write_job(script);
-        let sha = repo.commit("job");
-        Job { tmp, repo, sha }
-    }
-
-    fn spool(&self) -> PathBuf {
-        self.tmp.join("spool.ndjson")
-    }
-
-    fn runner(&self, orch: &Orchestrator) -> Runner {
-        Runner::new()
-            .env("SOLSTICE_REPO_URL", self.repo.path())
-            .env("SOLSTICE_COMMIT_SHA", &self.sha)
-            .env("SOLSTICE_WORKDIR", self.tmp.join("work"))
-            .env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-            .env("SOLSTICE_JOB_ID", JOB)
-            .env("SOLSTICE_JOB_TOKEN", TOKEN)
-            .env("SOLSTICE_SPOOL", self.spool())
-            .env("SOLSTICE_UPLOAD_DEADLINE", "20")
-    }
+/// The job's runner reporting to `orch` as [`JOB`], with 20 s to finish
+/// the upload.
+fn runner(job: &Job, orch: &Orchestrator) -> Runner {
+    job.reporting(orch, JOB, TOKEN)
+        .env("SOLSTICE_UPLOAD_DEADLINE", "20")
 }
 
 /// A job whose output is worth checking: both streams, many lines, a long one.
@@ -59,63 +34,12 @@ head -c 300000 /dev/zero | tr '\0' 'x'; echo
 echo "token seen by job: ${SOLSTICE_JOB_TOKEN:-none}"
 "#;
 
-fn seqs(spool: &[u8]) -> Vec<u64> {
-    spool
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let text = String::from_utf8_lossy(l);
-            let rest = text
-                .strip_prefix("{\"seq\":")
-                .unwrap_or_else(|| panic!("event without leading seq: {text}"));
-            rest[..rest.find(',').unwrap()].parse().unwrap()
-        })
-        .collect()
-}
-
-/// The checks every delivery must pass; returns the final status.
-fn check_delivery(orch: &Orchestrator, job: &Job, out: &Output) -> StatusRecord {
-    let spool = fs::read(job.spool()).expect("the spool exists");
-    let fin = orch
-        .wait_for_final(DEADLINE)
-        .unwrap_or_else(|| panic!("no final status\n{out}"));
-    let got = orch.log(JOB);
-    if got != spool {
-        let tail =
-            |b: &[u8]| String::from_utf8_lossy(&b[b.len().saturating_sub(400)..]).into_owned();
-        panic!(
-            "the orchestrator's log ({} bytes) differs from the spool ({} bytes)\nserver tail: {}\nspool tail: {}\n{out}",
-            got.len(),
-            spool.len(),
-            tail(&got),
-            tail(&spool)
-        );
-    }
-    let seq = seqs(&spool);
-    assert!(!seq.is_empty());
-    assert!(
-        seq.iter().enumerate().all(|(i, &s)| i as u64 == s),
-        "seq has gaps or repeats"
-    );
-    assert_eq!(fin.log_length, spool.len() as u64);
-    assert_eq!(
-        fin.server_length,
-        spool.len() as u64,
-        "final status before the whole log"
-    );
-    let statuses = orch.statuses(JOB);
-    assert_eq!(statuses.first().map(|s| s.state.as_str()), Some("running"));
-    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
-    assert!(!out.stderr.contains(TOKEN) && !String::from_utf8_lossy(&spool).contains(TOKEN));
-    fin
-}
-
 fn healthy_run(fault: Fault) {
-    let job = Job::new(CHATTY);
+    let job = Job::script(CHATTY);
     let orch = Orchestrator::start(TOKEN, fault);
-    let out = job.runner(&orch).run(DEADLINE);
+    let out = runner(&job, &orch).run(DEADLINE);
     out.assert_code(0);
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(fin.state, "succeeded");
     assert_eq!(fin.exit_code, Some(0));
     assert_eq!(fin.steps.len(), 1);
@@ -172,20 +96,20 @@ fn orchestrator_not_listening_at_first() {
 
 #[test]
 fn failed_job_is_reported_with_its_code() {
-    let job = Job::new("echo failing; exit 3");
+    let job = Job::script("echo failing; exit 3");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job.runner(&orch).run(DEADLINE);
+    let out = runner(&job, &orch).run(DEADLINE);
     out.assert_code(3);
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!((fin.state.as_str(), fin.exit_code), ("failed", Some(3)));
 }
 
 #[test]
 fn wrong_token_stops_uploading_but_not_the_job() {
-    let job = Job::new("echo still runs; exit 5");
+    let job = Job::script("echo still runs; exit 5");
     let orch = Orchestrator::start("another-token", Fault::Healthy);
     let started = Instant::now();
-    let out = job.runner(&orch).run(DEADLINE);
+    let out = runner(&job, &orch).run(DEADLINE);
     out.assert_code(5);
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -208,11 +132,10 @@ fn wrong_token_stops_uploading_but_not_the_job() {
 
 #[test]
 fn absent_orchestrator_gives_up_at_the_deadline() {
-    let job = Job::new("echo alone");
+    let job = Job::script("echo alone");
     let orch = Orchestrator::start(TOKEN, Fault::AbsentFor(Duration::from_secs(600)));
     let started = Instant::now();
-    let out = job
-        .runner(&orch)
+    let out = runner(&job, &orch)
         .env("SOLSTICE_UPLOAD_DEADLINE", "1")
         .run(DEADLINE);
     out.assert_code(0);
@@ -224,16 +147,18 @@ fn absent_orchestrator_gives_up_at_the_deadline() {
 
 #[test]
 fn cancellation_is_reported_after_the_whole_log() {
-    let job = Job::new("trap 'echo got term; exit 1' TERM; echo started; sleep 60 & wait");
+    let job = Job::script("trap 'echo got term; exit 1' TERM; echo started; sleep 60 & wait");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
+    let running = runner(&job, &orch)
+        .env("SOLSTICE_CANCEL_GRACE", "2")
+        .spawn();
     wait_until(DEADLINE, "the job to start", || {
         running.stdout_so_far().contains("started")
     });
     running.signal(libc_sigterm());
     let out = running.wait(DEADLINE);
     out.assert_code(143);
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(
         (fin.state.as_str(), fin.exit_code),
         ("cancelled", Some(143))
@@ -243,9 +168,12 @@ fn cancellation_is_reported_after_the_whole_log() {
 
 #[test]
 fn an_orchestrator_cancel_on_a_log_answer_cancels_the_job() {
-    let job = Job::new("trap 'echo got term; exit 1' TERM; while :; do echo tick; sleep 0.1; done");
+    let job =
+        Job::script("trap 'echo got term; exit 1' TERM; while :; do echo tick; sleep 0.1; done");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let running = job.runner(&orch).env("SOLSTICE_CANCEL_GRACE", "2").spawn();
+    let running = runner(&job, &orch)
+        .env("SOLSTICE_CANCEL_GRACE", "2")
+        .spawn();
     wait_until(DEADLINE, "the job to start", || {
         running.stdout_so_far().contains("tick")
     });
@@ -257,7 +185,7 @@ fn an_orchestrator_cancel_on_a_log_answer_cancels_the_job() {
             .contains("cancelled by the orchestrator: pressed cancel in the UI"),
         "{out}"
     );
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(fin.state, "cancelled");
     assert!(
         fin.raw
@@ -270,16 +198,12 @@ fn an_orchestrator_cancel_on_a_log_answer_cancels_the_job() {
 
 #[test]
 fn heartbeats_name_the_step_that_runs() {
-    let fx = common::job::Job::workflow(
+    let fx = Job::workflow(
         r#"step "quiet step" run="echo started; i=0; while [ ! -e SCRATCH/release ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done""#,
     );
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
     let running = fx
-        .runner()
-        .env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-        .env("SOLSTICE_JOB_ID", JOB)
-        .env("SOLSTICE_JOB_TOKEN", TOKEN)
-        .env("SOLSTICE_SPOOL", fx.file("spool.ndjson"))
+        .reporting(&orch, JOB, TOKEN)
         .env("SOLSTICE_HEARTBEAT", "1")
         .spawn();
     wait_until(DEADLINE, "a heartbeat naming the step", || {
@@ -290,15 +214,15 @@ fn heartbeats_name_the_step_that_runs() {
     fx.release();
     let out = running.wait(DEADLINE);
     out.assert_code(0);
-    assert_eq!(orch.wait_for_final(DEADLINE).unwrap().state, "succeeded");
+    let fin = check_delivery(&orch, JOB, TOKEN, &fx.spool(), &out);
+    assert_eq!(fin.state, "succeeded");
 }
 
 #[test]
 fn a_quiet_job_hears_an_orchestrator_cancel_through_the_heartbeat() {
-    let job = Job::new("echo started; sleep 60");
+    let job = Job::script("echo started; sleep 60");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let running = job
-        .runner(&orch)
+    let running = runner(&job, &orch)
         .env("SOLSTICE_HEARTBEAT", "1")
         .env("SOLSTICE_CANCEL_GRACE", "2")
         .spawn();
@@ -313,7 +237,7 @@ fn a_quiet_job_hears_an_orchestrator_cancel_through_the_heartbeat() {
         out.stderr.contains("cancelled by the orchestrator"),
         "{out}"
     );
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(fin.state, "cancelled");
     let heartbeats = orch
         .statuses(JOB)
@@ -326,15 +250,14 @@ fn a_quiet_job_hears_an_orchestrator_cancel_through_the_heartbeat() {
 
 #[test]
 fn timeout_is_reported() {
-    let job = Job::new("echo waiting; sleep 60");
+    let job = Job::script("echo waiting; sleep 60");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job
-        .runner(&orch)
+    let out = runner(&job, &orch)
         .env("SOLSTICE_JOB_TIMEOUT", "1")
         .env("SOLSTICE_CANCEL_GRACE", "1")
         .run(DEADLINE);
     out.assert_code(124);
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!(
         (fin.state.as_str(), fin.exit_code),
         ("timed_out", Some(124))
@@ -343,15 +266,14 @@ fn timeout_is_reported() {
 
 #[test]
 fn runner_failure_is_reported_as_error() {
-    let job = Job::new("echo never");
+    let job = Job::script("echo never");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job
-        .runner(&orch)
+    let out = runner(&job, &orch)
         .env("SOLSTICE_COMMIT_SHA", "0".repeat(40))
         .env("SOLSTICE_GIT_RETRIES", "0")
         .run(DEADLINE);
     out.assert_code(252);
-    let fin = check_delivery(&orch, &job, &out);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     assert_eq!((fin.state.as_str(), fin.exit_code), ("error", Some(252)));
     assert!(String::from_utf8_lossy(&orch.log(JOB))
         .contains("0000000000000000000000000000000000000000"));
@@ -359,15 +281,14 @@ fn runner_failure_is_reported_as_error() {
 
 #[test]
 fn secrets_are_masked_in_the_upload() {
-    let job = Job::new(r#"echo "key=$API_KEY"; printf '%s' "$API_KEY" | base64"#);
-    fs::write(job.tmp.join("secrets.yaml"), "API_KEY: 'p@ss w0rd\"x'\n").unwrap();
+    let job = Job::script(r#"echo "key=$API_KEY"; printf '%s' "$API_KEY" | base64"#);
+    fs::write(job.file("secrets.yaml"), "API_KEY: 'p@ss w0rd\"x'\n").unwrap();
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job
-        .runner(&orch)
-        .env("SOLSTICE_SECRETS_FILE", job.tmp.join("secrets.yaml"))
+    let out = runner(&job, &orch)
+        .env("SOLSTICE_SECRETS_FILE", job.file("secrets.yaml"))
         .run(DEADLINE);
     out.assert_code(0);
-    check_delivery(&orch, &job, &out);
+    check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     let log = String::from_utf8_lossy(&orch.log(JOB)).into_owned();
     assert!(log.contains("key=***"), "{log}");
     assert!(!log.contains("p@ss") && !out.stdout.contains("p@ss"));
@@ -376,28 +297,26 @@ fn secrets_are_masked_in_the_upload() {
 
 #[test]
 fn https_orchestrator_is_refused_before_anything_runs() {
-    let job = Job::new("echo never");
-    let out = Runner::new()
-        .env("SOLSTICE_REPO_URL", job.repo.path())
-        .env("SOLSTICE_COMMIT_SHA", &job.sha)
-        .env("SOLSTICE_WORKDIR", job.tmp.join("work"))
+    let job = Job::script("echo never");
+    let out = job
+        .runner_in(&job.file("work"))
         .env("SOLSTICE_ORCHESTRATOR_URL", "https://127.0.0.1:1/")
         .env("SOLSTICE_JOB_ID", JOB)
         .run(DEADLINE);
     out.assert_code(251);
     assert!(out.stderr.contains("https"), "{out}");
     assert!(
-        !job.tmp.join("work").exists(),
+        !job.file("work").exists(),
         "a refused context had side effects"
     );
 }
 
 #[test]
 fn statuses_are_only_running_then_one_final() {
-    let job = Job::new("echo hi");
+    let job = Job::script("echo hi");
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job.runner(&orch).run(DEADLINE);
-    check_delivery(&orch, &job, &out);
+    let out = runner(&job, &orch).run(DEADLINE);
+    check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     let finals = orch
         .requests(JOB)
         .into_iter()
@@ -415,7 +334,7 @@ fn each_streams_events_join_into_its_output_exactly() {
     // A 300 KB line of 1- to 4-byte characters is cut into several events
     // (and pieces in the runner) at places that fall inside characters;
     // a pause inside a character makes the runner show the line early.
-    let job = Job::new(
+    let job = Job::script(
         r"printf 'crlf one\r\ncrlf two\r\n'
 i=0; while [ $i -lt 30000 ]; do printf 'a\303\251\342\202\254\360\237\230\200'; i=$((i+1)); done; echo
 printf 'bad \377 cut '; i=0; while [ $i -lt 20 ]; do printf '\342\202\254'; i=$((i+1)); done
@@ -425,9 +344,9 @@ printf 'no newline at the end'
 ",
     );
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let out = job.runner(&orch).run(DEADLINE);
+    let out = runner(&job, &orch).run(DEADLINE);
     out.assert_code(0);
-    check_delivery(&orch, &job, &out);
+    check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
     let want = format!(
         "crlf one\r\ncrlf two\r\n{}\nbad \u{fffd} cut {} joined\nno newline at the end",
         "a\u{e9}\u{20ac}\u{1f600}".repeat(30000),

@@ -29,15 +29,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::delivery::check_delivery;
 use common::events::{events, stream_text};
 use common::forms::{b64_core, json, pct};
-use common::git::{base64, HttpConfig, HttpMode, HttpServer, Repo, TempDir};
+use common::git::{base64, HttpConfig, HttpMode, HttpServer};
+use common::job::{Job, WORKFLOW};
 use common::orchestrator::{Fault, Orchestrator};
 use common::rng::Rng;
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const JOB_ID: &str = "job-secrets";
@@ -294,94 +296,24 @@ fn all_leaks(
     leaks
 }
 
-/// The orchestrator got the whole log, byte for byte the spool.
-fn check_delivery(orch: &Orchestrator, spool: &Path, out: &Output) {
-    orch.wait_for_final(DEADLINE)
-        .unwrap_or_else(|| panic!("no final status\n{out}"));
-    let spool = fs::read(spool).expect("the spool exists");
-    assert!(
-        orch.log(JOB_ID) == spool,
-        "the orchestrator's log differs from the spool"
-    );
-    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
-}
-
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
 
-/// A repository with one commit, and fresh workdirs to check it out into.
-struct Fx {
-    tmp: TempDir,
-    repo: Repo,
-    sha: String,
-    runs: AtomicUsize,
+/// Writes the job's `secrets.yaml` (mode 0600) with these entries,
+/// double-quoted; returns its path.
+fn secrets_file(job: &Job, entries: &[(&str, &str)]) -> PathBuf {
+    let text: String = entries
+        .iter()
+        .map(|(k, v)| format!("{k}: {}\n", yaml_quote(v)))
+        .collect();
+    job.private_file("secrets.yaml", &text)
 }
 
-impl Fx {
-    fn new(setup: impl FnOnce(&Repo)) -> Fx {
-        let tmp = TempDir::new("secrets");
-        let repo = Repo::init(tmp.join("repo"));
-        setup(&repo);
-        let sha = repo.commit("secrets test");
-        Fx {
-            tmp,
-            repo,
-            sha,
-            runs: AtomicUsize::new(0),
-        }
-    }
-
-    /// `.solstice/job.sh`, executable, exactly these bytes.
-    fn job(script: &[u8]) -> Fx {
-        Fx::new(|r| {
-            r.write_executable(".solstice/job.sh", script);
-        })
-    }
-
-    fn workflow(kdl: &str, files: &[(&str, &str)]) -> Fx {
-        Fx::new(|r| {
-            r.write(".solstice/workflow.kdl", kdl);
-            for (path, text) in files {
-                r.write(path, text);
-            }
-        })
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.join(rel)
-    }
-
-    /// Writes `secrets.yaml` (mode 0600) with these entries, double-quoted.
-    fn secrets(&self, entries: &[(&str, &str)]) -> PathBuf {
-        let text: String = entries
-            .iter()
-            .map(|(k, v)| format!("{k}: {}\n", yaml_quote(v)))
-            .collect();
-        write_mode(&self.path("secrets.yaml"), text.as_bytes(), 0o600)
-    }
-
-    fn spool(&self) -> PathBuf {
-        self.path("spool.ndjson")
-    }
-
-    /// The runner on the local repository, in a new workdir.
-    fn runner(&self) -> Runner {
-        let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-        Runner::new()
-            .env("SOLSTICE_REPO_URL", self.repo.path())
-            .env("SOLSTICE_COMMIT_SHA", &self.sha)
-            .env("SOLSTICE_WORKDIR", self.tmp.join(format!("wd{n}")))
-            .env("SOLSTICE_GIT_RETRIES", "0")
-    }
-}
-
-/// Adds an orchestrator (and the job token) to a runner.
-fn reporting(r: Runner, orch: &Orchestrator, spool: &Path) -> Runner {
-    r.env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-        .env("SOLSTICE_JOB_ID", JOB_ID)
-        .env("SOLSTICE_JOB_TOKEN", JOB_TOKEN)
-        .env("SOLSTICE_SPOOL", spool)
+/// The job's runner reporting to `orch` as [`JOB_ID`] with [`JOB_TOKEN`],
+/// with 20 s to finish the upload.
+fn reporting(job: &Job, orch: &Orchestrator) -> Runner {
+    job.reporting(orch, JOB_ID, JOB_TOKEN)
         .env("SOLSTICE_UPLOAD_DEADLINE", "20")
 }
 
@@ -674,15 +606,15 @@ fn matrix_script(rng: &mut Rng) -> (Script, usize) {
 fn every_form_of_every_secret_is_masked_on_every_path() {
     let mut rng = Rng(0x5EC2_E75E_C2E7_5EC2);
     let (script, paused) = matrix_script(&mut rng);
-    let fx = Fx::job(&script.sh);
-    let secrets = fx.secrets(MATRIX);
+    let fx = Job::raw_script(&script.sh);
+    let secrets = secrets_file(&fx, MATRIX);
     let orch = Orchestrator::start(JOB_TOKEN, Fault::Healthy);
-    let out = reporting(fx.runner(), &orch, &fx.spool())
+    let out = reporting(&fx, &orch)
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .env("SOLSTICE_GIT_TOKEN", GIT_TOKEN)
         .run(DEADLINE);
     out.assert_code(0);
-    check_delivery(&orch, &fx.spool(), &out);
+    check_delivery(&orch, JOB_ID, JOB_TOKEN, &fx.spool(), &out);
 
     let mut needles = Needles::new();
     for (name, value) in MATRIX {
@@ -776,7 +708,7 @@ job "deploy" {
 fn a_secret_as_job_name_is_masked_in_runner_messages() {
     // Any string the runner quotes in a message may happen to be a secret;
     // a job name that names no job is quoted in the error, in `{:?}` style.
-    let fx = Fx::workflow(WORKFLOW_TWO_JOBS, &[]);
+    let fx = Job::workflow(WORKFLOW_TWO_JOBS);
     let cases = [
         ("SPACES", "open sesame 4 all"),
         ("QUOTES", "it's \"double\" and 'single'"),
@@ -788,11 +720,11 @@ fn a_secret_as_job_name_is_masked_in_runner_messages() {
         ("NBSP", "nb\u{a0}space-secret"),
         ("COMBINING", "cafe\u{301}-accent-secret"),
     ];
-    let secrets = fx.secrets(&cases);
+    let secrets = secrets_file(&fx, &cases);
     let mut leaks = Vec::new();
     let mut last = None;
     for (name, value) in cases {
-        let spool = fx.path(&format!("spool-{name}.ndjson"));
+        let spool = fx.file(&format!("spool-{name}.ndjson"));
         let out = fx
             .runner()
             .env("SOLSTICE_SECRETS_FILE", &secrets)
@@ -823,22 +755,19 @@ fn a_secret_as_job_name_is_masked_in_runner_messages() {
 fn a_secret_as_step_name_is_masked_in_messages_spool_and_status() {
     let step = "deploy-key 7Hq";
     let quoted = "it's \"quoted\" 9x";
-    let fx = Fx::workflow(
-        &format!(
-            "job \"ci\" {{\n    step {:?} run=\"echo first\"\n    step {:?} run=\"echo second; exit 3\"\n}}\n",
-            step, quoted
-        ),
-        &[],
-    );
-    let secrets = fx.secrets(&[("STEP_SECRET", step), ("QUOTED_SECRET", quoted)]);
+    let fx = Job::workflow(&format!(
+        "job \"ci\" {{\n    step {:?} run=\"echo first\"\n    step {:?} run=\"echo second; exit 3\"\n}}\n",
+        step, quoted
+    ));
+    let secrets = secrets_file(&fx, &[("STEP_SECRET", step), ("QUOTED_SECRET", quoted)]);
     let orch = Orchestrator::start(JOB_TOKEN, Fault::Healthy);
-    let out = reporting(fx.runner(), &orch, &fx.spool())
+    let out = reporting(&fx, &orch)
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .run(DEADLINE);
     out.assert_code(3);
     out.assert_stdout_contains("first\n")
         .assert_stdout_contains("second\n");
-    check_delivery(&orch, &fx.spool(), &out);
+    check_delivery(&orch, JOB_ID, JOB_TOKEN, &fx.spool(), &out);
     let msgs = messages(&out);
     assert!(msgs.iter().any(|m| m == "==> [1/2] ***"), "{out}");
     let mut needles = Needles::new();
@@ -881,13 +810,13 @@ fn the_job_token_is_masked_as_it_is_sent() {
         line.extend_from_slice(b":E\n");
         script.lit(0, &line);
     }
-    let fx = Fx::job(&script.sh);
+    let fx = Job::raw_script(&script.sh);
     let orch = Orchestrator::start(token, Fault::Healthy);
-    let out = reporting(fx.runner(), &orch, &fx.spool())
+    let out = reporting(&fx, &orch)
         .env("SOLSTICE_JOB_TOKEN", format!("{token}\n"))
         .run(DEADLINE);
     out.assert_code(0);
-    check_delivery(&orch, &fx.spool(), &out);
+    check_delivery(&orch, JOB_ID, token, &fx.spool(), &out);
     let mut needles = Needles::new();
     needles.secret("the job token (trimmed, as sent)", token);
     assert_no_leaks(&all_leaks(&needles, &out, &fx.spool(), Some(&orch)), &out);
@@ -897,25 +826,22 @@ fn the_job_token_is_masked_as_it_is_sent() {
 // git's error output
 // ---------------------------------------------------------------------------
 
-/// A bare repository served over smart HTTP under `srv/r.git`.
-fn served_repo(tmp: &TempDir, script: &str) -> (Repo, String) {
-    let repo = Repo::init(tmp.join("src"));
-    repo.write_job(script);
-    let sha = repo.commit("served");
-    repo.clone_bare_to(tmp.join("srv/r.git"));
-    (repo, sha)
+/// The job, its repository also a bare `srv/r.git` in its scratch area, to
+/// serve over smart HTTP.
+fn served(job: Job) -> Job {
+    job.repo.clone_bare_to(job.file("srv/r.git"));
+    job
 }
 
 #[test]
 fn git_error_output_is_masked() {
-    let tmp = TempDir::new("secrets-git");
-    let (_repo, sha) = served_repo(&tmp, "echo never");
-    let http = HttpServer::smart_with_auth(tmp.join("srv"), "x-access-token", GIT_TOKEN);
+    let job = served(Job::script("echo never"));
+    let http = HttpServer::smart_with_auth(job.file("srv"), "x-access-token", GIT_TOKEN);
     let path_secret = "repo-s3cr3t-9f8e";
     let url_password = "url-Pw-31415926";
     let wrong_token = "wrong-Tok-27182818";
     let secrets = write_mode(
-        &tmp.join("secrets.yaml"),
+        &job.file("secrets.yaml"),
         format!("REPO_PATH: {}\n", yaml_quote(path_secret)).as_bytes(),
         0o600,
     );
@@ -980,12 +906,10 @@ fn git_error_output_is_masked() {
         });
     }
     for (k, case) in cases.iter().enumerate() {
-        let spool = tmp.join(format!("spool{k}.ndjson"));
-        let mut r = Runner::new()
+        let spool = job.file(&format!("spool{k}.ndjson"));
+        let mut r = job
+            .runner()
             .env("SOLSTICE_REPO_URL", &case.url)
-            .env("SOLSTICE_COMMIT_SHA", &sha)
-            .env("SOLSTICE_WORKDIR", tmp.join(format!("wd{k}")))
-            .env("SOLSTICE_GIT_RETRIES", "0")
             .env("SOLSTICE_SECRETS_FILE", &secrets)
             .env("SOLSTICE_SPOOL", &spool);
         for (key, v) in &case.env {
@@ -1015,11 +939,10 @@ fn a_token_as_the_user_in_repo_url_is_masked() {
     // GitHub's `https://TOKEN:x-oauth-basic@host/...`: the user part is the
     // credential. A job that shows its job file (where repo_url comes from)
     // or git's HTTP trace must not reveal it.
-    let tmp = TempDir::new("secrets-user");
     let user_token = "ghp-User4Token9c1d";
     let password = "x-oauth-basic";
-    let (_repo, sha) = served_repo(&tmp, "echo \"job file: repo_url: $ORIGINAL_URL\"");
-    let http = HttpServer::smart_with_auth(tmp.join("srv"), user_token, password);
+    let job = served(Job::script("echo \"job file: repo_url: $ORIGINAL_URL\""));
+    let http = HttpServer::smart_with_auth(job.file("srv"), user_token, password);
     let mut needles = Needles::new();
     needles.secret("the user in repo_url", user_token).add(
         "the whole Authorization value",
@@ -1029,13 +952,11 @@ fn a_token_as_the_user_in_repo_url_is_masked() {
     let mut last = None;
     for (k, name, trace) in [(0, "r.git", false), (1, "missing.git", true)] {
         let url = http.url_with_credentials(user_token, password, name);
-        let spool = tmp.join(format!("spool{k}.ndjson"));
-        let mut r = Runner::new()
+        let spool = job.file(&format!("spool{k}.ndjson"));
+        let mut r = job
+            .runner()
             .env("SOLSTICE_REPO_URL", &url)
             .env("ORIGINAL_URL", &url)
-            .env("SOLSTICE_COMMIT_SHA", &sha)
-            .env("SOLSTICE_WORKDIR", tmp.join(format!("wd{k}")))
-            .env("SOLSTICE_GIT_RETRIES", "0")
             .env("SOLSTICE_SPOOL", &spool);
         if trace {
             r = r.env("GIT_CURL_VERBOSE", "1").env("GIT_TRACE_REDACT", "0");
@@ -1152,13 +1073,11 @@ fn files_with(needles: &Needles, dir: &Path, leaks: &mut Vec<String>) {
 
 #[test]
 fn git_token_fetches_and_stays_off_command_lines_git_config_and_the_job() {
-    let tmp = TempDir::new("secrets-token");
-    let env_file = tmp.join("job-env.txt");
-    let go = tmp.join("go");
-    let (_repo, sha) = served_repo(
-        &tmp,
-        &format!(
-            r#"env > {env}
+    let mut job = Job::empty();
+    let env_file = job.file("job-env.txt");
+    let go = job.file("go");
+    job.repo.write_job(&format!(
+        r#"env > {env}
 echo "api=$API_KEY"
 printf 'hex=%s\n' {hex}
 echo "new=${{NEW_ONE-unset}}"
@@ -1166,24 +1085,23 @@ echo "job waiting"
 i=0
 while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
 echo "job done""#,
-            env = String::from_utf8(sq(env_file.to_str().unwrap().as_bytes())).unwrap(),
-            go = String::from_utf8(sq(go.to_str().unwrap().as_bytes())).unwrap(),
-            hex = hex_of_var("API_KEY"),
-        ),
-    );
+        env = String::from_utf8(sq(env_file.to_str().unwrap().as_bytes())).unwrap(),
+        go = String::from_utf8(sq(go.to_str().unwrap().as_bytes())).unwrap(),
+        hex = hex_of_var("API_KEY"),
+    ));
+    job.commit("served");
+    let job = served(job);
     let api_key = "api-Key 'orig' 4242";
     let secrets = write_mode(
-        &tmp.join("secrets.yaml"),
+        &job.file("secrets.yaml"),
         format!("API_KEY: {}\n", yaml_quote(api_key)).as_bytes(),
         0o600,
     );
-    let http = HttpConfig::new(HttpMode::Smart, tmp.join("srv"))
+    let http = HttpConfig::new(HttpMode::Smart, job.file("srv"))
         .basic_auth("x-access-token", GIT_TOKEN)
         .hold()
         .start();
     let orch = Orchestrator::start(JOB_TOKEN, Fault::Healthy);
-    let spool = tmp.join("spool.ndjson");
-    let wd = tmp.join("wd");
     let header = format!(
         "Basic {}",
         base64(format!("x-access-token:{GIT_TOKEN}").as_bytes())
@@ -1196,10 +1114,8 @@ echo "job done""#,
         .secret("API_KEY", api_key)
         .add("the Authorization header value", header.as_bytes());
 
-    let running = reporting(Runner::new(), &orch, &spool)
+    let running = reporting(&job, &orch)
         .env("SOLSTICE_REPO_URL", http.url("r.git"))
-        .env("SOLSTICE_COMMIT_SHA", &sha)
-        .env("SOLSTICE_WORKDIR", &wd)
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .env("SOLSTICE_GIT_TOKEN", GIT_TOKEN)
         .spawn();
@@ -1225,7 +1141,7 @@ echo "job done""#,
     fs::write(&go, "").unwrap();
     let out = running.wait(DEADLINE);
     out.assert_code(0).assert_stdout_contains("job done\n");
-    check_delivery(&orch, &spool, &out);
+    check_delivery(&orch, JOB_ID, JOB_TOKEN, &job.spool(), &out);
 
     assert!(
         during_fetch
@@ -1243,8 +1159,8 @@ echo "job done""#,
         http.authorization_headers()
     );
     // Nowhere on the way: command lines, .git, the console, spool, upload.
-    files_with(&needles, &wd.join(".git"), &mut leaks);
-    leaks.extend(all_leaks(&needles, &out, &spool, Some(&orch)));
+    files_with(&needles, &job.workdir().join(".git"), &mut leaks);
+    leaks.extend(all_leaks(&needles, &out, &job.spool(), Some(&orch)));
     assert_no_leaks(&leaks, &out);
 
     // The job's environment: the secrets file's secrets, as they were at
@@ -1276,8 +1192,8 @@ echo "job done""#,
 
 #[test]
 fn no_secret_on_a_command_line_during_a_workflow_step() {
-    let tmp = TempDir::new("secrets-step");
-    let go = tmp.join("go");
+    let mut fx = Job::empty();
+    let go = fx.file("go");
     let go_q = String::from_utf8(sq(go.to_str().unwrap().as_bytes())).unwrap();
     let kdl = format!(
         r#"job "ci" {{
@@ -1290,9 +1206,10 @@ fn no_secret_on_a_command_line_during_a_workflow_step() {
 "#,
         go = go_q.replace('"', "\\\"")
     );
-    let fx = Fx::workflow(&kdl, &[]);
+    fx.repo.write(WORKFLOW, kdl);
+    fx.commit("workflow");
     let (api, other) = ("api-value-6021", "other value 1602");
-    let secrets = fx.secrets(&[("API_KEY", api), ("OTHER", other)]);
+    let secrets = secrets_file(&fx, &[("API_KEY", api), ("OTHER", other)]);
     let mut needles = Needles::new();
     needles.secret("API_KEY", api).secret("OTHER", other);
     let running = fx
@@ -1553,7 +1470,7 @@ fn report_lines(step: &str, seen: &[&str]) -> String {
 
 #[test]
 fn a_step_sees_only_the_secrets_it_or_its_job_names() {
-    let fx = Fx::workflow(
+    let fx = Job::workflow_with(
         r#"job "ci" {
     secrets "SHARED"
     step "a" {
@@ -1574,9 +1491,11 @@ job "bare" {
     step "e" run="sh .solstice/report.sh"
 }
 "#,
-        &[(".solstice/report.sh", REPORT)],
+        |r| {
+            r.write(".solstice/report.sh", REPORT);
+        },
     );
-    let secrets = fx.secrets(LEAST);
+    let secrets = secrets_file(&fx, LEAST);
     let out = with_tokens(fx.runner())
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .env("SOLSTICE_JOB", "ci")
@@ -1598,8 +1517,8 @@ job "bare" {
 
 #[test]
 fn job_sh_sees_every_secret() {
-    let fx = Fx::job(format!("#!/bin/sh\nSOLSTICE_STEP=job.sh\n{REPORT}").as_bytes());
-    let secrets = fx.secrets(LEAST);
+    let fx = Job::raw_script(format!("#!/bin/sh\nSOLSTICE_STEP=job.sh\n{REPORT}").as_bytes());
+    let secrets = secrets_file(&fx, LEAST);
     let out = with_tokens(fx.runner())
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .run(DEADLINE);
@@ -1631,8 +1550,8 @@ const NAMES_MISSING: &str = r#"job "ci" {
 
 #[test]
 fn a_secret_missing_from_the_file_is_251_at_its_position_in_run_and_check() {
-    let fx = Fx::workflow(NAMES_MISSING, &[]);
-    let secrets = fx.secrets(&LEAST[..1]);
+    let fx = Job::workflow(NAMES_MISSING);
+    let secrets = secrets_file(&fx, &LEAST[..1]);
     let (l1, c1) = position(NAMES_MISSING, "\"ALSO_MISSING\"", 0);
     let (l2, c2) = position(NAMES_MISSING, "\"NOPE\"", 0);
 
@@ -1668,7 +1587,7 @@ fn a_secret_missing_from_the_file_is_251_at_its_position_in_run_and_check() {
     }
 
     // Without a secrets file the names cannot be checked: a warning only.
-    let absent = fx.path("no-such-secrets.yaml");
+    let absent = fx.file("no-such-secrets.yaml");
     let out = check(&absent);
     out.assert_code(0);
     assert!(
@@ -1690,11 +1609,14 @@ fn a_secret_missing_from_the_file_is_251_at_its_position_in_run_and_check() {
     );
 
     // All names present: check passes without a warning.
-    let full = fx.secrets(&[
-        ("SHARED", "s-1111"),
-        ("ALSO_MISSING", "s-2222"),
-        ("NOPE", "s-3333"),
-    ]);
+    let full = secrets_file(
+        &fx,
+        &[
+            ("SHARED", "s-1111"),
+            ("ALSO_MISSING", "s-2222"),
+            ("NOPE", "s-3333"),
+        ],
+    );
     let out = check(&full);
     out.assert_code(0);
     assert!(!out.stderr.contains("WARN"), "{out}");
@@ -1704,14 +1626,12 @@ fn a_secret_missing_from_the_file_is_251_at_its_position_in_run_and_check() {
 fn a_secret_too_big_for_an_environment_variable_is_refused_up_front() {
     // Linux passes at most 128 KiB in one `NAME=value` string; a longer one
     // would make every exec fail with "Argument list too long".
-    let fx = Fx::job(b"#!/bin/sh\necho ran > ran.txt\n");
+    let fx = Job::raw_script(b"#!/bin/sh\necho ran > ran.txt\n");
     let big = "x".repeat(200 * 1024);
-    let secrets = fx.secrets(&[("SMALL", "fine-value"), ("HUGE_CERT", &big)]);
-    let wd = fx.path("wd-huge");
-    let out = Runner::new()
-        .env("SOLSTICE_REPO_URL", fx.repo.path())
-        .env("SOLSTICE_COMMIT_SHA", &fx.sha)
-        .env("SOLSTICE_WORKDIR", &wd)
+    let secrets = secrets_file(&fx, &[("SMALL", "fine-value"), ("HUGE_CERT", &big)]);
+    let wd = fx.file("wd-huge");
+    let out = fx
+        .runner_in(&wd)
         .env("SOLSTICE_SECRETS_FILE", &secrets)
         .run(DEADLINE);
     out.assert_code(251);

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::delivery::check_delivery;
 use common::events::{events, stream_text, Event};
 use common::job::Job;
 use common::orchestrator::{Fault, Orchestrator, StatusRecord};
@@ -16,24 +17,15 @@ use miniserde::json::{self, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "tok-talk-77c";
+const JOB: &str = "job-talk";
 
-/// Runs `job` against a test orchestrator; returns the runner's output, the
-/// spool's events and the final status.
+/// Runs `job` against a test orchestrator and checks the delivery; returns
+/// the runner's output, the spool's events and the final status.
 fn report(job: &Job, r: impl FnOnce(Runner) -> Runner) -> (Output, Vec<Event>, StatusRecord) {
     let orch = Orchestrator::start(TOKEN, Fault::Healthy);
-    let spool = job.file("spool.ndjson");
-    let runner = job
-        .runner()
-        .env("SOLSTICE_ORCHESTRATOR_URL", orch.url())
-        .env("SOLSTICE_JOB_ID", "job-talk")
-        .env("SOLSTICE_JOB_TOKEN", TOKEN)
-        .env("SOLSTICE_SPOOL", &spool);
-    let out = r(runner).run(DEADLINE);
-    let fin = orch
-        .wait_for_final(DEADLINE)
-        .unwrap_or_else(|| panic!("no final status:\n{out}"));
-    assert!(orch.violations().is_empty(), "{:?}", orch.violations());
-    let evs = events(&std::fs::read(&spool).unwrap());
+    let out = r(job.reporting(&orch, JOB, TOKEN)).run(DEADLINE);
+    let fin = check_delivery(&orch, JOB, TOKEN, &job.spool(), &out);
+    let evs = events(&std::fs::read(job.spool()).unwrap());
     (out, evs, fin)
 }
 

@@ -29,8 +29,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::events::{events, stream_lines, stream_text};
-use common::git::{GitDaemon, HttpServer, Repo, TempDir};
+use common::git::{GitDaemon, HttpServer, Repo};
 use common::orchestrator::{Fault, Orchestrator};
+use common::tmp::TempDir;
 
 const BINARY: &str = "solstice-runner-x86_64-unknown-linux-musl";
 /// This machine as the guest sees it under QEMU's user network.

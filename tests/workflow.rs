@@ -10,73 +10,17 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::git::{Repo, TempDir};
+use common::job::{Job, WORKFLOW};
 use common::runner::{wait_until, Output, Runner};
+use common::tmp::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-const WORKFLOW: &str = ".solstice/workflow.kdl";
 
 // ---------------------------------------------------------------------------
-// Fixture and log readers
+// Log readers
 // ---------------------------------------------------------------------------
-
-/// A repository with one commit holding a workflow (and whatever `setup`
-/// added), and fresh workdirs to check it out into.
-struct Fx {
-    tmp: TempDir,
-    repo: Repo,
-    sha: String,
-    runs: AtomicUsize,
-}
-
-impl Fx {
-    fn new(workflow: &str) -> Fx {
-        Fx::with(workflow, |_| {})
-    }
-
-    fn with(workflow: &str, setup: impl FnOnce(&Repo)) -> Fx {
-        let tmp = TempDir::new("workflow");
-        let repo = Repo::init(tmp.join("repo"));
-        repo.write(WORKFLOW, workflow);
-        setup(&repo);
-        let sha = repo.commit("workflow");
-        Fx {
-            tmp,
-            repo,
-            sha,
-            runs: AtomicUsize::new(0),
-        }
-    }
-
-    /// The runner with the job context in the environment and a new workdir
-    /// (the repository is given as a local path).
-    fn runner(&self) -> Runner {
-        let wd = self.next_workdir();
-        Runner::new()
-            .env("SOLSTICE_REPO_URL", self.repo.path())
-            .env("SOLSTICE_COMMIT_SHA", &self.sha)
-            .env("SOLSTICE_WORKDIR", &wd)
-            .env("SOLSTICE_GIT_RETRIES", "0")
-    }
-
-    fn next_workdir(&self) -> PathBuf {
-        let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-        self.tmp.join(format!("wd{n}"))
-    }
-
-    /// The workdir of the latest run, resolved.
-    fn last_workdir(&self) -> PathBuf {
-        let n = self.runs.load(Ordering::SeqCst);
-        fs::canonicalize(self.tmp.join(format!("wd{n}"))).unwrap()
-    }
-
-    fn run(&self) -> Output {
-        self.runner().run(DEADLINE)
-    }
-}
 
 /// The runner's own messages (its stderr lines after `<time> <LEVEL> `),
 /// without the job's stderr.
@@ -237,7 +181,7 @@ job "build" runs-on="illumos-latest" timeout="30m" {
 
 #[test]
 fn workflow_runs_when_job_sh_is_absent() {
-    let fx = Fx::with(ISSUE_EXAMPLE, |r| {
+    let fx = Job::workflow_with(ISSUE_EXAMPLE, |r| {
         r.write("crates/core/lib.txt", "core\n");
     });
     let out = fx.run();
@@ -263,12 +207,12 @@ fn workflow_runs_when_job_sh_is_absent() {
         results(&out),
         pairs(&[("ok", "compile"), ("ok", "test"), ("ok", "cleanup")])
     );
-    assert!(!fx.last_workdir().join("artifact.txt").exists());
+    assert!(!fx.real_workdir().join("artifact.txt").exists());
 }
 
 #[test]
 fn job_sh_wins_over_workflow_and_the_log_says_so() {
-    let fx = Fx::with(r#"step run="echo from-workflow""#, |r| {
+    let fx = Job::workflow_with(r#"step run="echo from-workflow""#, |r| {
         r.write_job("echo from-job-sh");
     });
     let out = fx.run();
@@ -285,7 +229,7 @@ fn job_sh_wins_over_workflow_and_the_log_says_so() {
 
 #[test]
 fn invalid_workflow_runs_nothing_and_lists_every_error() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         "job \"a\" {\n    step run=\"touch ran\" timout=\"1m\"\n    step \"b\" if=\"sometimes\" run=\"touch ran\"\n}\n",
     );
     let out = fx.run();
@@ -294,7 +238,7 @@ fn invalid_workflow_runs_nothing_and_lists_every_error() {
     out.assert_stderr_contains(".solstice/workflow.kdl:3:14: if=\"sometimes\" is not a condition");
     out.assert_stderr_contains(".solstice/workflow.kdl: 2 errors in the workflow");
     assert!(headers(&out).is_empty(), "{out}");
-    assert!(!fx.last_workdir().join("ran").exists());
+    assert!(!fx.real_workdir().join("ran").exists());
 }
 
 // ---------------------------------------------------------------------------
@@ -303,7 +247,7 @@ fn invalid_workflow_runs_nothing_and_lists_every_error() {
 
 #[test]
 fn top_level_steps_are_one_implicit_job() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 env { GREETING "hello" }
 step run="echo \"1 $GREETING $SOLSTICE_JOB $SOLSTICE_STEP\""
@@ -325,7 +269,7 @@ step run="echo \"3 $SOLSTICE_STEP\""
 
 #[test]
 fn scripts_run_verbatim_from_a_file() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r##"
 job "verbatim" {
     step "raw" {
@@ -347,7 +291,7 @@ job "verbatim" {
 
 #[test]
 fn default_shell_is_sh_e_and_shell_picks_another() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 job "shells" {
     step "default" continue-on-error=#true run="false; echo not-reached"
@@ -385,7 +329,7 @@ job "c" { step run="echo ran-c" }
 
 #[test]
 fn the_only_job_runs_without_selection() {
-    let fx = Fx::new(r#"job "solo" { step run="echo ran-$SOLSTICE_JOB" }"#);
+    let fx = Job::workflow(r#"job "solo" { step run="echo ran-$SOLSTICE_JOB" }"#);
     let out = fx.run();
     out.assert_code(0);
     assert_eq!(out.stdout, "ran-solo\n", "{out}");
@@ -393,7 +337,7 @@ fn the_only_job_runs_without_selection() {
 
 #[test]
 fn job_selected_by_solstice_job() {
-    let fx = Fx::new(THREE_JOBS);
+    let fx = Job::workflow(THREE_JOBS);
     let out = fx.runner().env("SOLSTICE_JOB", "b").run(DEADLINE);
     out.assert_code(0);
     assert_eq!(out.stdout, "ran-b\n", "{out}");
@@ -401,8 +345,8 @@ fn job_selected_by_solstice_job() {
 
 #[test]
 fn job_selected_by_job_file_key() {
-    let fx = Fx::new(THREE_JOBS);
-    let file = job_file(fx.tmp.path(), "job: c\n");
+    let fx = Job::workflow(THREE_JOBS);
+    let file = job_file(fx.path(), "job: c\n");
     let out = fx.runner().env("SOLSTICE_JOB_FILE", &file).run(DEADLINE);
     out.assert_code(0);
     assert_eq!(out.stdout, "ran-c\n", "{out}");
@@ -410,8 +354,8 @@ fn job_selected_by_job_file_key() {
 
 #[test]
 fn job_selected_by_flag_over_environment_and_job_file() {
-    let fx = Fx::new(THREE_JOBS);
-    let file = job_file(fx.tmp.path(), "job: c\n");
+    let fx = Job::workflow(THREE_JOBS);
+    let file = job_file(fx.path(), "job: c\n");
     let out = fx
         .runner()
         .env("SOLSTICE_JOB_FILE", &file)
@@ -431,7 +375,7 @@ fn job_selected_by_flag_over_environment_and_job_file() {
 
 #[test]
 fn several_jobs_without_selection_is_an_error_listing_them() {
-    let fx = Fx::new(THREE_JOBS);
+    let fx = Job::workflow(THREE_JOBS);
     let out = fx.run();
     out.assert_code(251);
     out.assert_stderr_contains(r#"the workflow has several jobs ("a", "b", "c")"#);
@@ -442,7 +386,7 @@ fn several_jobs_without_selection_is_an_error_listing_them() {
 
 #[test]
 fn unknown_job_is_an_error_listing_the_jobs() {
-    let fx = Fx::new(THREE_JOBS);
+    let fx = Job::workflow(THREE_JOBS);
     let out = fx.runner().args(["--job", "d"]).run(DEADLINE);
     out.assert_code(251);
     out.assert_stderr_contains(r#"no job named "d" in the workflow; it has "a", "b", "c""#);
@@ -478,7 +422,7 @@ job "bare" { step run="echo bare=$LAYER; echo CI=$CI; echo WS=$SOLSTICE_WORKSPAC
 
 #[test]
 fn environment_layers_later_wins() {
-    let fx = Fx::new(LAYERS);
+    let fx = Job::workflow(LAYERS);
     let out = fx
         .runner()
         .env("SOLSTICE_JOB", "layers")
@@ -516,14 +460,14 @@ fn environment_layers_later_wins() {
     assert_eq!(printed(&out, "CI"), "workflow", "{out}");
     assert_eq!(
         fs::canonicalize(printed(&out, "WS")).unwrap(),
-        fx.last_workdir(),
+        fx.real_workdir(),
         "the SOLSTICE_* layer over the runner's environment\n{out}"
     );
 }
 
 #[test]
 fn solstice_variables_over_the_runner_environment() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"step run="echo CI=$CI; echo SHA=$SOLSTICE_COMMIT_SHA; echo WS=$SOLSTICE_WORKSPACE""#,
     );
     let out = fx
@@ -536,7 +480,7 @@ fn solstice_variables_over_the_runner_environment() {
     assert_eq!(printed(&out, "SHA"), fx.sha);
     assert_eq!(
         fs::canonicalize(printed(&out, "WS")).unwrap(),
-        fx.last_workdir()
+        fx.real_workdir()
     );
 }
 
@@ -546,7 +490,7 @@ fn solstice_variables_over_the_runner_environment() {
 
 #[test]
 fn steps_run_in_the_workspace_or_their_workdir() {
-    let fx = Fx::with(
+    let fx = Job::workflow_with(
         r#"
 job "dirs" {
     step "root" run="echo root=$(pwd -P)"
@@ -565,7 +509,7 @@ job "dirs" {
     );
     let out = fx.run();
     out.assert_code(0);
-    let ws = fx.last_workdir();
+    let ws = fx.real_workdir();
     assert_eq!(PathBuf::from(printed(&out, "root")), ws);
     assert_eq!(PathBuf::from(printed(&out, "sub")), ws.join("crates/core"));
     assert_eq!(
@@ -578,7 +522,7 @@ job "dirs" {
 
 #[test]
 fn workdir_escaping_through_dotdot_is_refused_before_anything_runs() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         "job \"j\" {\n    step \"first\" run=\"touch ran\"\n    step \"up\" workdir=\"crates/../../outside\" run=\"touch ran\"\n    step \"abs\" workdir=\"/tmp\" run=\"touch ran\"\n}\n",
     );
     let out = fx.run();
@@ -590,13 +534,13 @@ fn workdir_escaping_through_dotdot_is_refused_before_anything_runs() {
         r#".solstice/workflow.kdl:4:16: workdir "/tmp" must be a relative path inside the workspace"#,
     );
     assert!(headers(&out).is_empty(), "{out}");
-    assert!(!fx.last_workdir().join("ran").exists());
+    assert!(!fx.real_workdir().join("ran").exists());
 }
 
 #[test]
 fn workdir_escaping_through_a_symlink_fails_the_step_and_runs_nothing_there() {
     let elsewhere = TempDir::new("elsewhere");
-    let fx = Fx::with(
+    let fx = Job::workflow_with(
         r#"
 job "j" {
     step "escape" workdir="escape/sub" run="touch escaped-relative"
@@ -610,7 +554,7 @@ job "j" {
             std::os::unix::fs::symlink(elsewhere.path(), r.path().join("abs")).unwrap();
         },
     );
-    let outside = fx.tmp.join("outside");
+    let outside = fx.file("outside");
     fs::create_dir_all(outside.join("sub")).unwrap();
     let out = fx.run();
     out.assert_code(251);
@@ -640,7 +584,7 @@ job "j" {
 
 #[test]
 fn a_failing_step_skips_the_rest_except_always_and_failure() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 job "j" {
     step "one" run="echo one"
@@ -685,7 +629,7 @@ job "failing" {
 
 #[test]
 fn if_failure_runs_only_after_a_failure() {
-    let fx = Fx::new(FAILURE_ONLY);
+    let fx = Job::workflow(FAILURE_ONLY);
     let out = fx.runner().args(["--job", "passing"]).run(DEADLINE);
     out.assert_code(0);
     assert_eq!(out.stdout, "build\nalways\n", "{out}");
@@ -709,7 +653,7 @@ fn if_failure_runs_only_after_a_failure() {
 
 #[test]
 fn continue_on_error_records_the_failure_and_does_not_fail_the_job() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 job "j" {
     step "flaky" continue-on-error=#true run="echo flaky; exit 4"
@@ -735,7 +679,7 @@ job "j" {
 
 #[test]
 fn exit_code_is_that_of_the_first_failing_step() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 job "j" {
     step "ignored" continue-on-error=#true run="exit 9"
@@ -779,7 +723,7 @@ wait
 
 #[test]
 fn step_timeout_kills_the_whole_process_tree_and_fails_124() {
-    let fx = Fx::new(&format!(
+    let fx = Job::workflow(&format!(
         r#"
 job "j" timeout="1m" {{
     step "slow" timeout="2s" {{
@@ -792,7 +736,7 @@ job "j" timeout="1m" {{
 }}
 "#
     ));
-    let pid_file = fx.tmp.join("pids");
+    let pid_file = fx.file("pids");
     let _reaper = Reaper(pid_file.clone());
     let started = Instant::now();
     let out = fx
@@ -822,7 +766,7 @@ job "j" timeout="1m" {{
 
 #[test]
 fn job_timeout_kills_the_step_and_only_cleanup_steps_run() {
-    let fx = Fx::new(&format!(
+    let fx = Job::workflow(&format!(
         r#"
 job "j" timeout=2 {{
     step "first" run="echo first"
@@ -835,7 +779,7 @@ job "j" timeout=2 {{
 }}
 "#
     ));
-    let pid_file = fx.tmp.join("pids");
+    let pid_file = fx.file("pids");
     let _reaper = Reaper(pid_file.clone());
     let out = fx
         .runner()
@@ -853,7 +797,7 @@ job "j" timeout=2 {{
 
 #[test]
 fn timeout_on_a_continue_on_error_step_is_recorded_and_the_job_goes_on() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 step "slow" timeout="1s" continue-on-error=#true run="sleep 30"
 step "next" run="echo next"
@@ -872,7 +816,7 @@ step "next" run="echo next"
 /// still killed: on Linux the runner is a child subreaper.
 #[test]
 fn step_timeout_kills_processes_that_left_the_process_group() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 step "daemon" timeout="1s" {
     run """
@@ -883,7 +827,7 @@ step "daemon" timeout="1s" {
 }
 "#,
     );
-    let pid_file = fx.tmp.join("pids");
+    let pid_file = fx.file("pids");
     let _reaper = Reaper(pid_file.clone());
     let out = fx
         .runner()
@@ -896,7 +840,7 @@ step "daemon" timeout="1s" {
 
 #[test]
 fn solstice_job_timeout_also_bounds_a_workflow() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 step "slow" run="echo slow; sleep 30"
 step "cleanup" if="always" run="echo cleanup"
@@ -919,7 +863,7 @@ step "cleanup" if="always" run="echo cleanup"
 
 #[test]
 fn cancelling_the_runner_kills_the_step_and_runs_only_cleanup_steps() {
-    let fx = Fx::new(&format!(
+    let fx = Job::workflow(&format!(
         r#"
 step "slow" {{
     run """
@@ -929,7 +873,7 @@ step "slow" {{
 step "cleanup" if="always" run="echo cleanup"
 "#
     ));
-    let pid_file = fx.tmp.join("pids");
+    let pid_file = fx.file("pids");
     let _reaper = Reaper(pid_file.clone());
     let running = fx
         .runner()
@@ -956,7 +900,7 @@ step "cleanup" if="always" run="echo cleanup"
 
 #[test]
 fn summary_lists_every_step_with_result_and_duration() {
-    let fx = Fx::new(
+    let fx = Job::workflow(
         r#"
 job "j" {
     step "quick" run="true"

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::git::TempDir;
+use super::tmp::TempDir;
 
 /// How long the tests usually give one runner invocation.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
@@ -290,6 +290,12 @@ impl Runner {
             };
         }
         cmd
+    }
+
+    /// The command [`Runner::spawn`] would start, and the HOME that must
+    /// outlive it: for a test that reads the runner's pipes itself.
+    pub fn into_command(self) -> (Command, TempDir) {
+        (self.command(), self.home)
     }
 
     /// Starts the runner; its output is collected in the background.
