@@ -1645,3 +1645,26 @@ fn a_secret_too_big_for_an_environment_variable_is_refused_up_front() {
     assert!(!out.all_output().contains(&big[..64]), "the value leaked");
     assert!(!wd.exists(), "the checkout happened before the refusal");
 }
+
+#[test]
+fn check_reads_the_secrets_file_a_run_would_read_from_the_job_file() {
+    let fx = Job::workflow(NAMES_MISSING);
+    let secrets = secrets_file(&fx, &LEAST[..1]);
+    let job_file = fx.file("job.yaml");
+    fs::write(&job_file, format!("secrets_file: {}\n", secrets.display())).unwrap();
+    let wf = fx.repo.path().join(".solstice/workflow.kdl");
+    // No SOLSTICE_SECRETS_FILE: the job file's key names it, as for a run.
+    let out = Runner::new()
+        .arg("check")
+        .arg(&wf)
+        .env("SOLSTICE_JOB_FILE", &job_file)
+        .run(DEADLINE);
+    out.assert_code(251);
+    out.assert_stderr_contains("no secret \"NOPE\" in the secrets file");
+    // A workflow that names no secret draws no warning about a missing file.
+    let plain = fx.file("plain.kdl");
+    fs::write(&plain, "step run=\"true\"\n").unwrap();
+    let out = Runner::new().arg("check").arg(&plain).run(DEADLINE);
+    out.assert_code(0);
+    assert!(!out.stderr.contains("secrets file"), "{out}");
+}
