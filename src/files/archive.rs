@@ -124,8 +124,7 @@ pub fn size_words(bytes: u64) -> String {
 
 /// A duration for people: "0.4 s".
 pub fn secs_words(d: Duration) -> String {
-    let tenths = d.as_millis() / 100;
-    format!("{}.{} s", tenths / 10, tenths % 10)
+    format!("{}.{} s", d.as_secs(), d.subsec_millis() / 100)
 }
 
 #[cfg(test)]
