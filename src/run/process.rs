@@ -301,9 +301,11 @@ pub fn reap_orphans() {
             .filter(|&p| !sys::reap_if_ended(p))
             .collect();
         if !left.is_empty() && Instant::now() >= deadline {
+            let pids: Vec<String> = left.iter().map(u32::to_string).collect();
             warn!(
-                "{} leftover job process(es) did not end after SIGKILL (pids {left:?}); continuing without them",
-                left.len()
+                "{} leftover job process(es) did not end after SIGKILL (pids {}); continuing without them",
+                left.len(),
+                pids.join(", ")
             );
             return;
         }
