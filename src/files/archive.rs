@@ -5,7 +5,7 @@
 
 use super::private::PrivateDir;
 use super::sha256::{HashingWriter, Sha256};
-use super::{gzip, tar};
+use super::{gzip, io_words, tar};
 use crate::http::{self, Client, PutFile};
 use std::fs::File;
 use std::io::{BufWriter, Read};
@@ -29,7 +29,7 @@ pub struct Packed {
 /// `dir`, then compresses it when gzip is there.
 pub fn pack(dir: &PrivateDir, name: &str, entries: &[(String, PathBuf)]) -> Result<Packed, String> {
     let tar_path = dir.path().join(format!("{name}.tar"));
-    let file = File::create(&tar_path).map_err(|e| format!("{}: {e}", tar_path.display()))?;
+    let file = File::create(&tar_path).map_err(|e| io_words("", &tar_path, e))?;
     let mut w = tar::Writer::new(BufWriter::new(HashingWriter::new(file)));
     for (stored, on_disk) in entries {
         w.append(stored, on_disk)?;
@@ -61,7 +61,7 @@ pub fn pack(dir: &PrivateDir, name: &str, entries: &[(String, PathBuf)]) -> Resu
 
 /// The length and SHA-256 of a file.
 fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = File::open(path).map_err(|e| io_words("", path, e))?;
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut len = 0;
@@ -73,7 +73,7 @@ fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
                 len += n as u64;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(io_words("", path, e)),
         }
     }
 }
@@ -97,7 +97,7 @@ pub fn send(
     packed: &Packed,
     deadline: Duration,
 ) -> Result<u16, String> {
-    let file = File::open(&packed.path).map_err(|e| format!("{}: {e}", packed.path.display()))?;
+    let file = File::open(&packed.path).map_err(|e| io_words("", &packed.path, e))?;
     let how = PutFile {
         content_type: "application/x-tar",
         gzip: packed.gzip,

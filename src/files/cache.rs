@@ -11,7 +11,7 @@
 use super::archive::{self, Packed};
 use super::private::PrivateDir;
 use super::sha256::{self, Sha256};
-use super::{gzip, tar};
+use super::{gzip, io_words, tar};
 use crate::http::{self, Client};
 use crate::plan::workflow::Cache;
 use std::fs::File;
@@ -101,7 +101,7 @@ pub fn restore(
         .open(&got)
     {
         Ok(f) => f,
-        Err(e) => return miss(&format!("{}: {e}", got.display())),
+        Err(e) => return miss(&io_words("", &got, e)),
     };
     let target = client.cache_target(&key);
     let len = match http::get_to_file(client, &target, &file, cap, Instant::now() + deadline) {
@@ -147,15 +147,15 @@ pub fn restore(
 /// The downloaded archive, decompressed first if it is gzip (by its magic
 /// bytes: what was sent gzipped may come back either way).
 fn open_archive(dir: &PrivateDir, got: &Path, cap: u64) -> Result<File, String> {
-    let mut f = File::open(got).map_err(|e| format!("{}: {e}", got.display()))?;
+    let mut f = File::open(got).map_err(|e| io_words("", got, e))?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| e.to_string())?;
     if n == 2 && magic == [0x1f, 0x8b] {
         let plain = dir.path().join("plain.tar");
         gzip::decompress(got, &plain, cap)?;
-        return File::open(&plain).map_err(|e| format!("{}: {e}", plain.display()));
+        return File::open(&plain).map_err(|e| io_words("", &plain, e));
     }
-    File::open(got).map_err(|e| format!("{}: {e}", got.display()))
+    File::open(got).map_err(|e| io_words("", got, e))
 }
 
 /// Saves `cache` under `key` after a successful job that missed it.

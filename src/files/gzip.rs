@@ -5,6 +5,7 @@
 //! Decompression is capped: a small gzip body can expand to fill the VM's
 //! disk, so output beyond the caller's limit stops it with an error.
 
+use super::io_words;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -24,8 +25,8 @@ pub fn available() -> bool {
 /// Compresses the file `src` into `dst` (created or truncated). `-n`
 /// leaves out a name and timestamp, so equal input gives equal output.
 pub fn compress(src: &Path, dst: &Path) -> Result<(), String> {
-    let input = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
-    let output = File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let input = File::open(src).map_err(|e| io_words("", src, e))?;
+    let output = File::create(dst).map_err(|e| io_words("", dst, e))?;
     let child = spawn("-nc", input, Stdio::from(output))?;
     finish(child, "gzip")
 }
@@ -34,8 +35,8 @@ pub fn compress(src: &Path, dst: &Path) -> Result<(), String> {
 /// bytes of output; returns the output's length. After an error `dst`
 /// holds whatever was written so far.
 pub fn decompress(src: &Path, dst: &Path, limit: u64) -> Result<u64, String> {
-    let input = File::open(src).map_err(|e| format!("{}: {e}", src.display()))?;
-    let mut output = File::create(dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+    let input = File::open(src).map_err(|e| io_words("", src, e))?;
+    let mut output = File::create(dst).map_err(|e| io_words("", dst, e))?;
     let mut child = spawn("-dc", input, Stdio::piped())?;
     let mut stdout = child.stdout.take().ok_or("gzip -d: no output pipe")?;
     let copied = io::copy(&mut (&mut stdout).take(limit), &mut output);
@@ -47,7 +48,7 @@ pub fn decompress(src: &Path, dst: &Path, limit: u64) -> Result<u64, String> {
             finish(child, "gzip -d")?;
             return Ok(n);
         }
-        Err(e) => format!("gzip -d into {}: {e}", dst.display()),
+        Err(e) => io_words("gzip -d into", dst, e),
     };
     let _ = child.kill();
     let _ = child.wait();

@@ -16,6 +16,14 @@ pub mod private;
 pub mod sha256;
 pub mod tar;
 
+/// An I/O error on `path` in words: "{what} {path}: {e}" ("creating
+/// /w/x: Permission denied"), or "{path}: {e}" when `what` is empty. The
+/// one wording of such errors in this module, and one place formatting it.
+pub(crate) fn io_words(what: &str, path: &std::path::Path, e: std::io::Error) -> String {
+    let space = if what.is_empty() { "" } else { " " };
+    format!("{what}{space}{}: {e}", path.display())
+}
+
 /// Sorts `v` ascending. The std sorts cost kilobytes of code for each type
 /// they sort; a heapsort is a few hundred bytes and O(n log n) all the same.
 /// (The masker sorts its secrets' forms with it too.)
