@@ -15,7 +15,7 @@ use super::{gzip, io_words, tar};
 use crate::http::{self, Client};
 use crate::plan::workflow::Cache;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -125,8 +125,7 @@ pub fn restore(
         }
     }
     let roots: Vec<(&str, &Path)> = roots.iter().map(|(p, d)| (*p, d.as_path())).collect();
-    let restored =
-        open_archive(&dir, &got, cap).and_then(|f| tar::extract(BufReader::new(f), &roots));
+    let restored = open_archive(&dir, &got, cap).and_then(|f| tar::extract(f, &roots));
     match restored {
         Ok(summary) => {
             info!(
