@@ -4,11 +4,11 @@
 //! orchestrator (or to a local directory when there is none).
 
 use super::private::PrivateDir;
-use super::sha256::{HashingWriter, Sha256};
+use super::sha256::{self, HashingWriter, Sha256};
 use super::{gzip, io_words, tar};
 use crate::http::{self, Client, PutFile};
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -61,21 +61,9 @@ pub fn pack(dir: &PrivateDir, name: &str, entries: &[(String, PathBuf)]) -> Resu
 
 /// The length and SHA-256 of a file.
 fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
-    let mut f = File::open(path).map_err(|e| io_words("", path, e))?;
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok((len, sha.finish())),
-            Ok(n) => {
-                sha.update(buf.get(..n).unwrap_or_default());
-                len += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_words("", path, e)),
-        }
-    }
+    let len = sha256::hash_file(&mut sha, path).map_err(|e| io_words("", path, e))?;
+    Ok((len, sha.finish()))
 }
 
 /// Where archives go: the orchestrator, or a local directory.

@@ -31,18 +31,9 @@ pub struct Restored {
 /// The cache's key: `NAME-OS-ARCH-<sha256 of the key files, in order>`.
 pub fn key(workspace: &Path, cache: &Cache) -> Result<String, String> {
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
     for f in &cache.key_files {
-        let path = workspace.join(f);
-        let mut file = File::open(&path).map_err(|e| format!("key file \"{f}\": {e}"))?;
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => sha.update(buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("key file \"{f}\": {e}")),
-            }
-        }
+        sha256::hash_file(&mut sha, &workspace.join(f))
+            .map_err(|e| format!("key file \"{f}\": {e}"))?;
     }
     Ok(format!(
         "{}-{}-{}-{}",
