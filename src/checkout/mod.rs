@@ -265,13 +265,7 @@ pub fn checkout(cfg: &Config) -> Result<()> {
     if reused {
         git.must("cleaning the workdir", "clean -ffdxq", None)?;
     }
-    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
-    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
-    if head != sha {
-        return Err(Error::fetch(format!(
-            "HEAD is {head} after checkout, not the requested {sha}"
-        )));
-    }
+    verify_head(&git, sha, "checkout")?;
     let plan = read_plan(dir)?;
     if plan != CheckoutPlan::DEFAULT {
         info!("{}", crate::plan::workflow::describe_checkout(&plan));
@@ -282,17 +276,23 @@ pub fn checkout(cfg: &Config) -> Result<()> {
         lfs(&git)?;
     }
     // Nothing above may move HEAD from the requested commit.
-    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
-    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
-    if head != sha {
-        return Err(Error::fetch(format!(
-            "HEAD is {head} after the checkout, not the requested {sha}"
-        )));
-    }
+    verify_head(&git, sha, "the checkout")?;
     info!(
         "checked out {sha} in {} ms",
         process::millis(started.elapsed())
     );
+    Ok(())
+}
+
+/// Fails unless HEAD is `sha` after `step`.
+fn verify_head(git: &Git, sha: &str, step: &str) -> Result<()> {
+    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
+    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
+    if head != sha {
+        return Err(Error::fetch(format!(
+            "HEAD is {head} after {step}, not the requested {sha}"
+        )));
+    }
     Ok(())
 }
 
