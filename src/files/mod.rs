@@ -26,7 +26,8 @@ pub(crate) fn io_words(what: &str, path: &std::path::Path, e: std::io::Error) ->
 
 /// Sorts `v` ascending. The std sorts cost kilobytes of code for each type
 /// they sort; a heapsort is a few hundred bytes and O(n log n) all the same.
-/// (The masker sorts its secrets' forms with it too.)
+/// (The masker sorts its secrets' forms with it, and the workflow checker
+/// its names.)
 pub(crate) fn heapsort<T: Ord>(v: &mut [T]) {
     fn sift<T: Ord>(v: &mut [T], mut root: usize, end: usize) {
         loop {

@@ -659,7 +659,9 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, j)| (j.name.as_str(), i))
             .collect();
-        sort_named(&mut named);
+        // By name, then position: repeats sit next to each other and are
+        // found in one pass rather than by comparing every pair.
+        crate::files::heapsort(&mut named);
         for pair in named.windows(2) {
             if let [(first, _), (name, i)] = pair {
                 if !name.is_empty() && first == name {
@@ -976,32 +978,6 @@ fn near(typed: &str, name: &str) -> Option<usize> {
     (d <= limit).then_some(d)
 }
 
-/// Sorts names with their positions by name, then position, so that
-/// repeats sit next to each other and are found in one pass rather than by
-/// comparing every pair. A heapsort: std's sorts cost kilobytes of code.
-fn sort_named(v: &mut [(&str, usize)]) {
-    fn sift(v: &mut [(&str, usize)], mut root: usize, end: usize) {
-        loop {
-            let mut c = 2 * root + 1;
-            if c + 1 < end && v.get(c) < v.get(c + 1) {
-                c += 1;
-            }
-            if c >= end || v.get(root) >= v.get(c) {
-                return;
-            }
-            v.swap(root, c);
-            root = c;
-        }
-    }
-    for i in (0..v.len() / 2).rev() {
-        sift(v, i, v.len());
-    }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift(v, 0, end);
-    }
-}
-
 /// Keeps the last value of each variable repeated in one scope, at the
 /// place of that last one.
 fn last_of_each(env: &mut Vec<(String, String)>) {
@@ -1013,7 +989,8 @@ fn last_of_each(env: &mut Vec<(String, String)>) {
         .enumerate()
         .map(|(i, (k, _))| (k.as_str(), i))
         .collect();
-    sort_named(&mut named);
+    // Repeats next to each other, the first of them first.
+    crate::files::heapsort(&mut named);
     let mut keep = vec![true; named.len()];
     for pair in named.windows(2) {
         if let [(a, first), (b, _)] = pair {
