@@ -7,7 +7,7 @@
 
 use super::io_words;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -39,12 +39,11 @@ pub fn decompress(src: &Path, dst: &Path, limit: u64) -> Result<u64, String> {
     let mut output = File::create(dst).map_err(|e| io_words("", dst, e))?;
     let mut child = spawn("-dc", input, Stdio::piped())?;
     let mut stdout = child.stdout.take().ok_or("gzip -d: no output pipe")?;
-    let copied = io::copy(&mut (&mut stdout).take(limit), &mut output);
-    let more = matches!(stdout.read(&mut [0]), Ok(1));
+    let copied = super::copy(&mut stdout, &mut output, limit);
     drop(stdout);
     let fail = match copied {
-        Ok(_) if more => format!("gzip -d: the content is over the {limit}-byte limit"),
-        Ok(n) => {
+        Ok((_, true)) => format!("gzip -d: the content is over the {limit}-byte limit"),
+        Ok((n, false)) => {
             finish(child, "gzip -d")?;
             return Ok(n);
         }

@@ -24,6 +24,33 @@ pub(crate) fn io_words(what: &str, path: &std::path::Path, e: std::io::Error) ->
     format!("{what}{space}{}: {e}", path.display())
 }
 
+/// Copies `from` to `to` until `from` ends, through a 64 KiB buffer, but
+/// never more than `limit` bytes: returns the bytes copied, and whether
+/// `from` had more than `limit` (what is past it is not written).
+pub(crate) fn copy(
+    from: &mut dyn std::io::Read,
+    to: &mut dyn std::io::Write,
+    limit: u64,
+) -> std::io::Result<(u64, bool)> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut done = 0;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok((done, false)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = limit - done;
+        let take = room.min(n as u64);
+        to.write_all(buf.get(..take as usize).unwrap_or_default())?;
+        done += take;
+        if take < n as u64 {
+            return Ok((done, true));
+        }
+    }
+}
+
 /// Sorts `v` ascending. The std sorts cost kilobytes of code for each type
 /// they sort; a heapsort is a few hundred bytes and O(n log n) all the same.
 /// (The masker sorts its secrets' forms with it, and the workflow checker
