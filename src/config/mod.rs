@@ -23,6 +23,11 @@ pub const DEFAULT_WORKDIR: &str = "/root/work";
 /// `NAME=value` makes every exec fail with "Argument list too long".
 pub const MAX_ENV_STRING: usize = 128 * 1024;
 
+/// The runner's own credentials, which it may find in its environment: no
+/// process it starts is given them (a job could read them from there, or
+/// have replaced a tool the runner runs after it).
+pub const CREDENTIALS: [&str; 2] = ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"];
+
 /// Where a value came from, for `--dry-run` and error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {

@@ -55,8 +55,11 @@ pub fn decompress(src: &Path, dst: &Path, limit: u64) -> Result<u64, String> {
 }
 
 fn spawn(flags: &str, input: File, output: Stdio) -> Result<Child, String> {
-    Command::new("gzip")
-        .arg(flags)
+    let mut cmd = Command::new("gzip");
+    for c in crate::config::CREDENTIALS {
+        cmd.env_remove(c);
+    }
+    cmd.arg(flags)
         .stdin(input)
         .stdout(output)
         .stderr(Stdio::piped())

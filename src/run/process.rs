@@ -10,7 +10,6 @@
 //! reaped last, after the final KILL to its group.
 
 use crate::sys;
-use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -84,16 +83,11 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut cmd = Command::new(program);
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
-        if !never_inherited(&k) {
+        if !crate::config::CREDENTIALS.iter().any(|c| k == *c) {
             cmd.env(k, v);
         }
     }
     cmd
-}
-
-/// The runner's own credentials: the job token and the git token.
-fn never_inherited(name: &OsString) -> bool {
-    name == "SOLSTICE_JOB_TOKEN" || name == "SOLSTICE_GIT_TOKEN"
 }
 
 /// Runs `cmd` in a new process group, hands its output to `sink` as it
