@@ -8,17 +8,13 @@
 use super::io_words;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// Whether an executable `gzip` is on PATH.
 pub fn available() -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            std::fs::metadata(dir.join("gzip"))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        std::env::split_paths(&paths).any(|dir| super::is_executable(&dir.join("gzip")))
     })
 }
 

@@ -51,6 +51,12 @@ pub(crate) fn copy(
     }
 }
 
+/// Whether `path` is an executable file (any execute bit).
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Sorts `v` ascending. The std sorts cost kilobytes of code for each type
 /// they sort; a heapsort is a few hundred bytes and O(n log n) all the same.
 /// (The masker sorts its secrets' forms with it, and the workflow checker

@@ -12,7 +12,6 @@
 use crate::sys;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -364,12 +363,6 @@ pub fn run_collected(cmd: Command, limits: Limits) -> io::Result<Collected> {
 /// Whole milliseconds of `d`, saturating.
 pub fn millis(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
-}
-
-/// Whether `path` is an executable file (any execute bit).
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A signal's name for messages and reports: "SIGTERM", or "signal 42".
