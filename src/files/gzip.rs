@@ -8,6 +8,7 @@
 use super::io_words;
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -74,5 +75,11 @@ fn finish(mut child: Child, what: &str) -> Result<(), String> {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&said);
-    Err(format!("{what} failed ({status}): {}", said.trim()))
+    let how = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) if status.core_dumped() => format!("signal {sig}, core dumped"),
+        (None, Some(sig)) => format!("signal {sig}"),
+        _ => "no exit code".into(),
+    };
+    Err(format!("{what} failed ({how}): {}", said.trim()))
 }
