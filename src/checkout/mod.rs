@@ -32,7 +32,9 @@ impl Git<'_> {
     /// git with the space-separated words of `args`, then `last` if given
     /// (a value from outside, which may hold spaces).
     fn command(&self, args: &str, last: Option<&str>) -> Command {
-        let mut cmd = process::command("git");
+        // GIT_DIR and GIT_WORK_TREE from the runner's environment would
+        // point git elsewhere than the workdir.
+        let mut cmd = process::command("git", &["GIT_DIR", "GIT_WORK_TREE"]);
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
         cmd.args([
@@ -46,9 +48,7 @@ impl Git<'_> {
         .args(args.split(' ').chain(last))
         .env("GIT_TERMINAL_PROMPT", "0")
         // Only transports that fetch; ext:: in a submodule URL would run commands.
-        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
+        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file");
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }

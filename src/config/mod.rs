@@ -28,6 +28,16 @@ pub const MAX_ENV_STRING: usize = 128 * 1024;
 /// have replaced a tool the runner runs after it).
 pub const CREDENTIALS: [&str; 2] = ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"];
 
+/// The environment a process the runner starts begins with: the runner's
+/// own, read through std (which takes its lock), without the credentials
+/// and without the variables named in `also`. Left out here rather than
+/// removed from a command afterwards, so no command ever holds them.
+pub fn child_env(also: &[&str]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(k, _)| !CREDENTIALS.iter().chain(also).any(|c| k == *c))
+        .collect()
+}
+
 /// Where a value came from, for `--dry-run` and error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {

@@ -52,11 +52,10 @@ pub fn decompress(src: &Path, dst: &Path, limit: u64) -> Result<u64, String> {
 }
 
 fn spawn(flags: &str, input: File, output: Stdio) -> Result<Child, String> {
-    let mut cmd = Command::new("gzip");
-    for c in crate::config::CREDENTIALS {
-        cmd.env_remove(c);
-    }
-    cmd.arg(flags)
+    Command::new("gzip")
+        .env_clear()
+        .envs(crate::config::child_env(&[]))
+        .arg(flags)
         .stdin(input)
         .stdout(output)
         .stderr(Stdio::piped())

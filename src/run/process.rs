@@ -75,17 +75,11 @@ pub enum Output<'a> {
     Stopping(u32, End),
 }
 
-/// The environment every process the runner starts begins with: the runner's
-/// own, read once through std (which takes its lock), minus what must never
-/// reach a child. The command's own settings come on top.
-pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+/// `program` with the environment of `config::child_env(also)`; the
+/// command's own settings come on top.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, also: &[&str]) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env_clear();
-    for (k, v) in std::env::vars_os() {
-        if !crate::config::CREDENTIALS.iter().any(|c| k == *c) {
-            cmd.env(k, v);
-        }
-    }
+    cmd.env_clear().envs(crate::config::child_env(also));
     cmd
 }
 
