@@ -219,7 +219,8 @@ internal server error
 bad gateway
 service unavailable
 gateway time";
-    !PERMANENT.lines().any(|p| s.contains(p)) && TRANSIENT.lines().any(|p| s.contains(p))
+    let says = |p: &str| s.as_bytes().windows(p.len()).any(|w| w == p.as_bytes());
+    !PERMANENT.lines().any(says) && TRANSIENT.lines().any(says)
 }
 
 /// Brings `ctx.workdir` to `ctx.commit`.
