@@ -51,6 +51,15 @@ pub(crate) fn copy(
     }
 }
 
+/// The file at `path`, at most `cap` bytes of it, and whether it holds
+/// more. What is past `cap` is not read: a huge file, or /dev/zero, costs
+/// no more than `cap`.
+pub fn read_capped(path: &std::path::Path, cap: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut bytes = Vec::new();
+    let (_, more) = copy(&mut std::fs::File::open(path)?, &mut bytes, cap)?;
+    Ok((bytes, more))
+}
+
 /// Whether `path` is an executable file (any execute bit).
 pub fn is_executable(path: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

@@ -17,7 +17,6 @@ use crate::config::{is_env_name, parse_duration, MAX_ENV_STRING};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
 use std::fmt::{self, Write};
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -1145,17 +1144,11 @@ fn too_big(path: &str) -> Error {
 
 fn read(path: &Path) -> Result<String> {
     let shown = path.display();
-    let mut bytes = Vec::new();
-    // A byte past the limit tells a file that is too big from one that is
-    // not, without reading all of, say, /dev/zero.
-    let limit = MAX_BYTES as u64 + 1;
-    let read = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes));
-    if let Err(e) = read {
-        return Err(input(format_args!("cannot read {shown}: {e}")));
-    }
-    if bytes.len() > MAX_BYTES {
-        return Err(too_big(&shown.to_string()));
-    }
+    let bytes = match crate::files::read_capped(path, MAX_BYTES as u64) {
+        Ok((_, true)) => return Err(too_big(&shown.to_string())),
+        Ok((bytes, false)) => bytes,
+        Err(e) => return Err(input(format_args!("cannot read {shown}: {e}"))),
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {
