@@ -7,7 +7,6 @@
 
 use super::io_words;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -66,8 +65,8 @@ fn spawn(flags: &str, input: File, output: Stdio) -> Result<Child, String> {
 /// Waits for gzip; a failure carries the start of what it said.
 fn finish(mut child: Child, what: &str) -> Result<(), String> {
     let mut said = Vec::new();
-    if let Some(err) = child.stderr.take() {
-        let _ = err.take(1024).read_to_end(&mut said);
+    if let Some(mut err) = child.stderr.take() {
+        let _ = super::copy(&mut err, &mut said, 1024);
     }
     let status = child.wait().map_err(|e| format!("{what}: {e}"))?;
     if status.success() {
