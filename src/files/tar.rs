@@ -20,7 +20,7 @@ use super::io_words;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -118,11 +118,11 @@ impl<W: Write> Writer<W> {
                 self.header(&entry, DIR, 0, mode, mtime, b"")?;
                 let mut kids = Vec::new();
                 for kid in fs::read_dir(&full).map_err(fail)? {
-                    kids.push(kid.map_err(fail)?.file_name());
+                    kids.push(kid.map_err(fail)?.file_name().into_vec());
                 }
                 super::heapsort(&mut kids);
                 // Reversed, so that popping yields ascending order.
-                todo.extend(kids.iter().rev().map(|k| rel.join(k)));
+                todo.extend(kids.iter().rev().map(|k| rel.join(OsStr::from_bytes(k))));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&full).map_err(fail)?;
                 self.header(
