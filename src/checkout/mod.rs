@@ -71,7 +71,7 @@ impl Git<'_> {
                 "Authorization: Basic {}",
                 crate::logs::mask::base64(auth.as_bytes())
             );
-            let n: usize = std::env::var("GIT_CONFIG_COUNT")
+            let n: u64 = std::env::var("GIT_CONFIG_COUNT")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
