@@ -33,9 +33,13 @@ pub const CREDENTIALS: [&str; 2] = ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"];
 /// and without the variables named in `also`. Left out here rather than
 /// removed from a command afterwards, so no command ever holds them.
 pub fn child_env(also: &[&str]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    std::env::vars_os()
-        .filter(|(k, _)| !CREDENTIALS.iter().chain(also).any(|c| k == *c))
-        .collect()
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if !CREDENTIALS.iter().chain(also).any(|c| k == *c) {
+            env.push((k, v));
+        }
+    }
+    env
 }
 
 /// Where a value came from, for `--dry-run` and error messages.
