@@ -24,8 +24,15 @@ set -eu
 # Ledger (docs/benchmarks.md has the measurements):
 #   1.65 x, 160 KiB   before issue 11 (hand-written fork/exec, pthreads, sockets)
 #   1.95 x, 212 KiB   issue 11: std::process, std::fs, miniserde for the status
-BUDGET=1.95
-TINY_KIB=212
+#   2.25 x, 224 KiB   the ceiling, raised for issues 12-17: talk-back files and
+#                     workflow commands (12), cleanup steps and the bounded log (13),
+#                     the uploader on std::net with cancel and heartbeat (11, 13),
+#                     artifacts and the cache with tar, gzip, SHA-256 and the HTTP
+#                     client (14), the typed workflow checker (11), the checkout
+#                     plan (17). Measured 2.489 x and 332.6 KiB: over the ceiling,
+#                     so both budgets fail (docs/benchmarks.md, third round)
+BUDGET=2.25
+TINY_KIB=224
 
 cd "$(dirname "$0")/.."
 root=$(pwd)

@@ -2,8 +2,8 @@
 //! enums, turned into protocol strings here and nowhere else, and the status
 //! body (docs/protocol.md, "PUT status") written by miniserde.
 
-use crate::logs::commands::Annotation;
-use miniserde::ser::{Fragment, Map, Seq, Serialize};
+use crate::logs::commands::{Annotation, Level};
+use miniserde::ser::{Fragment, Map, Serialize};
 use std::borrow::Cow;
 
 /// How a job stands.
@@ -155,172 +155,167 @@ struct Body<'a> {
     log_length: u64,
 }
 
-/// Walks the fields of a map one by one, skipping the absent ones, so
-/// optional fields are left out rather than written as null.
-pub struct Fields<'a> {
-    items: Vec<(&'a str, Box<dyn Serialize + 'a>)>,
+/// One field of a JSON object, by its place in the documented order.
+enum Field<'a> {
+    Is(&'static str, &'a dyn Serialize),
+    /// Pairs of strings, written as an object of their own.
+    Pairs(&'static str, &'a [(String, String)]),
+    /// An absent field: left out rather than written as null.
+    Absent,
+    /// Past the last field.
+    End,
+}
+
+/// A struct miniserde writes as a JSON object, a field at a time.
+trait Fields {
+    fn field(&self, i: usize) -> Field<'_>;
+}
+
+/// Walks the fields of `of` in order, skipping the absent ones.
+struct Walk<'a, T> {
+    of: &'a T,
     next: usize,
+    /// The object a `Field::Pairs` is written as.
+    pairs: Pairs<'a>,
 }
 
-impl<'a> Default for Fields<'a> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<'a> Fields<'a> {
-    pub fn new() -> Fields<'a> {
-        Fields {
-            items: Vec::new(),
-            next: 0,
-        }
-    }
-
-    /// Adds a field.
-    pub fn with(mut self, key: &'a str, value: impl Serialize + 'a) -> Fields<'a> {
-        self.items.push((key, Box::new(value)));
-        self
-    }
-
-    /// Adds a field when there is a value.
-    pub fn with_some<T: Serialize>(self, key: &'a str, value: &'a Option<T>) -> Fields<'a> {
-        match value {
-            Some(v) => self.with(key, v),
-            None => self,
-        }
-    }
-
-    pub fn fragment(self) -> Fragment<'a> {
-        Fragment::Map(Box::new(self))
-    }
-}
-
-impl Map for Fields<'_> {
+impl<T: Fields> Map for Walk<'_, T> {
     fn next(&mut self) -> Option<(Cow<'_, str>, &dyn Serialize)> {
-        let (k, v) = self.items.get(self.next)?;
-        self.next += 1;
-        Some((Cow::Borrowed(*k), &**v))
+        loop {
+            self.next += 1;
+            match self.of.field(self.next - 1) {
+                Field::Is(key, value) => return Some((Cow::Borrowed(key), value)),
+                Field::Pairs(key, pairs) => {
+                    self.pairs = Pairs(pairs, 0);
+                    return Some((Cow::Borrowed(key), &self.pairs));
+                }
+                Field::Absent => {}
+                Field::End => return None,
+            }
+        }
+    }
+}
+
+/// `Serialize` for types with `Fields`.
+macro_rules! serialize_fields {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn begin(&self) -> Fragment<'_> {
+                Fragment::Map(Box::new(Walk { of: self, next: 0, pairs: Pairs(&[], 0) }))
+            }
+        }
+    )*};
+}
+serialize_fields!(Body<'_>, StepReport, Annotation, ArtifactReport);
+
+/// Pairs of strings as a JSON object, and, while it is written, the next
+/// pair.
+struct Pairs<'a>(&'a [(String, String)], usize);
+
+impl Serialize for Pairs<'_> {
+    fn begin(&self) -> Fragment<'_> {
+        Fragment::Map(Box::new(Pairs(self.0, 0)))
+    }
+}
+
+impl Map for Pairs<'_> {
+    fn next(&mut self) -> Option<(Cow<'_, str>, &dyn Serialize)> {
+        let (k, v) = self.0.get(self.1)?;
+        self.1 += 1;
+        Some((Cow::Borrowed(k.as_str()), v))
     }
 }
 
 const RUNNER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-impl Serialize for Body<'_> {
-    fn begin(&self) -> Fragment<'_> {
+/// A field that is there when the value is.
+fn some<'a, T: Serialize>(key: &'static str, value: &'a Option<T>) -> Field<'a> {
+    match value {
+        Some(v) => Field::Is(key, v),
+        None => Field::Absent,
+    }
+}
+
+impl Fields for Body<'_> {
+    fn field(&self, i: usize) -> Field<'_> {
         let s = self.status;
-        let fields = Fields::new()
-            .with("state", s.state)
-            .with("exit_code", s.exit_code)
-            .with("log_length", self.log_length)
-            .with("runner_version", RUNNER_VERSION)
-            .with_some("reason", &s.reason)
-            .with_some("step", &s.step)
-            .with("steps", List(&s.steps));
-        let fields = match s.annotations.is_empty() {
-            true => fields,
-            false => fields.with("annotations", List(&s.annotations)),
-        };
-        let fields = match s.annotations_dropped {
-            0 => fields,
-            n => fields.with("annotations_dropped", n),
-        };
-        match s.artifacts.is_empty() {
-            true => fields.fragment(),
-            false => fields.with("artifacts", List(&s.artifacts)).fragment(),
+        match i {
+            0 => Field::Is("state", &s.state),
+            1 => Field::Is("exit_code", &s.exit_code),
+            2 => Field::Is("log_length", &self.log_length),
+            3 => Field::Is("runner_version", &RUNNER_VERSION),
+            4 => some("reason", &s.reason),
+            5 => some("step", &s.step),
+            6 => Field::Is("steps", &s.steps),
+            7 if s.annotations.is_empty() => Field::Absent,
+            7 => Field::Is("annotations", &s.annotations),
+            8 if s.annotations_dropped == 0 => Field::Absent,
+            8 => Field::Is("annotations_dropped", &s.annotations_dropped),
+            9 if s.artifacts.is_empty() => Field::Absent,
+            9 => Field::Is("artifacts", &s.artifacts),
+            _ => Field::End,
         }
     }
 }
 
-/// A list miniserde writes as a JSON array.
-pub struct List<'a, T>(pub &'a [T]);
-
-impl<T: Serialize> Serialize for List<'_, T> {
-    fn begin(&self) -> Fragment<'_> {
-        Fragment::Seq(Box::new(Items(self.0.iter())))
-    }
-}
-
-struct Items<'a, T>(std::slice::Iter<'a, T>);
-
-impl<T: Serialize> Seq for Items<'_, T> {
-    fn next(&mut self) -> Option<&dyn Serialize> {
-        Some(self.0.next()?)
-    }
-}
-
-impl Serialize for StepReport {
-    fn begin(&self) -> Fragment<'_> {
-        let fields = Fields::new()
-            .with("name", &self.name)
-            .with("state", self.state)
-            .with("exit_code", self.exit_code)
-            .with("duration_ms", self.duration_ms);
-        if self.outputs.is_empty() {
-            return fields.fragment();
+impl Fields for StepReport {
+    fn field(&self, i: usize) -> Field<'_> {
+        match i {
+            0 => Field::Is("name", &self.name),
+            1 => Field::Is("state", &self.state),
+            2 => Field::Is("exit_code", &self.exit_code),
+            3 => Field::Is("duration_ms", &self.duration_ms),
+            4 if self.outputs.is_empty() => Field::Absent,
+            4 => Field::Pairs("outputs", &self.outputs),
+            _ => Field::End,
         }
-        fields.with("outputs", Object(&self.outputs)).fragment()
     }
 }
 
 /// An annotation as a JSON object, absent fields left out.
-impl Serialize for Annotation {
-    fn begin(&self) -> Fragment<'_> {
-        let level = self.level.map_or("notice", |l| l.as_str());
-        let fields = Fields::new()
-            .with("level", level)
-            .with("message", &self.message);
-        // job.sh's annotations have no step.
-        let fields = match self.step.is_empty() {
-            true => fields,
-            false => fields.with("step", &self.step),
-        };
-        fields
-            .with_some("file", &self.file)
-            .with_some("line", &self.line)
-            .with_some("end_line", &self.end_line)
-            .with_some("col", &self.col)
-            .with_some("end_col", &self.end_col)
-            .with_some("title", &self.title)
-            .fragment()
-    }
-}
-
-impl Serialize for ArtifactReport {
-    fn begin(&self) -> Fragment<'_> {
-        Fields::new()
-            .with("name", &self.name)
-            .with("files", self.files)
-            .with("bytes", self.bytes)
-            .with("sha256", &self.sha256)
-            .with("state", self.state.as_str())
-            .fragment()
-    }
-}
-
-/// Pairs of strings miniserde writes as a JSON object.
-pub struct Object<'a>(pub &'a [(String, String)]);
-
-impl Serialize for Object<'_> {
-    fn begin(&self) -> Fragment<'_> {
-        let mut fields = Fields::new();
-        for (k, v) in self.0 {
-            fields.items.push((k.as_str(), Box::new(v)));
+impl Fields for Annotation {
+    fn field(&self, i: usize) -> Field<'_> {
+        match i {
+            0 => Field::Is("level", self.level.as_ref().unwrap_or(&Level::Notice)),
+            1 => Field::Is("message", &self.message),
+            // job.sh's annotations have no step.
+            2 if self.step.is_empty() => Field::Absent,
+            2 => Field::Is("step", &self.step),
+            3 => some("file", &self.file),
+            4 => some("line", &self.line),
+            5 => some("end_line", &self.end_line),
+            6 => some("col", &self.col),
+            7 => some("end_col", &self.end_col),
+            8 => some("title", &self.title),
+            _ => Field::End,
         }
-        fields.fragment()
     }
 }
 
-impl Serialize for StepState {
-    fn begin(&self) -> Fragment<'_> {
-        Fragment::Str(Cow::Borrowed(self.as_str()))
+impl Fields for ArtifactReport {
+    fn field(&self, i: usize) -> Field<'_> {
+        match i {
+            0 => Field::Is("name", &self.name),
+            1 => Field::Is("files", &self.files),
+            2 => Field::Is("bytes", &self.bytes),
+            3 => Field::Is("sha256", &self.sha256),
+            4 => Field::Is("state", &self.state),
+            _ => Field::End,
+        }
     }
 }
 
-impl Serialize for JobState {
-    fn begin(&self) -> Fragment<'_> {
-        Fragment::Str(Cow::Borrowed(self.as_str()))
-    }
+/// `Serialize` for the states, as their protocol strings.
+macro_rules! serialize_as_str {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn begin(&self) -> Fragment<'_> {
+                Fragment::Str(Cow::Borrowed(self.as_str()))
+            }
+        }
+    )*};
 }
+serialize_as_str!(JobState, StepState, ArtifactState, Level);
 
 #[cfg(test)]
 mod tests {

@@ -337,3 +337,52 @@ fn without_an_orchestrator_the_cache_is_off_in_one_line() {
     assert_eq!(lines, 1, "{out}");
     out.assert_stderr_contains("the cache is off");
 }
+
+/// The runner's credentials never reach a tool it runs after the job: the
+/// job, as root, could have replaced that tool.
+#[test]
+fn gzip_is_not_given_the_runners_credentials() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v gzip"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    if real.is_empty() {
+        return;
+    }
+    let job = Job::script("echo x > f.txt\necho f.txt >> \"$SOLSTICE_ARTIFACTS\"");
+    let bin = job.file("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let seen = job.file("gzip.env");
+    let fake = bin.join("gzip");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nenv > '{}'\nexec '{real}' \"$@\"\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let orch = Orchestrator::start(TOKEN, Fault::Healthy);
+    let (out, _) = run(&job, &orch, |r| {
+        r.env("PATH", &path)
+            .env("SOLSTICE_GIT_TOKEN", "git-secret-5d1")
+    });
+    out.assert_code(0);
+    let env = fs::read_to_string(&seen)
+        .unwrap_or_else(|_| panic!("the gzip on PATH did not run:\n{out}"));
+    for secret in [
+        TOKEN,
+        "git-secret-5d1",
+        "SOLSTICE_JOB_TOKEN",
+        "SOLSTICE_GIT_TOKEN",
+    ] {
+        assert!(!env.contains(secret), "gzip saw {secret}:\n{env}");
+    }
+    assert_eq!(orch.artifacts(JOB).len(), 1, "{out}");
+}

@@ -32,7 +32,9 @@ impl Git<'_> {
     /// git with the space-separated words of `args`, then `last` if given
     /// (a value from outside, which may hold spaces).
     fn command(&self, args: &str, last: Option<&str>) -> Command {
-        let mut cmd = process::command("git");
+        // GIT_DIR and GIT_WORK_TREE from the runner's environment would
+        // point git elsewhere than the workdir.
+        let mut cmd = process::command("git", &["GIT_DIR", "GIT_WORK_TREE"]);
         // A reused workdir may hold hooks or an fsmonitor command written by
         // an earlier job; the runner's own git must never run them.
         cmd.args([
@@ -46,9 +48,7 @@ impl Git<'_> {
         .args(args.split(' ').chain(last))
         .env("GIT_TERMINAL_PROMPT", "0")
         // Only transports that fetch; ext:: in a submodule URL would run commands.
-        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE");
+        .env("GIT_ALLOW_PROTOCOL", "http:https:ssh:git:file");
         if std::env::var_os("GIT_SSH_COMMAND").is_none() && std::env::var_os("GIT_SSH").is_none() {
             cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
         }
@@ -71,7 +71,7 @@ impl Git<'_> {
                 "Authorization: Basic {}",
                 crate::logs::mask::base64(auth.as_bytes())
             );
-            let n: usize = std::env::var("GIT_CONFIG_COUNT")
+            let n: u64 = std::env::var("GIT_CONFIG_COUNT")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
@@ -219,7 +219,8 @@ internal server error
 bad gateway
 service unavailable
 gateway time";
-    !PERMANENT.lines().any(|p| s.contains(p)) && TRANSIENT.lines().any(|p| s.contains(p))
+    let says = |p: &str| s.as_bytes().windows(p.len()).any(|w| w == p.as_bytes());
+    !PERMANENT.lines().any(says) && TRANSIENT.lines().any(says)
 }
 
 /// Brings `ctx.workdir` to `ctx.commit`.
@@ -265,13 +266,7 @@ pub fn checkout(cfg: &Config) -> Result<()> {
     if reused {
         git.must("cleaning the workdir", "clean -ffdxq", None)?;
     }
-    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
-    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
-    if head != sha {
-        return Err(Error::fetch(format!(
-            "HEAD is {head} after checkout, not the requested {sha}"
-        )));
-    }
+    verify_head(&git, sha, "checkout")?;
     let plan = read_plan(dir)?;
     if plan != CheckoutPlan::DEFAULT {
         info!("{}", crate::plan::workflow::describe_checkout(&plan));
@@ -282,17 +277,23 @@ pub fn checkout(cfg: &Config) -> Result<()> {
         lfs(&git)?;
     }
     // Nothing above may move HEAD from the requested commit.
-    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
-    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
-    if head != sha {
-        return Err(Error::fetch(format!(
-            "HEAD is {head} after the checkout, not the requested {sha}"
-        )));
-    }
+    verify_head(&git, sha, "the checkout")?;
     info!(
         "checked out {sha} in {} ms",
         process::millis(started.elapsed())
     );
+    Ok(())
+}
+
+/// Fails unless HEAD is `sha` after `step`.
+fn verify_head(git: &Git, sha: &str, step: &str) -> Result<()> {
+    let head = git.must("reading HEAD", "rev-parse HEAD", None)?;
+    let head = String::from_utf8_lossy(&head).trim().to_ascii_lowercase();
+    if head != sha {
+        return Err(Error::fetch(format!(
+            "HEAD is {head} after {step}, not the requested {sha}"
+        )));
+    }
     Ok(())
 }
 

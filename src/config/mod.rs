@@ -23,6 +23,25 @@ pub const DEFAULT_WORKDIR: &str = "/root/work";
 /// `NAME=value` makes every exec fail with "Argument list too long".
 pub const MAX_ENV_STRING: usize = 128 * 1024;
 
+/// The runner's own credentials, which it may find in its environment: no
+/// process it starts is given them (a job could read them from there, or
+/// have replaced a tool the runner runs after it).
+pub const CREDENTIALS: [&str; 2] = ["SOLSTICE_JOB_TOKEN", "SOLSTICE_GIT_TOKEN"];
+
+/// The environment a process the runner starts begins with: the runner's
+/// own, read through std (which takes its lock), without the credentials
+/// and without the variables named in `also`. Left out here rather than
+/// removed from a command afterwards, so no command ever holds them.
+pub fn child_env(also: &[&str]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if !CREDENTIALS.iter().chain(also).any(|c| k == *c) {
+            env.push((k, v));
+        }
+    }
+    env
+}
+
 /// Where a value came from, for `--dry-run` and error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -518,104 +537,144 @@ impl Config {
             " (not found)"
         };
         let mut out = String::new();
-        let mut row = |name: &str, value: String, source: &Source| {
-            out.push_str(&format!("{name:<16} = {value}    [{source}]\n"));
-        };
         row(
+            &mut out,
             "job_file",
             format!("{}{found}", self.job_file.value.display()),
             &self.job_file.source,
         );
         row(
+            &mut out,
             "repo_url",
             self.repo.value.display.clone(),
             &self.repo.source,
         );
-        row("commit_sha", self.commit.value.clone(), &self.commit.source);
         row(
+            &mut out,
+            "commit_sha",
+            self.commit.value.clone(),
+            &self.commit.source,
+        );
+        row(
+            &mut out,
             "workdir",
             self.workdir.value.display().to_string(),
             &self.workdir.source,
         );
-        row("job", shown(&self.job.value), &self.job.source);
+        row(&mut out, "job", shown(&self.job.value), &self.job.source);
         let timeout = self.timeout.value.map(duration_words);
-        row("timeout", shown(&timeout), &self.timeout.source);
+        row(&mut out, "timeout", shown(&timeout), &self.timeout.source);
         row(
+            &mut out,
             "orchestrator_url",
             shown(&self.orchestrator.value),
             &self.orchestrator.source,
         );
-        row("job_id", shown(&self.job_id.value), &self.job_id.source);
-        row("token", secret(&self.token.value), &self.token.source);
-        row("spool", path(&self.spool.value), &self.spool.source);
         row(
+            &mut out,
+            "job_id",
+            shown(&self.job_id.value),
+            &self.job_id.source,
+        );
+        row(
+            &mut out,
+            "token",
+            secret(&self.token.value),
+            &self.token.source,
+        );
+        row(
+            &mut out,
+            "spool",
+            path(&self.spool.value),
+            &self.spool.source,
+        );
+        row(
+            &mut out,
             "secrets_file",
             self.secrets_file.value.display().to_string(),
             &self.secrets_file.source,
         );
         row(
+            &mut out,
             "log",
             self.log_level.value.name().into(),
             &self.log_level.source,
         );
         row(
+            &mut out,
             "git_retries",
             self.git_retries.value.to_string(),
             &self.git_retries.source,
         );
         row(
+            &mut out,
             "git_timeout",
             secs(&self.git_timeout.value),
             &self.git_timeout.source,
         );
         row(
+            &mut out,
             "git_token",
             secret(&self.git_token.value),
             &self.git_token.source,
         );
         row(
+            &mut out,
             "git_user",
             self.git_user.value.clone(),
             &self.git_user.source,
         );
         row(
+            &mut out,
             "cancel_grace",
             duration_words(self.cancel_grace.value),
             &self.cancel_grace.source,
         );
         row(
+            &mut out,
             "upload_deadline",
             duration_words(self.upload_deadline.value),
             &self.upload_deadline.source,
         );
         row(
+            &mut out,
             "heartbeat",
             secs(&self.heartbeat.value),
             &self.heartbeat.source,
         );
         row(
+            &mut out,
             "cleanup_timeout",
             duration_words(self.cleanup_timeout.value),
             &self.cleanup_timeout.source,
         );
         let limit = |v: &Option<u64>| v.map_or_else(|| "0 (none)".into(), |n| format!("{n} bytes"));
         row(
+            &mut out,
             "log_limit",
             limit(&self.log_limit.value),
             &self.log_limit.source,
         );
         row(
+            &mut out,
             "artifact_limit",
             limit(&self.artifact_limit.value),
             &self.artifact_limit.source,
         );
         row(
+            &mut out,
             "step_debug",
             self.step_debug.value.to_string(),
             &self.step_debug.source,
         );
         out
     }
+}
+
+/// One line of `Config::describe`.
+fn row(out: &mut String, name: &str, value: String, source: &Source) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "{name:<16} = {value}    [{source}]");
 }
 
 fn parse_level(t: &str) -> std::result::Result<LogLevel, String> {

@@ -4,11 +4,11 @@
 //! orchestrator (or to a local directory when there is none).
 
 use super::private::PrivateDir;
-use super::sha256::{HashingWriter, Sha256};
-use super::{gzip, tar};
+use super::sha256::{self, HashingWriter, Sha256};
+use super::{gzip, io_words, tar};
 use crate::http::{self, Client, PutFile};
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,7 @@ pub struct Packed {
 /// `dir`, then compresses it when gzip is there.
 pub fn pack(dir: &PrivateDir, name: &str, entries: &[(String, PathBuf)]) -> Result<Packed, String> {
     let tar_path = dir.path().join(format!("{name}.tar"));
-    let file = File::create(&tar_path).map_err(|e| format!("{}: {e}", tar_path.display()))?;
+    let file = File::create(&tar_path).map_err(|e| io_words("", &tar_path, e))?;
     let mut w = tar::Writer::new(BufWriter::new(HashingWriter::new(file)));
     for (stored, on_disk) in entries {
         w.append(stored, on_disk)?;
@@ -61,21 +61,9 @@ pub fn pack(dir: &PrivateDir, name: &str, entries: &[(String, PathBuf)]) -> Resu
 
 /// The length and SHA-256 of a file.
 fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
-    let mut f = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0;
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Ok((len, sha.finish())),
-            Ok(n) => {
-                sha.update(buf.get(..n).unwrap_or_default());
-                len += n as u64;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        }
-    }
+    let len = sha256::hash_file(&mut sha, path).map_err(|e| io_words("", path, e))?;
+    Ok((len, sha.finish()))
 }
 
 /// Where archives go: the orchestrator, or a local directory.
@@ -97,7 +85,7 @@ pub fn send(
     packed: &Packed,
     deadline: Duration,
 ) -> Result<u16, String> {
-    let file = File::open(&packed.path).map_err(|e| format!("{}: {e}", packed.path.display()))?;
+    let file = File::open(&packed.path).map_err(|e| io_words("", &packed.path, e))?;
     let how = PutFile {
         content_type: "application/x-tar",
         gzip: packed.gzip,
@@ -124,8 +112,7 @@ pub fn size_words(bytes: u64) -> String {
 
 /// A duration for people: "0.4 s".
 pub fn secs_words(d: Duration) -> String {
-    let tenths = d.as_millis() / 100;
-    format!("{}.{} s", tenths / 10, tenths % 10)
+    format!("{}.{} s", d.as_secs(), d.subsec_millis() / 100)
 }
 
 #[cfg(test)]

@@ -146,8 +146,11 @@ fn one(
         }
         Destination::Local(dir_out) => {
             let dest = dir_out.join(format!("{name}.{ext}"));
-            let kept = std::fs::create_dir_all(&*dir_out)
-                .and_then(|()| std::fs::copy(&packed.path, &dest).map(|_| ()));
+            let kept = std::fs::create_dir_all(&*dir_out).and_then(|()| {
+                let mut from = std::fs::File::open(&packed.path)?;
+                let mut to = std::fs::File::create(&dest)?;
+                super::copy(&mut from, &mut to, u64::MAX).map(drop)
+            });
             match kept {
                 Ok(()) => {
                     info!("artifact {name}: {size} written to {}", dest.display());

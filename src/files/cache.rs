@@ -11,11 +11,11 @@
 use super::archive::{self, Packed};
 use super::private::PrivateDir;
 use super::sha256::{self, Sha256};
-use super::{gzip, tar};
+use super::{gzip, io_words, tar};
 use crate::http::{self, Client};
 use crate::plan::workflow::Cache;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,18 +31,9 @@ pub struct Restored {
 /// The cache's key: `NAME-OS-ARCH-<sha256 of the key files, in order>`.
 pub fn key(workspace: &Path, cache: &Cache) -> Result<String, String> {
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
     for f in &cache.key_files {
-        let path = workspace.join(f);
-        let mut file = File::open(&path).map_err(|e| format!("key file \"{f}\": {e}"))?;
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => sha.update(buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("key file \"{f}\": {e}")),
-            }
-        }
+        sha256::hash_file(&mut sha, &workspace.join(f))
+            .map_err(|e| format!("key file \"{f}\": {e}"))?;
     }
     Ok(format!(
         "{}-{}-{}-{}",
@@ -101,7 +92,7 @@ pub fn restore(
         .open(&got)
     {
         Ok(f) => f,
-        Err(e) => return miss(&format!("{}: {e}", got.display())),
+        Err(e) => return miss(&io_words("", &got, e)),
     };
     let target = client.cache_target(&key);
     let len = match http::get_to_file(client, &target, &file, cap, Instant::now() + deadline) {
@@ -125,8 +116,7 @@ pub fn restore(
         }
     }
     let roots: Vec<(&str, &Path)> = roots.iter().map(|(p, d)| (*p, d.as_path())).collect();
-    let restored =
-        open_archive(&dir, &got, cap).and_then(|f| tar::extract(BufReader::new(f), &roots));
+    let restored = open_archive(&dir, &got, cap).and_then(|f| tar::extract(f, &roots));
     match restored {
         Ok(summary) => {
             info!(
@@ -147,15 +137,15 @@ pub fn restore(
 /// The downloaded archive, decompressed first if it is gzip (by its magic
 /// bytes: what was sent gzipped may come back either way).
 fn open_archive(dir: &PrivateDir, got: &Path, cap: u64) -> Result<File, String> {
-    let mut f = File::open(got).map_err(|e| format!("{}: {e}", got.display()))?;
+    let mut f = File::open(got).map_err(|e| io_words("", got, e))?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| e.to_string())?;
     if n == 2 && magic == [0x1f, 0x8b] {
         let plain = dir.path().join("plain.tar");
         gzip::decompress(got, &plain, cap)?;
-        return File::open(&plain).map_err(|e| format!("{}: {e}", plain.display()));
+        return File::open(&plain).map_err(|e| io_words("", &plain, e));
     }
-    File::open(got).map_err(|e| format!("{}: {e}", got.display()))
+    File::open(got).map_err(|e| io_words("", got, e))
 }
 
 /// Saves `cache` under `key` after a successful job that missed it.

@@ -19,15 +19,19 @@ pub struct PrivateDir(PathBuf);
 
 impl PrivateDir {
     pub fn create(what: &str) -> Result<PrivateDir> {
-        use std::hash::{BuildHasher, Hasher};
+        use std::io::Read;
         use std::os::unix::fs::DirBuilderExt;
         let tmp = std::env::temp_dir();
         let mut last = None;
         for _ in 0..16 {
-            // std seeds each RandomState from the OS's random source.
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            let dir = tmp.join(format!("solstice-{what}-{:016x}", h.finish()));
+            // From the kernel's random source, as std seeds its hashes:
+            // no other user can guess the name and create it first.
+            let mut random = [0u8; 8];
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut random))
+                .map_err(|e| io_error("read", Path::new("/dev/urandom"), e))?;
+            let name = u64::from_ne_bytes(random);
+            let dir = tmp.join(format!("solstice-{what}-{name:016x}"));
             match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
                 Ok(()) => return Ok(PrivateDir(dir)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),

@@ -114,6 +114,26 @@ fn compress(state: &mut [u32; 8], block: &[u8]) {
     }
 }
 
+/// Feeds the file at `path` to `sha`, read in 64 KiB pieces; returns
+/// its length.
+pub fn hash_file(sha: &mut Sha256, path: &std::path::Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(len),
+            Ok(n) => {
+                sha.update(buf.get(..n).unwrap_or_default());
+                len += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Lower-case hexadecimal, as in `sha256sum` output and cache keys.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

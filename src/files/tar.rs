@@ -16,10 +16,11 @@
 //! headers, and data sizes checked against the stream (a truncated archive
 //! is an error, never a hang).
 
+use super::io_words;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -94,7 +95,7 @@ impl<W: Write> Writer<W> {
                 entry.extend_from_slice(rel.as_os_str().as_bytes());
                 path.join(&rel)
             };
-            let fail = |e: io::Error| format!("{}: {e}", full.display());
+            let fail = |e: io::Error| io_words("", &full, e);
             let meta = match fs::symlink_metadata(&full) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -117,11 +118,11 @@ impl<W: Write> Writer<W> {
                 self.header(&entry, DIR, 0, mode, mtime, b"")?;
                 let mut kids = Vec::new();
                 for kid in fs::read_dir(&full).map_err(fail)? {
-                    kids.push(kid.map_err(fail)?.file_name());
+                    kids.push(kid.map_err(fail)?.file_name().into_vec());
                 }
                 super::heapsort(&mut kids);
                 // Reversed, so that popping yields ascending order.
-                todo.extend(kids.iter().rev().map(|k| rel.join(k)));
+                todo.extend(kids.iter().rev().map(|k| rel.join(OsStr::from_bytes(k))));
             } else if ft.is_symlink() {
                 let target = fs::read_link(&full).map_err(fail)?;
                 self.header(
@@ -154,7 +155,7 @@ impl<W: Write> Writer<W> {
     }
 
     fn file(&mut self, name: &[u8], path: &Path, mode: u32, mtime: u64) -> Result<(), String> {
-        let fail = |e: io::Error| format!("{}: {e}", path.display());
+        let fail = |e: io::Error| io_words("", path, e);
         // O_NOFOLLOW: the path was a regular file a moment ago; if it has
         // just become a link, it is not followed now either.
         let mut f = match OpenOptions::new()
@@ -520,7 +521,7 @@ impl<R: Read> Extractor<'_, R> {
         }
         for (dir, mode) in &self.modes {
             fs::set_permissions(dir, Permissions::from_mode(*mode))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .map_err(|e| io_words("", dir, e))?;
         }
         Ok(sum)
     }
@@ -567,30 +568,29 @@ impl<R: Read> Extractor<'_, R> {
         for c in rest {
             target.push(OsStr::from_bytes(c));
         }
-        let io = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
         if let Some(parent) = target.parent().filter(|_| !rest.is_empty()) {
             self.check_dirs(ri, &dir, parent)?;
         } else if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| io("creating", parent, e))?;
+            fs::create_dir_all(parent).map_err(|e| io_words("creating", parent, e))?;
         }
         match kind {
             DIR => {
                 match fs::symlink_metadata(&target) {
                     Ok(m) if m.is_dir() => {}
                     Ok(_) => {
-                        fs::remove_file(&target).map_err(|e| io("replacing", &target, e))?;
-                        fs::create_dir(&target).map_err(|e| io("creating", &target, e))?;
+                        fs::remove_file(&target).map_err(|e| io_words("replacing", &target, e))?;
+                        fs::create_dir(&target).map_err(|e| io_words("creating", &target, e))?;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        fs::create_dir(&target).map_err(|e| io("creating", &target, e))?
+                        fs::create_dir(&target).map_err(|e| io_words("creating", &target, e))?
                     }
-                    Err(e) => return Err(io("examining", &target, e)),
+                    Err(e) => return Err(io_words("examining", &target, e)),
                 }
                 if mode & 0o700 != 0o700 {
                     self.modes.push((target.clone(), mode));
                 }
                 fs::set_permissions(&target, Permissions::from_mode(mode | 0o700))
-                    .map_err(|e| io("setting the mode of", &target, e))?;
+                    .map_err(|e| io_words("setting the mode of", &target, e))?;
             }
             SYMLINK => {
                 if link.is_empty() {
@@ -598,7 +598,7 @@ impl<R: Read> Extractor<'_, R> {
                 }
                 remove_existing(&target)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(link), &target)
-                    .map_err(|e| io("creating", &target, e))?;
+                    .map_err(|e| io_words("creating", &target, e))?;
             }
             _ => {
                 remove_existing(&target)?;
@@ -609,17 +609,17 @@ impl<R: Read> Extractor<'_, R> {
                     .create_new(true)
                     .mode(0o600)
                     .open(&target)
-                    .map_err(|e| io("creating", &target, e))?;
+                    .map_err(|e| io_words("creating", &target, e))?;
                 if let Err(e) = self.copy(&mut f, size, &target) {
                     drop(f);
                     let _ = fs::remove_file(&target);
                     return Err(e);
                 }
                 f.set_permissions(Permissions::from_mode(mode))
-                    .map_err(|e| io("setting the mode of", &target, e))?;
+                    .map_err(|e| io_words("setting the mode of", &target, e))?;
                 if let Some(t) = UNIX_EPOCH.checked_add(Duration::from_secs(mtime)) {
                     f.set_modified(t)
-                        .map_err(|e| io("setting the mtime of", &target, e))?;
+                        .map_err(|e| io_words("setting the mtime of", &target, e))?;
                 }
                 return Ok(size);
             }
@@ -637,8 +637,7 @@ impl<R: Read> Extractor<'_, R> {
                 // The root's own parents are the caller's (the workspace,
                 // home); the root itself is checked like what lies below.
                 if let Some(up) = dir.parent() {
-                    fs::create_dir_all(up)
-                        .map_err(|e| format!("creating {}: {e}", up.display()))?;
+                    fs::create_dir_all(up).map_err(|e| io_words("creating", up, e))?;
                 }
                 real_dir(dir)?;
                 dir.to_path_buf()
@@ -685,7 +684,7 @@ impl<R: Read> Extractor<'_, R> {
             };
             let data = chunk.get(..n).unwrap_or_default();
             out.write_all(data)
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                .map_err(|e| io_words("writing", path, e))?;
             left -= data.len() as u64;
         }
         let mut pad = [0; BLOCK];
@@ -714,9 +713,9 @@ fn real_dir(p: &Path) -> Result<(), String> {
         )),
         Ok(_) => Err(format!("{} is not a directory on disk", p.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir(p).map_err(|e| format!("creating {}: {e}", p.display()))
+            fs::create_dir(p).map_err(|e| io_words("creating", p, e))
         }
-        Err(e) => Err(format!("examining {}: {e}", p.display())),
+        Err(e) => Err(io_words("examining", p, e)),
     }
 }
 
@@ -725,9 +724,9 @@ fn real_dir(p: &Path) -> Result<(), String> {
 fn remove_existing(p: &Path) -> Result<(), String> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Err(format!("{} is a directory on disk", p.display())),
-        Ok(_) => fs::remove_file(p).map_err(|e| format!("replacing {}: {e}", p.display())),
+        Ok(_) => fs::remove_file(p).map_err(|e| io_words("replacing", p, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("examining {}: {e}", p.display())),
+        Err(e) => Err(io_words("examining", p, e)),
     }
 }
 

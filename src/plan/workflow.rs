@@ -17,7 +17,6 @@ use crate::config::{is_env_name, parse_duration, MAX_ENV_STRING};
 use crate::error::{Error, Result};
 use crate::plan::kdl::{self, Entry, Node, Value};
 use std::fmt::{self, Write};
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -659,7 +658,9 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, j)| (j.name.as_str(), i))
             .collect();
-        sort_named(&mut named);
+        // By name, then position: repeats sit next to each other and are
+        // found in one pass rather than by comparing every pair.
+        crate::files::heapsort(&mut named);
         for pair in named.windows(2) {
             if let [(first, _), (name, i)] = pair {
                 if !name.is_empty() && first == name {
@@ -976,32 +977,6 @@ fn near(typed: &str, name: &str) -> Option<usize> {
     (d <= limit).then_some(d)
 }
 
-/// Sorts names with their positions by name, then position, so that
-/// repeats sit next to each other and are found in one pass rather than by
-/// comparing every pair. A heapsort: std's sorts cost kilobytes of code.
-fn sort_named(v: &mut [(&str, usize)]) {
-    fn sift(v: &mut [(&str, usize)], mut root: usize, end: usize) {
-        loop {
-            let mut c = 2 * root + 1;
-            if c + 1 < end && v.get(c) < v.get(c + 1) {
-                c += 1;
-            }
-            if c >= end || v.get(root) >= v.get(c) {
-                return;
-            }
-            v.swap(root, c);
-            root = c;
-        }
-    }
-    for i in (0..v.len() / 2).rev() {
-        sift(v, i, v.len());
-    }
-    for end in (1..v.len()).rev() {
-        v.swap(0, end);
-        sift(v, 0, end);
-    }
-}
-
 /// Keeps the last value of each variable repeated in one scope, at the
 /// place of that last one.
 fn last_of_each(env: &mut Vec<(String, String)>) {
@@ -1013,7 +988,8 @@ fn last_of_each(env: &mut Vec<(String, String)>) {
         .enumerate()
         .map(|(i, (k, _))| (k.as_str(), i))
         .collect();
-    sort_named(&mut named);
+    // Repeats next to each other, the first of them first.
+    crate::files::heapsort(&mut named);
     let mut keep = vec![true; named.len()];
     for pair in named.windows(2) {
         if let [(a, first), (b, _)] = pair {
@@ -1168,17 +1144,11 @@ fn too_big(path: &str) -> Error {
 
 fn read(path: &Path) -> Result<String> {
     let shown = path.display();
-    let mut bytes = Vec::new();
-    // A byte past the limit tells a file that is too big from one that is
-    // not, without reading all of, say, /dev/zero.
-    let limit = MAX_BYTES as u64 + 1;
-    let read = std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes));
-    if let Err(e) = read {
-        return Err(input(format_args!("cannot read {shown}: {e}")));
-    }
-    if bytes.len() > MAX_BYTES {
-        return Err(too_big(&shown.to_string()));
-    }
+    let bytes = match crate::files::read_capped(path, MAX_BYTES as u64) {
+        Ok((_, true)) => return Err(too_big(&shown.to_string())),
+        Ok((bytes, false)) => bytes,
+        Err(e) => return Err(input(format_args!("cannot read {shown}: {e}"))),
+    };
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text),
         Err(e) => {

@@ -58,23 +58,16 @@ impl File {
 /// More than `MAX_FILE` bytes is an error, unless `cut` says to keep the
 /// first `MAX_FILE` (then the bool says it was cut).
 pub fn read(path: &Path, var: &str, cut: bool) -> Result<Option<(Vec<u8>, bool)>, String> {
-    use std::io::Read;
-    let f = match std::fs::File::open(path) {
-        Ok(f) => f,
+    let (bytes, over) = match crate::files::read_capped(path, MAX_FILE) {
+        Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{var}: cannot read {}: {e}", path.display())),
     };
-    let mut bytes = Vec::new();
-    f.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))?;
-    let over = bytes.len() as u64 > MAX_FILE;
     if over && !cut {
         return Err(format!(
             "{var}: the file is over {MAX_FILE} bytes, the most a step may write"
         ));
     }
-    bytes.truncate(MAX_FILE as usize);
     Ok(Some((bytes, over)))
 }
 

@@ -57,7 +57,7 @@ pub fn run_script(
     info!("running {name}");
     let started = Instant::now();
     let mut session = Session::new(cfg)?;
-    let executable = process::is_executable(script);
+    let executable = crate::files::is_executable(script);
     let mut attempt = |direct: bool| {
         let mut cmd = session.command(if direct { script } else { Path::new("/bin/sh") });
         if !direct {

@@ -10,10 +10,8 @@
 //! reaped last, after the final KILL to its group.
 
 use crate::sys;
-use std::ffi::OsString;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
-use std::path::Path;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,23 +75,12 @@ pub enum Output<'a> {
     Stopping(u32, End),
 }
 
-/// The environment every process the runner starts begins with: the runner's
-/// own, read once through std (which takes its lock), minus what must never
-/// reach a child. The command's own settings come on top.
-pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+/// `program` with the environment of `config::child_env(also)`; the
+/// command's own settings come on top.
+pub fn command(program: impl AsRef<std::ffi::OsStr>, also: &[&str]) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env_clear();
-    for (k, v) in std::env::vars_os() {
-        if !never_inherited(&k) {
-            cmd.env(k, v);
-        }
-    }
+    cmd.env_clear().envs(crate::config::child_env(also));
     cmd
-}
-
-/// The runner's own credentials: the job token and the git token.
-fn never_inherited(name: &OsString) -> bool {
-    name == "SOLSTICE_JOB_TOKEN" || name == "SOLSTICE_GIT_TOKEN"
 }
 
 /// Runs `cmd` in a new process group, hands its output to `sink` as it
@@ -301,9 +288,11 @@ pub fn reap_orphans() {
             .filter(|&p| !sys::reap_if_ended(p))
             .collect();
         if !left.is_empty() && Instant::now() >= deadline {
+            let pids: Vec<String> = left.iter().map(u32::to_string).collect();
             warn!(
-                "{} leftover job process(es) did not end after SIGKILL (pids {left:?}); continuing without them",
-                left.len()
+                "{} leftover job process(es) did not end after SIGKILL (pids {}); continuing without them",
+                left.len(),
+                pids.join(", ")
             );
             return;
         }
@@ -368,12 +357,6 @@ pub fn run_collected(cmd: Command, limits: Limits) -> io::Result<Collected> {
 /// Whole milliseconds of `d`, saturating.
 pub fn millis(d: Duration) -> u64 {
     d.as_millis().min(u64::MAX as u128) as u64
-}
-
-/// Whether `path` is an executable file (any execute bit).
-pub fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// A signal's name for messages and reports: "SIGTERM", or "signal 42".

@@ -15,32 +15,38 @@ pub struct Proc {
     pub command: String,
 }
 
-/// The stat line's fields after the command: "pid (comm) S ppid ...". The
-/// command may hold spaces and parentheses, so it ends at the last ')'.
+/// The stat line's command and the fields after it: "pid (comm) S ppid
+/// ...". The command may hold spaces and parentheses, so it ends at the
+/// last ')'.
 #[cfg(target_os = "linux")]
-fn read_stat(pid: u32) -> Option<(String, Vec<String>)> {
+fn read_stat(pid: u32) -> Option<(String, String)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let stat = String::from_utf8_lossy(&stat);
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let comm = stat.get(open + 1..close)?.to_string();
-    let rest = stat.get(close + 1..)?;
-    Some((comm, rest.split_whitespace().map(str::to_string).collect()))
+    Some((comm, stat.get(close + 1..)?.to_string()))
+}
+
+/// Field `n` after the command (0 is the state, 1 the parent).
+#[cfg(target_os = "linux")]
+fn field(fields: &str, n: usize) -> Option<&str> {
+    fields.split_whitespace().nth(n)
 }
 
 /// The parent of `pid`, if it still exists.
 #[cfg(target_os = "linux")]
 pub fn parent_of(pid: u32) -> Option<u32> {
-    read_stat(pid)?.1.get(1)?.parse().ok()
+    field(&read_stat(pid)?.1, 1)?.parse().ok()
 }
 
 #[cfg(target_os = "linux")]
 fn read_proc(pid: u32) -> Option<Proc> {
     let (comm, f) = read_stat(pid)?;
-    let state = f.first()?.chars().next()?;
-    let ppid = f.get(1)?.parse().ok()?;
+    let state = field(&f, 0)?.chars().next()?;
+    let ppid = field(&f, 1)?.parse().ok()?;
     // starttime is the 22nd field of the line, the 20th after the command.
-    let start = f.get(19)?.parse().ok()?;
+    let start = field(&f, 19)?.parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut command = String::from_utf8_lossy(&cmdline)
         .trim_end_matches('\0')

@@ -64,7 +64,7 @@ impl<'a> Session<'a> {
     /// (without its credentials), plus what tells the job where it runs.
     pub fn command(&self, program: &Path) -> Command {
         let cfg = self.cfg;
-        let mut cmd = process::command(program);
+        let mut cmd = process::command(program, &[]);
         cmd.current_dir(&cfg.workdir.value)
             .env("CI", "true")
             .env("SOLSTICE_WORKSPACE", &cfg.workdir.value)

@@ -301,11 +301,11 @@ pub fn close_inherited_on_exec() {
     };
     match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => {
-            let fds: Vec<RawFd> = dir
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect();
-            fds.into_iter().for_each(mark);
+            for entry in dir.flatten() {
+                if let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                    mark(fd);
+                }
+            }
         }
         // No /proc: every descriptor up to a generous bound.
         Err(_) => (3..4096).for_each(mark),
