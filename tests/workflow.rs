@@ -1459,3 +1459,21 @@ job "j\u{0}" {
         "wf.kdl:1:6: the step name is too long: SOLSTICE_STEP=... takes 131087 bytes",
     );
 }
+
+#[test]
+fn check_reports_repeated_artifact_and_cache_names() {
+    let (_dir, out) = check_text(
+        r#"
+job "j" {
+    step run="true"
+    artifact "a" { path "x" }
+    artifact "a" { path "y" }
+    cache "c" { path "d" }
+    cache "c" { path "e" }
+}
+"#,
+    );
+    out.assert_code(251);
+    out.assert_stderr_contains("wf.kdl:5:5: duplicate artifact name \"a\"");
+    out.assert_stderr_contains("wf.kdl:7:5: duplicate cache name \"c\"");
+}

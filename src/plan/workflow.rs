@@ -652,23 +652,8 @@ impl Checker<'_> {
                 _ => self.unknown(node, "at the top level", TOP_NODES),
             }
         }
-        let mut named: Vec<(&str, usize)> = wf
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (j.name.as_str(), i))
-            .collect();
-        // By name, then position: repeats sit next to each other and are
-        // found in one pass rather than by comparing every pair.
-        crate::files::heapsort(&mut named);
-        for pair in named.windows(2) {
-            if let [(first, _), (name, i)] = pair {
-                if !name.is_empty() && first == name {
-                    let (line, col) = named_at.get(*i).copied().unwrap_or((1, 1));
-                    self.err(line, col, format_args!("duplicate job name \"{name}\""));
-                }
-            }
-        }
+        let names: Vec<&str> = wf.jobs.iter().map(|j| j.name.as_str()).collect();
+        self.repeats(&names, &named_at, "job name");
         if let (Some(at), Some(job)) = (top_steps.first(), wf.jobs.first()) {
             self.err(
                 at.line,
@@ -703,6 +688,22 @@ impl Checker<'_> {
         wf
     }
 
+    /// Reports each name in `names` that an earlier one repeats, at its
+    /// place in `at`: sorted by name, then position, repeats sit next to
+    /// each other and are found in one pass.
+    fn repeats(&mut self, names: &[&str], at: &[(usize, usize)], what: &str) {
+        let mut named: Vec<(&str, usize)> = names.iter().copied().zip(0..).collect();
+        crate::files::heapsort(&mut named);
+        for pair in named.windows(2) {
+            if let [(first, _), (name, i)] = pair {
+                if !name.is_empty() && first == name {
+                    let (line, col) = at.get(*i).copied().unwrap_or((1, 1));
+                    self.err(line, col, format_args!("duplicate {what} \"{name}\""));
+                }
+            }
+        }
+    }
+
     fn job(&mut self, node: &Node) -> Job {
         self.only(node, JOB_PROPS, 1);
         let mut job = Job::default();
@@ -727,6 +728,8 @@ impl Checker<'_> {
                 _ => {}
             }
         }
+        // Where each artifact and cache is, for a repeated name's error.
+        let (mut artifacts_at, mut caches_at) = (Vec::new(), Vec::new());
         for child in &node.children {
             match child.name.as_str() {
                 "env" => self.env(child, &mut job.env),
@@ -736,30 +739,20 @@ impl Checker<'_> {
                     job.steps.push(step);
                 }
                 "artifact" => {
-                    let a = self.artifact(child);
-                    if job.artifacts.iter().any(|b| b.name == a.name) {
-                        self.err(
-                            child.line,
-                            child.col,
-                            format_args!("a second artifact \"{}\"", a.name),
-                        );
-                    }
-                    job.artifacts.push(a);
+                    job.artifacts.push(self.artifact(child));
+                    artifacts_at.push((child.line, child.col));
                 }
                 "cache" => {
-                    let c = self.cache(child);
-                    if job.caches.iter().any(|b| b.name == c.name) {
-                        self.err(
-                            child.line,
-                            child.col,
-                            format_args!("a second cache \"{}\"", c.name),
-                        );
-                    }
-                    job.caches.push(c);
+                    job.caches.push(self.cache(child));
+                    caches_at.push((child.line, child.col));
                 }
                 _ => self.unknown(child, "in job", JOB_NODES),
             }
         }
+        let names: Vec<&str> = job.artifacts.iter().map(|a| a.name.as_str()).collect();
+        self.repeats(&names, &artifacts_at, "artifact name");
+        let names: Vec<&str> = job.caches.iter().map(|c| c.name.as_str()).collect();
+        self.repeats(&names, &caches_at, "cache name");
         if job.steps.is_empty() {
             self.err(
                 node.line,
