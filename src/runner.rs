@@ -280,7 +280,7 @@ fn execute(cfg: &Config, secrets: &Secrets) -> Result<(Outcome, Vec<ArtifactRepo
     let reports = files::artifacts::collect(
         workspace,
         &declared,
-        &outcome.artifacts,
+        &outcome.listed_artifacts,
         outcome.state == JobState::Succeeded,
         cfg.artifact_limit.value,
         to,

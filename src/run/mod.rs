@@ -28,7 +28,7 @@ pub struct Outcome {
     pub reason: Option<String>,
     pub steps: Vec<StepReport>,
     /// Globs steps listed in `SOLSTICE_ARTIFACTS`.
-    pub artifacts: Vec<String>,
+    pub listed_artifacts: Vec<String>,
 }
 
 impl Outcome {
@@ -39,7 +39,7 @@ impl Outcome {
             exit_code: 128 + sig,
             reason: Some(cancel_reason(sig)),
             steps: Vec::new(),
-            artifacts: Vec::new(),
+            listed_artifacts: Vec::new(),
         }
     }
 }
@@ -122,7 +122,7 @@ pub fn run_script(
             duration_ms: process::millis(started.elapsed()),
             outputs,
         }],
-        artifacts: std::mem::take(&mut session.artifacts),
+        listed_artifacts: std::mem::take(&mut session.artifacts),
     })
 }
 
@@ -377,7 +377,7 @@ pub fn run_workflow(
         exit_code,
         reason: reason.map(|r| logs::mask(&r)),
         steps,
-        artifacts: std::mem::take(&mut session.artifacts),
+        listed_artifacts: std::mem::take(&mut session.artifacts),
     })
 }
 
