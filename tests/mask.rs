@@ -611,6 +611,36 @@ fn secrets_added_after_use_are_masked() {
 }
 
 #[test]
+fn newline_and_command_searches_agree_with_a_byte_loop() {
+    use workflow_runner::logs::bytes::{find_command, find_newline};
+    let newline = |d: &[u8]| d.iter().position(|&b| b == b'\n');
+    let command = |d: &[u8]| d.windows(2).position(|w| w == b"\n:").map(|i| i + 1);
+    let mut r = Rng(7);
+    for len in 0..100 {
+        for _ in 0..300 {
+            let d = r.bytes(len, b"aaaaaaaab:\n");
+            assert_eq!(find_newline(&d), newline(&d), "{d:?}");
+            assert_eq!(find_command(&d), command(&d), "{d:?}");
+        }
+    }
+    // One match at every place of a longer buffer, and none.
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 1000] {
+        let plain = vec![b'x'; len];
+        assert_eq!((find_newline(&plain), find_command(&plain)), (None, None));
+        for at in 0..len {
+            let mut d = plain.clone();
+            d[at] = b'\n';
+            assert_eq!(find_newline(&d), Some(at));
+            assert_eq!(find_command(&d), None);
+            if at + 1 < len {
+                d[at + 1] = b':';
+                assert_eq!(find_command(&d), Some(at + 1), "len {len}");
+            }
+        }
+    }
+}
+
+#[test]
 fn splitter_fuzz_small_alphabet() {
     let mut r = Rng(0xfeed);
     for round in 0..3000 {

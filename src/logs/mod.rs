@@ -378,23 +378,11 @@ impl Capture {
                 continue;
             }
             // The next line that starts with ':'.
-            let mut at = if self.line_start && data[0] == b':' {
+            let at = if self.line_start && data[0] == b':' {
                 Some(0)
             } else {
-                None
+                bytes::find_command(data)
             };
-            let mut from = 0;
-            while at.is_none() {
-                let Some(n) = bytes::find_newline(&data[from..]) else {
-                    break;
-                };
-                let next = from + n + 1;
-                match data.get(next) {
-                    Some(b':') => at = Some(next),
-                    Some(_) => from = next,
-                    None => break,
-                }
-            }
             match at {
                 Some(i) => {
                     if i > 0 {
