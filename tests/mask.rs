@@ -447,10 +447,20 @@ fn splitter_every_split_point() {
 
 #[test]
 fn splitter_random_chunking() {
-    let secrets = secrets();
-    let m = masker(&secrets);
-    let mut r = Rng(2024);
-    let doc = document(&secrets, &mut r, 200);
+    random_chunking(&secrets(), 2024);
+}
+
+/// As above with the secrets that have no line break, which the splitter
+/// matches over many lines at once.
+#[test]
+fn splitter_random_chunking_single_line_secrets() {
+    random_chunking(&secrets()[..6], 2025);
+}
+
+fn random_chunking(secrets: &[Vec<u8>], seed: u64) {
+    let m = masker(secrets);
+    let mut r = Rng(seed);
+    let doc = document(secrets, &mut r, 200);
     let want = expected_lines(&m, &doc);
     for _ in 0..3000 {
         let sizes: Vec<usize> = (0..16)
@@ -642,12 +652,23 @@ fn newline_and_command_searches_agree_with_a_byte_loop() {
 
 #[test]
 fn splitter_fuzz_small_alphabet() {
-    let mut r = Rng(0xfeed);
+    fuzz_small_alphabet(0xfeed, b"aab\r\n");
+}
+
+/// Secrets without a line break are matched over many lines at once (no
+/// match can span lines then); the result must be the same.
+#[test]
+fn splitter_fuzz_secrets_without_line_breaks() {
+    fuzz_small_alphabet(0xbeef, b"aab\r");
+}
+
+fn fuzz_small_alphabet(seed: u64, secret_bytes: &[u8]) {
+    let mut r = Rng(seed);
     for round in 0..3000 {
         let secrets: Vec<Vec<u8>> = (0..1 + r.below(4))
             .map(|_| {
                 let n = 4 + r.below(6);
-                r.bytes(n, b"aab\r\n")
+                r.bytes(n, secret_bytes)
             })
             .collect();
         let m = masker(&secrets);

@@ -238,6 +238,8 @@ struct Automaton {
     /// ones ending there lie inside it, so masking needs no more.
     out: Box<[u32]>,
     longest: usize,
+    /// Some pattern holds a `\n`: then a match may span lines.
+    newline: bool,
 }
 
 impl Automaton {
@@ -287,6 +289,7 @@ impl Automaton {
             fail: vec![0; n].into(),
             out: out.into(),
             longest: pats.iter().map(Vec::len).max().unwrap_or(1),
+            newline: pats.iter().any(|p| p.contains(&b'\n')),
         };
         for w in ac.children(0) {
             ac.root[usize::from(ac.label[w])] = w as u32;
@@ -338,17 +341,27 @@ impl Automaton {
         self.child[s] as usize..self.child[s + 1] as usize
     }
 
-    #[inline]
+    /// The state after `b` from `s`. Inside a match this runs for every
+    /// byte, so it is written out by hand (an iterator here was a call per
+    /// byte at opt-level "z").
+    #[inline(always)]
     fn next(&self, mut s: u32, b: u8) -> u32 {
         loop {
             if s == 0 {
                 return self.root[usize::from(b)];
             }
-            let kids = self.children(s as usize);
-            if let Some(p) = self.label[kids.clone()].iter().position(|&l| l == b) {
-                return (kids.start + p) as u32;
+            let at = s as usize;
+            let (Some(&lo), Some(&hi)) = (self.child.get(at), self.child.get(at + 1)) else {
+                return 0;
+            };
+            let mut k = lo;
+            while k < hi {
+                if self.label.get(k as usize) == Some(&b) {
+                    return k;
+                }
+                k += 1;
             }
-            s = self.fail[s as usize];
+            s = self.fail.get(at).copied().unwrap_or(0);
         }
     }
 
@@ -515,6 +528,32 @@ impl LineSplitter {
         let (mut run, mut at) = (0, 0);
         loop {
             let rest = data.get(at..).unwrap_or_default();
+            // All the whole lines at once: when no pattern holds a `\n`, no
+            // match spans lines, so one scan finds what a scan per line
+            // would, without a search and a call per line.
+            if self.buf.is_empty() && self.state == 0 && ac.is_none_or(|a| !a.newline) {
+                let end = rest.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
+                if end > 0 && end <= self.max.saturating_add(1) {
+                    let lines = &rest[..end];
+                    self.spans.clear();
+                    if let Some(ac) = ac {
+                        ac.scan(0, lines, 0, &mut self.spans, true);
+                    }
+                    self.partial = false;
+                    if !self.spans.is_empty() {
+                        if run < at {
+                            out(data.get(run..at).unwrap_or_default());
+                        }
+                        self.scratch.clear();
+                        render(&mut self.scratch, lines, &self.spans);
+                        out(&self.scratch);
+                        self.spans.clear();
+                        run = at + end;
+                    }
+                    at += end;
+                    continue;
+                }
+            }
             let nl = find_newline(rest);
             // The common case, a whole line inside this chunk, is masked in
             // place rather than copied through `buf`.
