@@ -226,6 +226,12 @@ struct Automaton {
     /// bytes per lookup: the log is mostly secret-free, and a byte-by-byte
     /// filter cost more than the rest of the pipeline together.
     shift: Box<[u8]>,
+    /// One bit per hash: set for those in `shift` (3 bytes found in the
+    /// first `min_len` of a pattern). Most windows of a log are not: then the
+    /// window moves by the whole `min_len - 2` without waiting for `shift`,
+    /// and the processor can look at the next window before this one's
+    /// lookup is back, instead of one lookup after the other.
+    seen: Box<[u64]>,
     /// The shortest pattern's length (4 or more).
     min_len: usize,
     // Boxed slices rather than Vecs: their indexing is built in, which matters
@@ -283,6 +289,7 @@ impl Automaton {
         let mut ac = Automaton {
             root: Box::new([0; 256]),
             shift: Vec::new().into(),
+            seen: Vec::new().into(),
             min_len: pats.iter().map(Vec::len).min().unwrap_or(4).max(3),
             label: label.into(),
             child: child.into(),
@@ -296,13 +303,16 @@ impl Automaton {
         }
         let m = ac.min_len;
         let mut shift = vec![(m - 2).min(255) as u8; 1 << 16];
+        let mut seen = vec![0u64; 1 << 10];
         for p in pats {
             for (j, w) in p.get(..m).unwrap_or_default().windows(3).enumerate() {
                 let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
                 shift[h] = shift[h].min((m - 3 - j) as u8);
+                seen[h >> 6] |= 1 << (h & 63);
             }
         }
         ac.shift = shift.into();
+        ac.seen = seen.into();
         for v in 1..n {
             for w in ac.children(v) {
                 let f = ac.next(ac.fail[v], ac.label[w]);
@@ -324,11 +334,20 @@ impl Automaton {
     #[inline(always)]
     fn skip(&self, hay: &[u8], mut i: usize, complete: bool) -> usize {
         let m = self.min_len;
+        let full = (m - 2).min(255);
         loop {
             let Some(w) = hay.get(i + m - 3..i + m) else {
                 return if complete { hay.len() } else { i };
             };
             let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
+            if self
+                .seen
+                .get(h >> 6)
+                .is_some_and(|&b| b >> (h & 63) & 1 == 0)
+            {
+                i += full;
+                continue;
+            }
             match self.shift.get(h) {
                 Some(&0) | None => return i,
                 Some(&sh) => i += usize::from(sh),
