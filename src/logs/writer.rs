@@ -12,14 +12,14 @@ use super::spool::{self, Spool, Stream};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Most text waiting for the spool thread: a few pipe reads.
-const MAX_QUEUED: usize = 256 * 1024;
+const MAX_QUEUED: usize = 128 * 1024;
 /// Emptied buffers kept for reuse, and the largest kept: more than can be
 /// in the queue at once, so that a steady flow never drops one to allocate
 /// another (on musl each large allocation is a system call pair).
-const FREE_BUFFERS: usize = 8;
+const FREE_BUFFERS: usize = 4;
 const MAX_FREE_CAPACITY: usize = 256 * 1024;
 /// The spool thread writes its buffer out when it holds this much.
-const WRITE_AT: usize = 256 * 1024;
+const WRITE_AT: usize = 128 * 1024;
 
 /// What the spool thread is asked to do, in order.
 pub enum Job {
