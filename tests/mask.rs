@@ -621,8 +621,8 @@ fn secrets_added_after_use_are_masked() {
 }
 
 #[test]
-fn newline_and_command_searches_agree_with_a_byte_loop() {
-    use workflow_runner::logs::bytes::{find_command, find_newline};
+fn newline_command_and_prefix_searches_agree_with_a_byte_loop() {
+    use workflow_runner::logs::bytes::{common_prefix, find_command, find_newline};
     let newline = |d: &[u8]| d.iter().position(|&b| b == b'\n');
     let command = |d: &[u8]| d.windows(2).position(|w| w == b"\n:").map(|i| i + 1);
     let mut r = Rng(7);
@@ -631,6 +631,16 @@ fn newline_and_command_searches_agree_with_a_byte_loop() {
             let d = r.bytes(len, b"aaaaaaaab:\n");
             assert_eq!(find_newline(&d), newline(&d), "{d:?}");
             assert_eq!(find_command(&d), command(&d), "{d:?}");
+        }
+    }
+    let common = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    for len in 0..70 {
+        for _ in 0..300 {
+            let a = r.bytes(len, b"aaaaaaab");
+            let n = r.below(70);
+            let b = r.bytes(n, b"aaaaaaab");
+            assert_eq!(common_prefix(&a, &b), common(&a, &b), "{a:?} {b:?}");
+            assert_eq!(common_prefix(&a, &a), len);
         }
     }
     // One match at every place of a longer buffer, and none.

@@ -4,7 +4,7 @@
 //! Every byte the runner sends out goes through here, so nothing in this file
 //! may panic on input, and its cost stays linear in the text.
 
-use super::bytes::find_newline;
+use super::bytes::{common_prefix, find_newline};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -214,9 +214,9 @@ fn json(value: &[u8], hex: &[u8; 16], ascii: bool) -> Vec<u8> {
     out
 }
 
-/// Aho-Corasick over bytes. States are numbered breadth-first, so the children
-/// of state `s` are exactly the states `child[s]..child[s + 1]`: no per-edge
-/// target is stored, which keeps it near 13 bytes per state.
+/// Aho-Corasick over bytes. A state's children are numbered together, so
+/// they are the `kids[s]` states from `child[s]`: no per-edge target is
+/// stored, which keeps it near 16 bytes per state.
 struct Automaton {
     /// Dense transitions from the root only: it is where most bytes are read.
     root: Box<[u32; 256]>,
@@ -238,7 +238,15 @@ struct Automaton {
     // in the hot loop at opt-level "z", where Vec's Index is not inlined.
     /// The byte on the edge into each state.
     label: Box<[u8]>,
+    /// The children of state `s` are the `kids[s]` states from `child[s]`.
     child: Box<[u32]>,
+    kids: Box<[u16]>,
+    /// How many states follow `s` one by one, each the only child of the
+    /// one before and ending no pattern (up to 255): they are numbered in a
+    /// row from `child[s]`, so their labels lie together, and the text is
+    /// compared with them at once, not walked a state at a time (the walk
+    /// was most of the cost of a line holding a secret).
+    run: Box<[u8]>,
     fail: Box<[u32]>,
     /// Length of the longest pattern ending at this state, 0 if none. Shorter
     /// ones ending there lie inside it, so masking needs no more.
@@ -251,40 +259,41 @@ struct Automaton {
 impl Automaton {
     /// `pats` must be sorted, deduplicated and non-empty each: then the
     /// patterns below one trie node form a contiguous range whose first one
-    /// is the node itself if it is a pattern, so the trie comes out level by
-    /// level in breadth-first order without pointers.
+    /// is the node itself if it is a pattern, so the trie is built from
+    /// ranges without pointers.
     fn new(pats: &[Vec<u8>]) -> Automaton {
-        let (mut label, mut out, mut child) = (vec![0u8], vec![0u32], Vec::new());
-        let mut level = vec![(0, pats.len())];
-        let mut depth = 0;
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            for &(lo, hi) in &level {
-                child.push(label.len() as u32);
-                let mut j = lo;
-                while j < hi {
-                    let Some(&b) = pats[j].get(depth) else {
-                        j += 1;
-                        continue;
-                    };
-                    let mut k = j + 1;
-                    while k < hi && pats[k].get(depth) == Some(&b) {
-                        k += 1;
-                    }
-                    label.push(b);
-                    out.push(if pats[j].len() == depth + 1 {
-                        depth as u32 + 1
-                    } else {
-                        0
-                    });
-                    next.push((j, k));
-                    j = k;
+        let (mut label, mut out) = (vec![0u8], vec![0u32]);
+        let (mut child, mut kids) = (vec![0u32], vec![0u16]);
+        // (state, the patterns below it, their bytes in common): a state's
+        // children get their numbers together when it is taken, and the
+        // last one is taken next, so a run of single children is numbered
+        // in a row.
+        let mut todo = vec![(0, 0, pats.len(), 0)];
+        while let Some((s, lo, hi, depth)) = todo.pop() {
+            child[s] = label.len() as u32;
+            let mut j = lo;
+            while j < hi {
+                let Some(&b) = pats[j].get(depth) else {
+                    j += 1;
+                    continue;
+                };
+                let mut k = j + 1;
+                while k < hi && pats[k].get(depth) == Some(&b) {
+                    k += 1;
                 }
+                todo.push((label.len(), j, k, depth + 1));
+                label.push(b);
+                out.push(if pats[j].len() == depth + 1 {
+                    depth as u32 + 1
+                } else {
+                    0
+                });
+                child.push(0);
+                kids.push(0);
+                kids[s] += 1;
+                j = k;
             }
-            level = next;
-            depth += 1;
         }
-        child.push(label.len() as u32);
         let n = label.len();
         let mut ac = Automaton {
             root: Box::new([0; 256]),
@@ -293,6 +302,8 @@ impl Automaton {
             min_len: pats.iter().map(Vec::len).min().unwrap_or(4).max(3),
             label: label.into(),
             child: child.into(),
+            kids: kids.into(),
+            run: vec![0; n].into(),
             fail: vec![0; n].into(),
             out: out.into(),
             longest: pats.iter().map(Vec::len).max().unwrap_or(1),
@@ -313,13 +324,25 @@ impl Automaton {
         }
         ac.shift = shift.into();
         ac.seen = seen.into();
-        for v in 1..n {
+        // Failure links level by level: each one leads to a shallower state.
+        let mut level: Vec<usize> = ac.children(0).collect();
+        let mut at = 0;
+        while let Some(&v) = level.get(at) {
+            at += 1;
             for w in ac.children(v) {
                 let f = ac.next(ac.fail[v], ac.label[w]);
                 ac.fail[w] = f;
                 if ac.out[w] == 0 {
                     ac.out[w] = ac.out[f as usize];
                 }
+                level.push(w);
+            }
+        }
+        // A child is numbered after its parent, so runs are known from the end.
+        for v in (1..n).rev() {
+            let c = ac.child[v] as usize;
+            if ac.kids[v] == 1 && ac.out[c] == 0 {
+                ac.run[v] = ac.run[c].saturating_add(1);
             }
         }
         ac
@@ -357,7 +380,8 @@ impl Automaton {
 
     #[inline]
     fn children(&self, s: usize) -> std::ops::Range<usize> {
-        self.child[s] as usize..self.child[s + 1] as usize
+        let c = self.child[s] as usize;
+        c..c + usize::from(self.kids[s])
     }
 
     /// The state after `b` from `s`. Inside a match this runs for every
@@ -370,10 +394,10 @@ impl Automaton {
                 return self.root[usize::from(b)];
             }
             let at = s as usize;
-            let (Some(&lo), Some(&hi)) = (self.child.get(at), self.child.get(at + 1)) else {
+            let (Some(&lo), Some(&n)) = (self.child.get(at), self.kids.get(at)) else {
                 return 0;
             };
-            let mut k = lo;
+            let (mut k, hi) = (lo, lo + u32::from(n));
             while k < hi {
                 if self.label.get(k as usize) == Some(&b) {
                     return k;
@@ -415,6 +439,20 @@ impl Automaton {
                     spans.pop();
                 }
                 spans.push((start, end));
+            }
+            // Down a run of only children as far as the text follows it: no
+            // pattern ends on the way, so the state is all that changes.
+            let at = s as usize;
+            let (Some(&k), Some(&c)) = (self.run.get(at).filter(|&&k| k > 0), self.child.get(at))
+            else {
+                continue;
+            };
+            let (c, k) = (c as usize, usize::from(k));
+            let text = hay.get(i..).unwrap_or_default();
+            let m = common_prefix(text, self.label.get(c..c + k).unwrap_or_default());
+            if m > 0 {
+                s = (c + m - 1) as u32;
+                i += m;
             }
         }
         s
