@@ -490,7 +490,8 @@ pub struct LineSplitter {
     state: u32,
     /// Part of this line has been emitted.
     partial: bool,
-    scratch: Vec<u8>,
+    /// Where each piece `process` gave out ends, for `push` and the like.
+    ends: Vec<usize>,
     /// The masker's generation `buf` was scanned with.
     generation: u64,
 }
@@ -520,7 +521,7 @@ impl LineSplitter {
     /// over-long line and for a last line without newline.
     /// Pass the same masker on every call.
     pub fn push(&mut self, data: &[u8], masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(Some(Some(data)), masker, &mut |t| by_line(t, emit));
+        self.pieces(Some(Some(data)), masker, emit);
     }
 
     /// Emits as much of an unfinished line as can be shown without risking
@@ -528,24 +529,42 @@ impl LineSplitter {
     /// The log pipeline calls it when output has paused mid-line (a prompt,
     /// progress dots), so such output still reaches the console.
     pub fn flush(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(None, masker, &mut |t| by_line(t, emit));
+        self.pieces(None, masker, emit);
     }
 
     /// End of stream: emits what is left (a last line without newline), if any.
     pub fn finish(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(Some(None), masker, &mut |t| by_line(t, emit));
+        self.pieces(Some(None), masker, emit);
+    }
+
+    /// `process`, each of its pieces cut into `emit`'s calls by `by_line`.
+    fn pieces(
+        &mut self,
+        what: Option<Option<&[u8]>>,
+        masker: &Masker,
+        emit: &mut dyn FnMut(&[u8], bool),
+    ) {
+        let mut out = Vec::new();
+        self.process(what, masker, &mut out);
+        let mut from = 0;
+        for &end in &self.ends {
+            by_line(out.get(from..end).unwrap_or_default(), emit);
+            from = end;
+        }
     }
 
     /// What `push` (`Some(Some(data))`), `finish` (`Some(None)`) and `flush`
-    /// (`None`) do, with the masked text given to `out` as it is: lines with
-    /// their `\n`, many at once, or pieces of a line. The log pipeline takes
-    /// it so, without a call and a copy per line.
+    /// (`None`) do, with the masked text appended to `out` as it is: lines
+    /// with their `\n`, many at once, or pieces of a line (`ends` says where
+    /// each piece ends). The log pipeline takes it so, without a call and a
+    /// copy per line.
     pub(crate) fn process(
         &mut self,
         what: Option<Option<&[u8]>>,
         masker: &Masker,
-        out: &mut dyn FnMut(&[u8]),
+        out: &mut Vec<u8>,
     ) {
+        self.ends.clear();
         let ac = masker.automaton();
         if self.generation != masker.generation {
             // New secrets since this line was scanned: scan what is held
@@ -599,11 +618,10 @@ impl LineSplitter {
                     self.partial = false;
                     if !self.spans.is_empty() {
                         if run < at {
-                            out(data.get(run..at).unwrap_or_default());
+                            self.put(out, data.get(run..at).unwrap_or_default());
                         }
-                        self.scratch.clear();
-                        render(&mut self.scratch, lines, &self.spans);
-                        out(&self.scratch);
+                        render(out, lines, &self.spans);
+                        self.ends.push(out.len());
                         self.spans.clear();
                         run = at + end;
                     }
@@ -625,19 +643,18 @@ impl LineSplitter {
                 at += n + 1;
                 if !self.spans.is_empty() {
                     if run < at - n - 1 {
-                        out(data.get(run..at - n - 1).unwrap_or_default());
+                        self.put(out, data.get(run..at - n - 1).unwrap_or_default());
                     }
-                    self.scratch.clear();
-                    render(&mut self.scratch, line, &self.spans);
-                    self.scratch.push(b'\n');
-                    out(&self.scratch);
+                    render(out, line, &self.spans);
+                    out.push(b'\n');
+                    self.ends.push(out.len());
                     self.spans.clear();
                     run = at;
                 }
                 continue;
             }
             if run < at {
-                out(data.get(run..at).unwrap_or_default());
+                self.put(out, data.get(run..at).unwrap_or_default());
             }
             let (mut line, _) = rest.split_at(nl.unwrap_or(rest.len()));
             at += line.len() + 1;
@@ -666,7 +683,7 @@ impl LineSplitter {
     /// Emits the rest of the line. `complete` says a newline ended it; a
     /// `\r` before that newline stays in the text, so the console can write
     /// the line back byte for byte.
-    fn end_line(&mut self, complete: bool, out: &mut dyn FnMut(&[u8])) {
+    fn end_line(&mut self, complete: bool, out: &mut Vec<u8>) {
         while self.buf.len() > self.max {
             self.cut(0, out);
         }
@@ -680,7 +697,7 @@ impl LineSplitter {
     /// Emits an incomplete piece of about `max` bytes, never cutting inside a
     /// masked span nor within the last `keep` bytes, unless a span covers all
     /// of it: then the span is split and its tail stays masked in `spans`.
-    fn cut(&mut self, keep: usize, out: &mut dyn FnMut(&[u8])) {
+    fn cut(&mut self, keep: usize, out: &mut Vec<u8>) {
         let len = self.buf.len();
         let safe = len.saturating_sub(keep);
         let mut c = self.max.min(safe);
@@ -708,24 +725,25 @@ impl LineSplitter {
     }
 
     /// Gives `buf[..end]` to `out`, masked, with a `\n` if `newline`.
-    fn emit_piece(&mut self, end: usize, newline: bool, out: &mut dyn FnMut(&[u8])) {
+    fn emit_piece(&mut self, end: usize, newline: bool, out: &mut Vec<u8>) {
         let text = self.buf.get(..end).unwrap_or(&self.buf);
         let n = self.spans.partition_point(|&(s, _)| s < end);
-        self.scratch.clear();
-        render(
-            &mut self.scratch,
-            text,
-            self.spans.get(..n).unwrap_or_default(),
-        );
+        render(out, text, self.spans.get(..n).unwrap_or_default());
         if newline {
-            self.scratch.push(b'\n');
+            out.push(b'\n');
         }
-        out(&self.scratch);
+        self.ends.push(out.len());
+    }
+
+    /// Gives `text` to `out` as it is, one piece.
+    fn put(&mut self, out: &mut Vec<u8>, text: &[u8]) {
+        out.extend_from_slice(text);
+        self.ends.push(out.len());
     }
 }
 
-/// Cuts masked text from `LineSplitter::process` into `push`'s calls: one
-/// per line, `complete` if its `\n` was there.
+/// Cuts a piece of masked text from `LineSplitter::process` into `push`'s
+/// calls: one per line, `complete` if its `\n` was there.
 fn by_line(mut text: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
     while let Some(n) = find_newline(text) {
         emit(&text[..n], true);

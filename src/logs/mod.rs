@@ -464,7 +464,7 @@ impl Capture {
         let console = &mut self.console;
         console.clear();
         let splitter = &mut self.splitter;
-        with_masker(|m| splitter.process(what, m, &mut |text| console.extend_from_slice(text)));
+        with_masker(|m| splitter.process(what, m, console));
         write_console(self.stream, &self.console);
         if let Some(p) = PIPELINE.get().filter(|_| !self.console.is_empty()) {
             // The buffer goes to the spool's thread; one it emptied comes back.
