@@ -242,7 +242,7 @@ fn replay(path: &Path, skip: &mut u64, spool: &mut Spool) -> io::Result<()> {
         let step = String::from_utf8_lossy(&step);
         let step = (!step.is_empty()).then_some(&*step);
         if let Some(t) = text.get(from..).filter(|t| !t.is_empty()) {
-            super::append_events(spool, stream, step, t, Some(&ts));
+            super::append_events(spool, stream, step, t, &ts);
         }
     }
 }

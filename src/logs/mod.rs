@@ -234,13 +234,13 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
 /// Appends `text`, the masked bytes of one stream as read together, as
 /// events: whole lines (`\n` included), or a piece of a line that the
 /// stream's next event continues; at most MAX_EVENT bytes each. `ts` is the
-/// time they arrived, when that was not now.
+/// time they arrived.
 fn append_events(
     s: &mut Spool,
     stream: Stream,
     step: Option<&str>,
     mut text: &[u8],
-    ts: Option<&[u8; 24]>,
+    ts: &[u8; 24],
 ) {
     while !text.is_empty() {
         let mut end = text.len();
@@ -255,10 +255,7 @@ fn append_events(
             };
         }
         let (event, rest) = text.split_at(end);
-        match ts {
-            Some(ts) => s.append_at(stream, step, event, ts),
-            None => s.append(stream, step, event),
-        }
+        s.append_at(stream, step, event, ts);
         text = rest;
     }
 }

@@ -241,7 +241,7 @@ fn append(
     if whole && rest.is_empty() {
         s.append_at(stream, step, text, ts);
     } else {
-        super::append_events(s, stream, step, head, Some(ts));
+        super::append_events(s, stream, step, head, ts);
     }
 }
 
