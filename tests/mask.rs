@@ -621,8 +621,8 @@ fn secrets_added_after_use_are_masked() {
 }
 
 #[test]
-fn newline_command_and_prefix_searches_agree_with_a_byte_loop() {
-    use workflow_runner::logs::bytes::{common_prefix, find_command, find_newline};
+fn byte_searches_and_copies_agree_with_a_byte_loop() {
+    use workflow_runner::logs::bytes::{common_prefix, find_command, find_newline, push_bytes};
     let newline = |d: &[u8]| d.iter().position(|&b| b == b'\n');
     let command = |d: &[u8]| d.windows(2).position(|w| w == b"\n:").map(|i| i + 1);
     let mut r = Rng(7);
@@ -642,6 +642,14 @@ fn newline_command_and_prefix_searches_agree_with_a_byte_loop() {
             assert_eq!(common_prefix(&a, &b), common(&a, &b), "{a:?} {b:?}");
             assert_eq!(common_prefix(&a, &a), len);
         }
+    }
+    for len in 0..300 {
+        let src = r.bytes(len, b"abcdefgh");
+        let mut out = r.bytes(len % 21, b"xyz");
+        let mut want = out.clone();
+        push_bytes(&mut out, &src);
+        want.extend_from_slice(&src);
+        assert_eq!(out, want);
     }
     // One match at every place of a longer buffer, and none.
     for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 1000] {

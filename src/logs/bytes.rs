@@ -89,6 +89,41 @@ fn find_pair(data: &[u8], next: Option<u8>) -> Option<usize> {
     }
 }
 
+/// Appends `src` to `out`. A short piece is copied 16 bytes at a time
+/// (the last block overlapping the one before) without calling memcpy:
+/// musl's starts with a byte loop and `rep movsq`, which cost more than a
+/// line of text takes to copy, and masked lines are many short pieces.
+pub fn push_bytes(out: &mut Vec<u8>, src: &[u8]) {
+    let n = src.len();
+    if n > 256 {
+        return out.extend_from_slice(src);
+    }
+    out.reserve(n);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    let (s, mut i) = (src.as_ptr(), 0);
+    // SAFETY: every copy reads within `src` and writes within the `n`
+    // bytes reserved; the unaligned accesses allow any address.
+    unsafe {
+        if n >= 16 {
+            let copy = |at: usize| {
+                let block = s.add(at).cast::<[u8; 16]>().read_unaligned();
+                dst.add(at).cast::<[u8; 16]>().write_unaligned(block);
+            };
+            while i + 16 < n {
+                copy(i);
+                i += 16;
+            }
+            copy(n - 16);
+        } else {
+            while i < n {
+                dst.add(i).write(*s.add(i));
+                i += 1;
+            }
+        }
+        out.set_len(out.len() + n);
+    }
+}
+
 /// How many bytes `a` and `b` have in common from their start: 16 at a time
 /// on x86_64 (the masker follows a secret's bytes with it).
 pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {

@@ -4,7 +4,7 @@
 //! Every byte the runner sends out goes through here, so nothing in this file
 //! may panic on input, and its cost stays linear in the text.
 
-use super::bytes::{common_prefix, find_newline};
+use super::bytes::{common_prefix, find_newline, push_bytes};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -469,11 +469,11 @@ fn hash3(x: u32) -> usize {
 fn render(out: &mut Vec<u8>, text: &[u8], spans: &[(usize, usize)]) {
     let mut at = 0;
     for &(s, e) in spans {
-        out.extend_from_slice(text.get(at..s).unwrap_or_default());
+        push_bytes(out, text.get(at..s).unwrap_or_default());
         out.extend_from_slice(b"***");
         at = e;
     }
-    out.extend_from_slice(text.get(at..).unwrap_or_default());
+    push_bytes(out, text.get(at..).unwrap_or_default());
 }
 
 /// Turns a byte stream into masked lines, holding at most about `max_line`
