@@ -41,7 +41,11 @@ pub fn main() -> i32 {
         Command::Check(file) => check(file.as_deref(), &flags),
         Command::Run { dry_run } => run(&flags, dry_run),
     };
-    result.unwrap_or_else(fail)
+    let code = result.unwrap_or_else(fail);
+    // Whatever is still on its way to the spool is written before the
+    // process exits (after a job, `run` has sealed it already).
+    logs::seal();
+    code
 }
 
 fn fail(e: Error) -> i32 {
@@ -106,7 +110,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
     let secrets = secrets::read(&cfg.secrets_file.value)?;
     let masker = masker(&cfg, &secrets);
     if dry_run {
-        logs::init(masker, None, None);
+        // Without a spool there is no thread to start, nothing to fail.
+        let _ = logs::init(masker, None, None);
         print_out(&logs::mask(&cfg.describe()));
         print_out(&format!(
             "plan: fetch {} at {} into {} (the commit alone, submodules one level deep, unless a `checkout` node in .solstice/workflow.kdl at that commit asks for more: `solstice-runner check` shows it), then run .solstice/job.sh, or the workflow in .solstice/workflow.kdl when there is no job.sh\n",
@@ -125,7 +130,8 @@ fn run(flags: &Flags, dry_run: bool) -> Result<i32> {
         .value
         .as_deref()
         .and_then(|p| logs::limit::Limit::new(cfg.log_limit.value, p));
-    logs::init(masker, spool, limit);
+    logs::init(masker, spool, limit)
+        .map_err(|e| Error::internal(format!("cannot start the log spool's thread: {e}")))?;
     sys::install_signal_handlers()
         .map_err(|e| Error::internal(format!("cannot set up signal handling: {e}")))?;
     let uploader = match (&cfg.orchestrator.value, &cfg.spool.value) {

@@ -808,6 +808,137 @@ fn a_closed_stdout_ends_check_and_dry_run_quietly() {
 }
 
 #[test]
+fn a_flood_reaches_the_spool_whole_and_in_order() {
+    // 20 parts of 12,000 lines on stdout as fast as the shell makes them,
+    // each in a group, a stderr line after each, and a value registered
+    // with add-mask halfway: the spool's thread must keep every byte, the
+    // order of stdout against the group events, and the job's last output
+    // before the runner's final line.
+    let job = Job::script(
+        r#"i=0
+while [ $i -lt 20 ]; do
+  echo "::group::part $i"
+  [ $i -eq 10 ] && echo "::add-mask::fl00d-s3cret"
+  echo "value fl00d-s3cret"
+  yes "part $i $(printf '%080d' $i)" | head -n 12000
+  echo "err $i" >&2
+  echo "::endgroup::"
+  i=$((i+1))
+done"#,
+    );
+    let spool = job.file("spool.ndjson");
+    let out = job
+        .runner()
+        .env("SOLSTICE_SPOOL", &spool)
+        .env("SOLSTICE_LOG_LIMIT", "0")
+        .run(Duration::from_secs(120));
+    out.assert_code(0);
+    let events = common::events::events(&fs::read(&spool).unwrap());
+    assert!(
+        events.iter().enumerate().all(|(i, e)| e.seq == i as u64),
+        "seq must count from 0 without gaps"
+    );
+    // stdout in the spool is the console's stdout without the command lines.
+    let console: String = out
+        .stdout
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("::"))
+        .collect();
+    let text = common::events::stream_text(&events, "stdout");
+    assert_eq!(text.len(), console.len());
+    assert!(
+        text == console,
+        "the spool's stdout differs from the console's"
+    );
+    // Part i's output lies between its group and endgroup events.
+    let part = |i: usize| {
+        let line = format!("part {i} {i:080}\n");
+        let shown = if i >= 10 { "***" } else { "fl00d-s3cret" };
+        format!("value {shown}\n{}", line.repeat(12000))
+    };
+    let mut want = String::new();
+    let (mut seen, mut groups, mut ends) = (0, 0, 0);
+    for e in &events {
+        match e.stream.as_str() {
+            "stdout" => seen += e.text.len(),
+            "group" => {
+                assert_eq!(e.text, format!("part {groups}"));
+                assert_eq!(seen, want.len(), "stdout before group {groups}");
+                want.push_str(&part(groups));
+                groups += 1;
+            }
+            "endgroup" => {
+                assert_eq!(seen, want.len(), "stdout before endgroup {ends}");
+                ends += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((groups, ends), (20, 20));
+    assert!(text == want, "the parts differ from what the job printed");
+    let err: String = (0..20).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(common::events::stream_text(&events, "stderr"), err);
+    // Nothing is lost at the end: the runner's last line follows it all.
+    let last = events.last().unwrap();
+    assert!(
+        last.stream == "runner" && last.text.contains("job succeeded"),
+        "the last event is {:?}",
+        last.text
+    );
+}
+
+#[test]
+fn a_flood_through_the_spool_stays_in_bounded_memory() {
+    // 64 MiB of short lines with the whole log kept: the spool's thread
+    // falls behind a fast job at times, and its queue must not grow.
+    const TOTAL: u64 = 64 * 1024 * 1024;
+    let mut job = Job::empty();
+    let body = format!(
+        "yes abcdefghij | head -c {TOTAL}\n{wait}",
+        wait = job.wait_for_release()
+    );
+    job.repo.write_job(&body);
+    job.sha = job.repo.commit("flood");
+    let _cleanup = Cleanup(&job);
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let wd = job.workdir();
+    let repo = job.repo.path().to_path_buf();
+    let spool = job.file("spool.ndjson");
+    let mut run = RawRun::spawn(
+        &[
+            ("SOLSTICE_REPO_URL", &repo),
+            ("SOLSTICE_COMMIT_SHA", &job.sha),
+            ("SOLSTICE_WORKDIR", &wd),
+            ("SOLSTICE_SPOOL", &spool),
+            ("SOLSTICE_LOG_LIMIT", &"0"),
+        ],
+        move |d: &[u8]| {
+            c.fetch_add(d.len() as u64, Ordering::SeqCst);
+        },
+    );
+    wait_until(
+        Duration::from_secs(120),
+        "all 64 MiB on the runner's stdout",
+        || count.load(Ordering::SeqCst) >= TOTAL,
+    );
+    assert!(!run.has_exited(), "the job should still be waiting");
+    let hwm = vm_hwm_kib(run.pid()).expect("reading the runner's VmHWM");
+    job.release();
+    let (status, stderr) = run.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let events = common::events::events(&fs::read(&spool).unwrap());
+    let text = common::events::stream_text(&events, "stdout");
+    assert_eq!(text.len() as u64, TOTAL);
+    let want = "abcdefghij\n".repeat(TOTAL as usize / 11 + 1);
+    assert!(text.as_bytes() == &want.as_bytes()[..TOTAL as usize]);
+    assert!(
+        runner_wrapper().is_some() || hwm < 16 * 1024,
+        "the runner's peak resident set was {hwm} KiB while spooling 64 MiB"
+    );
+}
+
+#[test]
 fn a_log_over_its_limit_keeps_its_head_a_marker_and_its_tail() {
     // 2 MB of numbered lines under a 1 MiB limit: the spool keeps the first
     // 512 KiB, says how much was left out, then the last 512 KiB; the
@@ -864,6 +995,8 @@ fn a_log_over_its_limit_keeps_its_head_a_marker_and_its_tail() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "seq must rise by one"
     );
-    // The tail's segments are gone.
+    // The tail's segments are gone, and were read back without trouble
+    // (a segment written over again holds older records past its end).
     assert!(!job.file("spool.ndjson.tail0").exists() && !job.file("spool.ndjson.tail1").exists());
+    assert!(!out.stderr.contains("tail of the log"), "{}", out.stderr);
 }

@@ -447,10 +447,20 @@ fn splitter_every_split_point() {
 
 #[test]
 fn splitter_random_chunking() {
-    let secrets = secrets();
-    let m = masker(&secrets);
-    let mut r = Rng(2024);
-    let doc = document(&secrets, &mut r, 200);
+    random_chunking(&secrets(), 2024);
+}
+
+/// As above with the secrets that have no line break, which the splitter
+/// matches over many lines at once.
+#[test]
+fn splitter_random_chunking_single_line_secrets() {
+    random_chunking(&secrets()[..6], 2025);
+}
+
+fn random_chunking(secrets: &[Vec<u8>], seed: u64) {
+    let m = masker(secrets);
+    let mut r = Rng(seed);
+    let doc = document(secrets, &mut r, 200);
     let want = expected_lines(&m, &doc);
     for _ in 0..3000 {
         let sizes: Vec<usize> = (0..16)
@@ -611,13 +621,72 @@ fn secrets_added_after_use_are_masked() {
 }
 
 #[test]
+fn byte_searches_and_copies_agree_with_a_byte_loop() {
+    use workflow_runner::logs::bytes::{common_prefix, find_command, find_newline, push_bytes};
+    let newline = |d: &[u8]| d.iter().position(|&b| b == b'\n');
+    let command = |d: &[u8]| d.windows(2).position(|w| w == b"\n:").map(|i| i + 1);
+    let mut r = Rng(7);
+    for len in 0..100 {
+        for _ in 0..300 {
+            let d = r.bytes(len, b"aaaaaaaab:\n");
+            assert_eq!(find_newline(&d), newline(&d), "{d:?}");
+            assert_eq!(find_command(&d), command(&d), "{d:?}");
+        }
+    }
+    let common = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    for len in 0..70 {
+        for _ in 0..300 {
+            let a = r.bytes(len, b"aaaaaaab");
+            let n = r.below(70);
+            let b = r.bytes(n, b"aaaaaaab");
+            assert_eq!(common_prefix(&a, &b), common(&a, &b), "{a:?} {b:?}");
+            assert_eq!(common_prefix(&a, &a), len);
+        }
+    }
+    for len in 0..300 {
+        let src = r.bytes(len, b"abcdefgh");
+        let mut out = r.bytes(len % 21, b"xyz");
+        let mut want = out.clone();
+        push_bytes(&mut out, &src);
+        want.extend_from_slice(&src);
+        assert_eq!(out, want);
+    }
+    // One match at every place of a longer buffer, and none.
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 1000] {
+        let plain = vec![b'x'; len];
+        assert_eq!((find_newline(&plain), find_command(&plain)), (None, None));
+        for at in 0..len {
+            let mut d = plain.clone();
+            d[at] = b'\n';
+            assert_eq!(find_newline(&d), Some(at));
+            assert_eq!(find_command(&d), None);
+            if at + 1 < len {
+                d[at + 1] = b':';
+                assert_eq!(find_command(&d), Some(at + 1), "len {len}");
+            }
+        }
+    }
+}
+
+#[test]
 fn splitter_fuzz_small_alphabet() {
-    let mut r = Rng(0xfeed);
+    fuzz_small_alphabet(0xfeed, b"aab\r\n");
+}
+
+/// Secrets without a line break are matched over many lines at once (no
+/// match can span lines then); the result must be the same.
+#[test]
+fn splitter_fuzz_secrets_without_line_breaks() {
+    fuzz_small_alphabet(0xbeef, b"aab\r");
+}
+
+fn fuzz_small_alphabet(seed: u64, secret_bytes: &[u8]) {
+    let mut r = Rng(seed);
     for round in 0..3000 {
         let secrets: Vec<Vec<u8>> = (0..1 + r.below(4))
             .map(|_| {
                 let n = 4 + r.below(6);
-                r.bytes(n, b"aab\r\n")
+                r.bytes(n, secret_bytes)
             })
             .collect();
         let m = masker(&secrets);

@@ -1,13 +1,21 @@
 //! The log's byte-level hot paths, where every byte of the job's output
-//! passes: the newline search and the JSON string escaper. They are the only
-//! code outside `sys` allowed `unsafe`: libc's vectorised memchr, and SSE2
-//! loads and stores straight into a buffer's spare capacity. Each is checked
-//! byte for byte against a plain implementation in the tests (miniserde's
-//! JSON for the escaper).
+//! passes: the newline and command searches and the JSON string escaper.
+//! They are the only code outside `sys` allowed `unsafe`: SSE2 loads (libc's
+//! memchr off x86_64), and SSE2 stores straight into a buffer's spare
+//! capacity. Each is checked byte for byte against a plain implementation
+//! in the tests (miniserde's JSON for the escaper).
 #![allow(unsafe_code)]
 
-/// The first `\n` in `data`: libc's memchr is vectorised, a byte loop at
-/// opt-level "z" is not, and this search touches every byte of the log.
+/// The first `\n` in `data`. Every byte of the log passes here: a byte loop
+/// at opt-level "z" is not vectorised, and musl's memchr goes a word at a
+/// time, so x86_64 compares 16 bytes at once (SSE2, which every x86_64 CPU
+/// has) and other targets call libc's memchr.
+#[cfg(target_arch = "x86_64")]
+pub fn find_newline(data: &[u8]) -> Option<usize> {
+    find_pair(data, None)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 pub fn find_newline(data: &[u8]) -> Option<usize> {
     // SAFETY: memchr reads at most `data.len()` bytes from a valid slice.
     let p = unsafe { libc::memchr(data.as_ptr().cast(), i32::from(b'\n'), data.len()) };
@@ -16,6 +24,129 @@ pub fn find_newline(data: &[u8]) -> Option<usize> {
     } else {
         Some(p as usize - data.as_ptr() as usize)
     }
+}
+
+/// Where the first line after a `\n` in `data` starts with `:` (a workflow
+/// command may be there): the index of that `:`. One pass over the bytes
+/// rather than a search per line.
+#[cfg(target_arch = "x86_64")]
+pub fn find_command(data: &[u8]) -> Option<usize> {
+    find_pair(data, Some(b':')).map(|i| i + 1)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn find_command(data: &[u8]) -> Option<usize> {
+    data.windows(2).position(|w| w == b"\n:").map(|i| i + 1)
+}
+
+/// The first `\n` in `data` that `next` follows (any byte, or the end, if
+/// `None`): 32 places per round, then 16, the last block overlapping the
+/// one before. Inlined, so each caller's `next` is a constant.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn find_pair(data: &[u8], next: Option<u8>) -> Option<usize> {
+    use std::arch::x86_64::*;
+    // With `next` a block ends one byte early: its byte after is compared too.
+    let n = data.len().saturating_sub(usize::from(next.is_some()));
+    let block = |i: usize| {
+        // SAFETY: callers pass i + 16 <= n, and n + 1 <= data.len() with `next`.
+        unsafe {
+            let p = data.as_ptr().add(i);
+            let m = _mm_cmpeq_epi8(_mm_loadu_si128(p.cast()), _mm_set1_epi8(b'\n' as i8));
+            let m = match next {
+                Some(c) => _mm_and_si128(
+                    m,
+                    _mm_cmpeq_epi8(_mm_loadu_si128(p.add(1).cast()), _mm_set1_epi8(c as i8)),
+                ),
+                None => m,
+            };
+            _mm_movemask_epi8(m) as u32
+        }
+    };
+    if n < 16 {
+        return (0..n).find(|&i| data[i] == b'\n' && next.is_none_or(|c| data[i + 1] == c));
+    }
+    let mut i = 0;
+    while i + 32 <= n {
+        let m = block(i) | block(i + 16) << 16;
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 32;
+    }
+    loop {
+        // The last block: the 16 bytes before n, less the ones seen already.
+        let last = i + 16 > n;
+        let at = if last { n - 16 } else { i };
+        let m = block(at) >> (i - at);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        if last || i + 16 == n {
+            return None;
+        }
+        i += 16;
+    }
+}
+
+/// Appends `src` to `out`. A short piece is copied 16 bytes at a time
+/// (the last block overlapping the one before) without calling memcpy:
+/// musl's starts with a byte loop and `rep movsq`, which cost more than a
+/// line of text takes to copy, and masked lines are many short pieces.
+pub fn push_bytes(out: &mut Vec<u8>, src: &[u8]) {
+    let n = src.len();
+    if n > 256 {
+        return out.extend_from_slice(src);
+    }
+    out.reserve(n);
+    let dst = out.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+    let (s, mut i) = (src.as_ptr(), 0);
+    // SAFETY: every copy reads within `src` and writes within the `n`
+    // bytes reserved; the unaligned accesses allow any address.
+    unsafe {
+        if n >= 16 {
+            let copy = |at: usize| {
+                let block = s.add(at).cast::<[u8; 16]>().read_unaligned();
+                dst.add(at).cast::<[u8; 16]>().write_unaligned(block);
+            };
+            while i + 16 < n {
+                copy(i);
+                i += 16;
+            }
+            copy(n - 16);
+        } else {
+            while i < n {
+                dst.add(i).write(*s.add(i));
+                i += 1;
+            }
+        }
+        out.set_len(out.len() + n);
+    }
+}
+
+/// How many bytes `a` and `b` have in common from their start: 16 at a time
+/// on x86_64 (the masker follows a secret's bytes with it).
+pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    while i + 16 <= n {
+        use std::arch::x86_64::*;
+        // SAFETY: both slices hold 16 bytes from i.
+        let same = unsafe {
+            let x = _mm_loadu_si128(a.as_ptr().add(i).cast());
+            let y = _mm_loadu_si128(b.as_ptr().add(i).cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) as u32
+        };
+        if same != 0xffff {
+            return i + (!same).trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 /// Appends `text` as a JSON string, quotes included (see `push_escaped`).

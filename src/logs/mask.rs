@@ -4,7 +4,7 @@
 //! Every byte the runner sends out goes through here, so nothing in this file
 //! may panic on input, and its cost stays linear in the text.
 
-use super::bytes::find_newline;
+use super::bytes::{common_prefix, find_newline, push_bytes};
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
@@ -214,9 +214,9 @@ fn json(value: &[u8], hex: &[u8; 16], ascii: bool) -> Vec<u8> {
     out
 }
 
-/// Aho-Corasick over bytes. States are numbered breadth-first, so the children
-/// of state `s` are exactly the states `child[s]..child[s + 1]`: no per-edge
-/// target is stored, which keeps it near 13 bytes per state.
+/// Aho-Corasick over bytes. A state's children are numbered together, so
+/// they are the `kids[s]` states from `child[s]`: no per-edge target is
+/// stored, which keeps it near 16 bytes per state.
 struct Automaton {
     /// Dense transitions from the root only: it is where most bytes are read.
     root: Box<[u32; 256]>,
@@ -226,87 +226,123 @@ struct Automaton {
     /// bytes per lookup: the log is mostly secret-free, and a byte-by-byte
     /// filter cost more than the rest of the pipeline together.
     shift: Box<[u8]>,
+    /// One bit per hash: set for those in `shift` (3 bytes found in the
+    /// first `min_len` of a pattern). Most windows of a log are not: then the
+    /// window moves by the whole `min_len - 2` without waiting for `shift`,
+    /// and the processor can look at the next window before this one's
+    /// lookup is back, instead of one lookup after the other.
+    seen: Box<[u64]>,
     /// The shortest pattern's length (4 or more).
     min_len: usize,
     // Boxed slices rather than Vecs: their indexing is built in, which matters
     // in the hot loop at opt-level "z", where Vec's Index is not inlined.
     /// The byte on the edge into each state.
     label: Box<[u8]>,
+    /// The children of state `s` are the `kids[s]` states from `child[s]`.
     child: Box<[u32]>,
+    kids: Box<[u16]>,
+    /// How many states follow `s` one by one, each the only child of the
+    /// one before and ending no pattern (up to 255): they are numbered in a
+    /// row from `child[s]`, so their labels lie together, and the text is
+    /// compared with them at once, not walked a state at a time (the walk
+    /// was most of the cost of a line holding a secret).
+    run: Box<[u8]>,
     fail: Box<[u32]>,
     /// Length of the longest pattern ending at this state, 0 if none. Shorter
     /// ones ending there lie inside it, so masking needs no more.
     out: Box<[u32]>,
     longest: usize,
+    /// Some pattern holds a `\n`: then a match may span lines.
+    newline: bool,
 }
 
 impl Automaton {
     /// `pats` must be sorted, deduplicated and non-empty each: then the
     /// patterns below one trie node form a contiguous range whose first one
-    /// is the node itself if it is a pattern, so the trie comes out level by
-    /// level in breadth-first order without pointers.
+    /// is the node itself if it is a pattern, so the trie is built from
+    /// ranges without pointers.
     fn new(pats: &[Vec<u8>]) -> Automaton {
-        let (mut label, mut out, mut child) = (vec![0u8], vec![0u32], Vec::new());
-        let mut level = vec![(0, pats.len())];
-        let mut depth = 0;
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            for &(lo, hi) in &level {
-                child.push(label.len() as u32);
-                let mut j = lo;
-                while j < hi {
-                    let Some(&b) = pats[j].get(depth) else {
-                        j += 1;
-                        continue;
-                    };
-                    let mut k = j + 1;
-                    while k < hi && pats[k].get(depth) == Some(&b) {
-                        k += 1;
-                    }
-                    label.push(b);
-                    out.push(if pats[j].len() == depth + 1 {
-                        depth as u32 + 1
-                    } else {
-                        0
-                    });
-                    next.push((j, k));
-                    j = k;
+        let (mut label, mut out) = (vec![0u8], vec![0u32]);
+        let (mut child, mut kids) = (vec![0u32], vec![0u16]);
+        // (state, the patterns below it, their bytes in common): a state's
+        // children get their numbers together when it is taken, and the
+        // last one is taken next, so a run of single children is numbered
+        // in a row.
+        let mut todo = vec![(0, 0, pats.len(), 0)];
+        while let Some((s, lo, hi, depth)) = todo.pop() {
+            child[s] = label.len() as u32;
+            let mut j = lo;
+            while j < hi {
+                let Some(&b) = pats[j].get(depth) else {
+                    j += 1;
+                    continue;
+                };
+                let mut k = j + 1;
+                while k < hi && pats[k].get(depth) == Some(&b) {
+                    k += 1;
                 }
+                todo.push((label.len(), j, k, depth + 1));
+                label.push(b);
+                out.push(if pats[j].len() == depth + 1 {
+                    depth as u32 + 1
+                } else {
+                    0
+                });
+                child.push(0);
+                kids.push(0);
+                kids[s] += 1;
+                j = k;
             }
-            level = next;
-            depth += 1;
         }
-        child.push(label.len() as u32);
         let n = label.len();
         let mut ac = Automaton {
             root: Box::new([0; 256]),
             shift: Vec::new().into(),
+            seen: Vec::new().into(),
             min_len: pats.iter().map(Vec::len).min().unwrap_or(4).max(3),
             label: label.into(),
             child: child.into(),
+            kids: kids.into(),
+            run: vec![0; n].into(),
             fail: vec![0; n].into(),
             out: out.into(),
             longest: pats.iter().map(Vec::len).max().unwrap_or(1),
+            newline: pats.iter().any(|p| p.contains(&b'\n')),
         };
         for w in ac.children(0) {
             ac.root[usize::from(ac.label[w])] = w as u32;
         }
         let m = ac.min_len;
         let mut shift = vec![(m - 2).min(255) as u8; 1 << 16];
+        let mut seen = vec![0u64; 1 << 10];
         for p in pats {
             for (j, w) in p.get(..m).unwrap_or_default().windows(3).enumerate() {
                 let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
                 shift[h] = shift[h].min((m - 3 - j) as u8);
+                seen[h >> 6] |= 1 << (h & 63);
             }
         }
         ac.shift = shift.into();
-        for v in 1..n {
+        ac.seen = seen.into();
+        // Failure links level by level: each one leads to a shallower state.
+        let mut level: Vec<usize> = ac.children(0).collect();
+        let mut at = 0;
+        while let Some(&v) = level.get(at) {
+            at += 1;
             for w in ac.children(v) {
                 let f = ac.next(ac.fail[v], ac.label[w]);
                 ac.fail[w] = f;
                 if ac.out[w] == 0 {
                     ac.out[w] = ac.out[f as usize];
                 }
+                level.push(w);
+            }
+        }
+        // A child is numbered after its parent, so runs are known from the end.
+        for v in (1..n).rev() {
+            let c = ac.child[v] as usize;
+            if ac.kids[v] == 1 && ac.out[c] == 0 {
+                ac.run[v] = ac.run[c].saturating_add(1);
             }
         }
         ac
@@ -321,11 +357,20 @@ impl Automaton {
     #[inline(always)]
     fn skip(&self, hay: &[u8], mut i: usize, complete: bool) -> usize {
         let m = self.min_len;
+        let full = (m - 2).min(255);
         loop {
             let Some(w) = hay.get(i + m - 3..i + m) else {
                 return if complete { hay.len() } else { i };
             };
             let h = hash3(u32::from_be_bytes([0, w[0], w[1], w[2]]));
+            if self
+                .seen
+                .get(h >> 6)
+                .is_some_and(|&b| b >> (h & 63) & 1 == 0)
+            {
+                i += full;
+                continue;
+            }
             match self.shift.get(h) {
                 Some(&0) | None => return i,
                 Some(&sh) => i += usize::from(sh),
@@ -335,20 +380,31 @@ impl Automaton {
 
     #[inline]
     fn children(&self, s: usize) -> std::ops::Range<usize> {
-        self.child[s] as usize..self.child[s + 1] as usize
+        let c = self.child[s] as usize;
+        c..c + usize::from(self.kids[s])
     }
 
-    #[inline]
+    /// The state after `b` from `s`. Inside a match this runs for every
+    /// byte, so it is written out by hand (an iterator here was a call per
+    /// byte at opt-level "z").
+    #[inline(always)]
     fn next(&self, mut s: u32, b: u8) -> u32 {
         loop {
             if s == 0 {
                 return self.root[usize::from(b)];
             }
-            let kids = self.children(s as usize);
-            if let Some(p) = self.label[kids.clone()].iter().position(|&l| l == b) {
-                return (kids.start + p) as u32;
+            let at = s as usize;
+            let (Some(&lo), Some(&n)) = (self.child.get(at), self.kids.get(at)) else {
+                return 0;
+            };
+            let (mut k, hi) = (lo, lo + u32::from(n));
+            while k < hi {
+                if self.label.get(k as usize) == Some(&b) {
+                    return k;
+                }
+                k += 1;
             }
-            s = self.fail[s as usize];
+            s = self.fail.get(at).copied().unwrap_or(0);
         }
     }
 
@@ -384,6 +440,20 @@ impl Automaton {
                 }
                 spans.push((start, end));
             }
+            // Down a run of only children as far as the text follows it: no
+            // pattern ends on the way, so the state is all that changes.
+            let at = s as usize;
+            let (Some(&k), Some(&c)) = (self.run.get(at).filter(|&&k| k > 0), self.child.get(at))
+            else {
+                continue;
+            };
+            let (c, k) = (c as usize, usize::from(k));
+            let text = hay.get(i..).unwrap_or_default();
+            let m = common_prefix(text, self.label.get(c..c + k).unwrap_or_default());
+            if m > 0 {
+                s = (c + m - 1) as u32;
+                i += m;
+            }
         }
         s
     }
@@ -399,11 +469,11 @@ fn hash3(x: u32) -> usize {
 fn render(out: &mut Vec<u8>, text: &[u8], spans: &[(usize, usize)]) {
     let mut at = 0;
     for &(s, e) in spans {
-        out.extend_from_slice(text.get(at..s).unwrap_or_default());
+        push_bytes(out, text.get(at..s).unwrap_or_default());
         out.extend_from_slice(b"***");
         at = e;
     }
-    out.extend_from_slice(text.get(at..).unwrap_or_default());
+    push_bytes(out, text.get(at..).unwrap_or_default());
 }
 
 /// Turns a byte stream into masked lines, holding at most about `max_line`
@@ -420,7 +490,8 @@ pub struct LineSplitter {
     state: u32,
     /// Part of this line has been emitted.
     partial: bool,
-    scratch: Vec<u8>,
+    /// Where each piece `process` gave out ends, for `push` and the like.
+    ends: Vec<usize>,
     /// The masker's generation `buf` was scanned with.
     generation: u64,
 }
@@ -450,7 +521,7 @@ impl LineSplitter {
     /// over-long line and for a last line without newline.
     /// Pass the same masker on every call.
     pub fn push(&mut self, data: &[u8], masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(Some(Some(data)), masker, &mut |t| by_line(t, emit));
+        self.pieces(Some(Some(data)), masker, emit);
     }
 
     /// Emits as much of an unfinished line as can be shown without risking
@@ -458,24 +529,42 @@ impl LineSplitter {
     /// The log pipeline calls it when output has paused mid-line (a prompt,
     /// progress dots), so such output still reaches the console.
     pub fn flush(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(None, masker, &mut |t| by_line(t, emit));
+        self.pieces(None, masker, emit);
     }
 
     /// End of stream: emits what is left (a last line without newline), if any.
     pub fn finish(&mut self, masker: &Masker, emit: &mut dyn FnMut(&[u8], bool)) {
-        self.process(Some(None), masker, &mut |t| by_line(t, emit));
+        self.pieces(Some(None), masker, emit);
+    }
+
+    /// `process`, each of its pieces cut into `emit`'s calls by `by_line`.
+    fn pieces(
+        &mut self,
+        what: Option<Option<&[u8]>>,
+        masker: &Masker,
+        emit: &mut dyn FnMut(&[u8], bool),
+    ) {
+        let mut out = Vec::new();
+        self.process(what, masker, &mut out);
+        let mut from = 0;
+        for &end in &self.ends {
+            by_line(out.get(from..end).unwrap_or_default(), emit);
+            from = end;
+        }
     }
 
     /// What `push` (`Some(Some(data))`), `finish` (`Some(None)`) and `flush`
-    /// (`None`) do, with the masked text given to `out` as it is: lines with
-    /// their `\n`, many at once, or pieces of a line. The log pipeline takes
-    /// it so, without a call and a copy per line.
+    /// (`None`) do, with the masked text appended to `out` as it is: lines
+    /// with their `\n`, many at once, or pieces of a line (`ends` says where
+    /// each piece ends). The log pipeline takes it so, without a call and a
+    /// copy per line.
     pub(crate) fn process(
         &mut self,
         what: Option<Option<&[u8]>>,
         masker: &Masker,
-        out: &mut dyn FnMut(&[u8]),
+        out: &mut Vec<u8>,
     ) {
+        self.ends.clear();
         let ac = masker.automaton();
         if self.generation != masker.generation {
             // New secrets since this line was scanned: scan what is held
@@ -515,6 +604,31 @@ impl LineSplitter {
         let (mut run, mut at) = (0, 0);
         loop {
             let rest = data.get(at..).unwrap_or_default();
+            // All the whole lines at once: when no pattern holds a `\n`, no
+            // match spans lines, so one scan finds what a scan per line
+            // would, without a search and a call per line.
+            if self.buf.is_empty() && self.state == 0 && ac.is_none_or(|a| !a.newline) {
+                let end = rest.iter().rposition(|&b| b == b'\n').map_or(0, |n| n + 1);
+                if end > 0 && end <= self.max.saturating_add(1) {
+                    let lines = &rest[..end];
+                    self.spans.clear();
+                    if let Some(ac) = ac {
+                        ac.scan(0, lines, 0, &mut self.spans, true);
+                    }
+                    self.partial = false;
+                    if !self.spans.is_empty() {
+                        if run < at {
+                            self.put(out, data.get(run..at).unwrap_or_default());
+                        }
+                        render(out, lines, &self.spans);
+                        self.ends.push(out.len());
+                        self.spans.clear();
+                        run = at + end;
+                    }
+                    at += end;
+                    continue;
+                }
+            }
             let nl = find_newline(rest);
             // The common case, a whole line inside this chunk, is masked in
             // place rather than copied through `buf`.
@@ -529,19 +643,18 @@ impl LineSplitter {
                 at += n + 1;
                 if !self.spans.is_empty() {
                     if run < at - n - 1 {
-                        out(data.get(run..at - n - 1).unwrap_or_default());
+                        self.put(out, data.get(run..at - n - 1).unwrap_or_default());
                     }
-                    self.scratch.clear();
-                    render(&mut self.scratch, line, &self.spans);
-                    self.scratch.push(b'\n');
-                    out(&self.scratch);
+                    render(out, line, &self.spans);
+                    out.push(b'\n');
+                    self.ends.push(out.len());
                     self.spans.clear();
                     run = at;
                 }
                 continue;
             }
             if run < at {
-                out(data.get(run..at).unwrap_or_default());
+                self.put(out, data.get(run..at).unwrap_or_default());
             }
             let (mut line, _) = rest.split_at(nl.unwrap_or(rest.len()));
             at += line.len() + 1;
@@ -570,7 +683,7 @@ impl LineSplitter {
     /// Emits the rest of the line. `complete` says a newline ended it; a
     /// `\r` before that newline stays in the text, so the console can write
     /// the line back byte for byte.
-    fn end_line(&mut self, complete: bool, out: &mut dyn FnMut(&[u8])) {
+    fn end_line(&mut self, complete: bool, out: &mut Vec<u8>) {
         while self.buf.len() > self.max {
             self.cut(0, out);
         }
@@ -584,7 +697,7 @@ impl LineSplitter {
     /// Emits an incomplete piece of about `max` bytes, never cutting inside a
     /// masked span nor within the last `keep` bytes, unless a span covers all
     /// of it: then the span is split and its tail stays masked in `spans`.
-    fn cut(&mut self, keep: usize, out: &mut dyn FnMut(&[u8])) {
+    fn cut(&mut self, keep: usize, out: &mut Vec<u8>) {
         let len = self.buf.len();
         let safe = len.saturating_sub(keep);
         let mut c = self.max.min(safe);
@@ -612,24 +725,25 @@ impl LineSplitter {
     }
 
     /// Gives `buf[..end]` to `out`, masked, with a `\n` if `newline`.
-    fn emit_piece(&mut self, end: usize, newline: bool, out: &mut dyn FnMut(&[u8])) {
+    fn emit_piece(&mut self, end: usize, newline: bool, out: &mut Vec<u8>) {
         let text = self.buf.get(..end).unwrap_or(&self.buf);
         let n = self.spans.partition_point(|&(s, _)| s < end);
-        self.scratch.clear();
-        render(
-            &mut self.scratch,
-            text,
-            self.spans.get(..n).unwrap_or_default(),
-        );
+        render(out, text, self.spans.get(..n).unwrap_or_default());
         if newline {
-            self.scratch.push(b'\n');
+            out.push(b'\n');
         }
-        out(&self.scratch);
+        self.ends.push(out.len());
+    }
+
+    /// Gives `text` to `out` as it is, one piece.
+    fn put(&mut self, out: &mut Vec<u8>, text: &[u8]) {
+        out.extend_from_slice(text);
+        self.ends.push(out.len());
     }
 }
 
-/// Cuts masked text from `LineSplitter::process` into `push`'s calls: one
-/// per line, `complete` if its `\n` was there.
+/// Cuts a piece of masked text from `LineSplitter::process` into `push`'s
+/// calls: one per line, `complete` if its `\n` was there.
 fn by_line(mut text: &[u8], emit: &mut dyn FnMut(&[u8], bool)) {
     while let Some(n) = find_newline(text) {
         emit(&text[..n], true);

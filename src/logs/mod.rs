@@ -1,8 +1,9 @@
 //! The log pipeline: every byte that leaves the runner (the job's stdout and
 //! stderr, the runner's own log lines) is cut into lines, masked, written to
-//! the console and, when a spool is open, appended to it: what one pipe read
-//! brought as one event (docs/protocol.md, "Log events"). The uploader sends
-//! the spool to the orchestrator.
+//! the console and, when a spool is open, handed to the spool's thread
+//! (`writer`), which appends it: what one pipe read brought as one event
+//! (docs/protocol.md, "Log events"). The uploader sends the spool to the
+//! orchestrator.
 //!
 //! Console stdout and stderr stay plain text, so the serial console reads like
 //! a terminal; the spool carries the structured events the uploader sends.
@@ -14,12 +15,15 @@ pub mod logger;
 pub mod mask;
 pub mod spool;
 pub mod upload;
+mod writer;
 
 use mask::{LineSplitter, Masker};
 use spool::{Spool, Stream};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::SystemTime;
+use writer::{Job, Writer};
 
 /// Longest piece of a line kept in memory; longer lines become several events.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -36,12 +40,12 @@ struct Pipeline {
     /// console only.
     sealed: AtomicBool,
     sink: Mutex<Sink>,
+    /// The spool's thread, when there is a spool.
+    writer: Option<Arc<Writer>>,
 }
 
-/// What the spool side of the pipeline holds between writes, and what the
-/// job said through workflow commands.
+/// What the job said through workflow commands, and the step it runs.
 struct Sink {
-    spool: Option<Spool>,
     /// The step whose output this is, masked (it is the `step` of events).
     step: Option<String>,
     /// `::debug::` lines are shown for this step.
@@ -49,11 +53,6 @@ struct Sink {
     /// `::stop-commands::TOKEN` is in force: the token that ends it.
     stopped_by: Option<String>,
     annotations: Annotations,
-    /// The spool could not be written at the last flush: the error was
-    /// reported once, and is not again until a write succeeds.
-    failing: bool,
-    /// `SOLSTICE_LOG_LIMIT`: how much job output the spool keeps.
-    limit: Option<limit::Limit>,
 }
 
 /// The annotations the job made, capped per level and step and per job.
@@ -71,23 +70,31 @@ pub const ANNOTATIONS_PER_JOB: usize = 50;
 
 static PIPELINE: OnceLock<Pipeline> = OnceLock::new();
 
-/// Installs the masker and the spool. Until then the runner's own lines go
-/// to stderr unmasked, which is only safe because nothing secret is logged
-/// before the secrets are known.
-pub fn init(masker: Masker, spool: Option<Spool>, limit: Option<limit::Limit>) {
+/// Installs the masker and the spool (`limit`: `SOLSTICE_LOG_LIMIT`, how
+/// much job output it keeps), whose thread it starts. Until then the
+/// runner's own lines go to stderr unmasked, which is only safe because
+/// nothing secret is logged before the secrets are known.
+pub fn init(
+    masker: Masker,
+    spool: Option<Spool>,
+    limit: Option<limit::Limit>,
+) -> std::io::Result<()> {
+    let writer = match spool {
+        Some(s) => Some(Writer::start(s, limit)?),
+        None => None,
+    };
     let _ = PIPELINE.set(Pipeline {
         masker: RwLock::new(masker),
         sealed: AtomicBool::new(false),
         sink: Mutex::new(Sink {
-            spool,
             step: None,
             debug: false,
             stopped_by: None,
             annotations: Annotations::default(),
-            failing: false,
-            limit,
         }),
+        writer,
     });
+    Ok(())
 }
 
 impl Pipeline {
@@ -96,6 +103,35 @@ impl Pipeline {
         // in practice; if it were, the data is still whole.
         self.sink.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Hands `text` to the spool's thread as it arrived now (the job's
+    /// output waits while the queue is full, the runner's lines never), and
+    /// returns an empty buffer for the next; nothing after the seal.
+    fn send(&self, stream: Stream, text: Vec<u8>, whole: bool) -> Vec<u8> {
+        match self
+            .writer
+            .as_ref()
+            .filter(|_| !self.sealed.load(Ordering::SeqCst))
+        {
+            Some(w) => {
+                let ms = spool::millis(SystemTime::now());
+                let job = Job::Text {
+                    stream,
+                    ms,
+                    text,
+                    whole,
+                };
+                w.send(job, stream != Stream::Runner)
+            }
+            None => text,
+        }
+    }
+}
+
+/// Starts one of the runner's own threads (the spool's, the uploader's):
+/// one function for both, so the binary holds std's spawning code once.
+pub(crate) fn spawn(f: Box<dyn FnOnce() + Send>) -> std::io::Result<()> {
+    std::thread::Builder::new().spawn(f).map(drop)
 }
 
 /// Runs `f` with the job's masker; before `init`, one without secrets
@@ -123,24 +159,13 @@ pub fn add_mask(value: &str) {
     }
 }
 
-/// Closes the spool to new events (see `Pipeline::sealed`), after writing
-/// the kept tail of a log that outgrew its limit.
+/// Closes the spool to new events (see `Pipeline::sealed`) once everything
+/// handed over before is written, with the kept tail of a log that outgrew
+/// its limit. Called again, it does nothing more.
 pub fn seal() {
     if let Some(p) = PIPELINE.get() {
-        let mut sink = p.sink();
-        let Sink {
-            spool,
-            limit,
-            failing,
-            ..
-        } = &mut *sink;
-        if let (Some(s), Some(l)) = (spool, limit) {
-            l.finish(s);
-            // A failure streak was reported already.
-            if let (Err(e), false) = (s.flush(), *failing) {
-                drop(sink);
-                error!("writing the log spool failed: {e}");
-            }
+        if let Some(w) = &p.writer {
+            w.seal();
         }
         p.sealed.store(true, Ordering::SeqCst);
     }
@@ -153,6 +178,10 @@ pub fn set_step(step: Option<&str>, debug: bool) {
         // The name becomes the `step` field of every event: masked too.
         let name = step.map(mask);
         let mut sink = p.sink();
+        if let Some(w) = &p.writer {
+            // Through the queue, so it applies to the output that follows.
+            w.send(Job::Step(name.clone()), false);
+        }
         sink.step = name;
         sink.debug = debug;
         sink.stopped_by = None;
@@ -193,92 +222,25 @@ pub fn runner_line(plain: &str, console: Option<&str>) {
     };
     let shown = line(console.unwrap_or(plain));
     let _ = std::io::stderr().lock().write_all(&shown);
-    let Some(p) = PIPELINE.get().filter(|p| !p.sealed.load(Ordering::SeqCst)) else {
-        return;
-    };
+    let Some(p) = PIPELINE.get() else { return };
     let masked = if console.is_some() {
         line(plain)
     } else {
         shown
     };
-    let mut sink = p.sink();
-    let Sink { spool, step, .. } = &mut *sink;
-    if let Some(s) = spool {
-        append_events(s, Stream::Runner, step.as_deref(), &masked, None);
-        // A failure here is the job's output's to report (see `Capture`).
-        let _ = s.flush();
-    }
-}
-
-/// Appends events of the job to the spool: what the head of a limited log
-/// has room for, the rest to the kept tail; reports the start and the end
-/// of a failure to write, once each.
-fn append_job(sink: &mut Sink, stream: Stream, text: &[u8]) -> Option<std::io::Result<()>> {
-    append_job_as(sink, stream, text, false)
-}
-
-/// `append_job`; with `whole`, `text` is one event (a command's), even
-/// empty or with line breaks inside.
-fn append_job_as(
-    sink: &mut Sink,
-    stream: Stream,
-    text: &[u8],
-    whole: bool,
-) -> Option<std::io::Result<()>> {
-    let Sink {
-        spool,
-        step,
-        failing,
-        limit,
-        ..
-    } = sink;
-    let s = spool.as_mut()?;
-    let n = limit.as_mut().map_or(text.len(), |l| l.head_share(text));
-    let (head, rest) = text.split_at(n);
-    if whole && n == text.len() {
-        s.append(stream, step.as_deref(), text);
-    } else {
-        append_events(s, stream, step.as_deref(), head, None);
-    }
-    if let (Some(l), false) = (limit.as_mut(), rest.is_empty()) {
-        let ts = s.timestamp();
-        l.keep_tail(stream, step.as_deref(), rest, &ts);
-    }
-    // Only the start and the end of a failure streak are reported: a full
-    // disk must not add a line per read.
-    match s.flush() {
-        Err(e) if !*failing => {
-            *failing = true;
-            Some(Err(e))
-        }
-        Ok(()) if *failing => {
-            *failing = false;
-            Some(Ok(()))
-        }
-        _ => None,
-    }
-}
-
-fn report_spool(change: Option<std::io::Result<()>>) {
-    match change {
-        Some(Err(e)) => error!(
-            "writing the log spool failed: {e}; events are held in memory up to 16 MiB, then counted as lost (the console keeps the whole log)"
-        ),
-        Some(Ok(())) => info!("the log spool can be written again"),
-        None => {}
-    }
+    p.send(Stream::Runner, masked, false);
 }
 
 /// Appends `text`, the masked bytes of one stream as read together, as
 /// events: whole lines (`\n` included), or a piece of a line that the
 /// stream's next event continues; at most MAX_EVENT bytes each. `ts` is the
-/// time they arrived, when that was not now.
+/// time they arrived.
 fn append_events(
     s: &mut Spool,
     stream: Stream,
     step: Option<&str>,
     mut text: &[u8],
-    ts: Option<&[u8; 24]>,
+    ts: &[u8; 24],
 ) {
     while !text.is_empty() {
         let mut end = text.len();
@@ -293,10 +255,7 @@ fn append_events(
             };
         }
         let (event, rest) = text.split_at(end);
-        match ts {
-            Some(ts) => s.append_at(stream, step, event, ts),
-            None => s.append(stream, step, event),
-        }
+        s.append_at(stream, step, event, ts);
         text = rest;
     }
 }
@@ -378,23 +337,11 @@ impl Capture {
                 continue;
             }
             // The next line that starts with ':'.
-            let mut at = if self.line_start && data[0] == b':' {
+            let at = if self.line_start && data[0] == b':' {
                 Some(0)
             } else {
-                None
+                bytes::find_command(data)
             };
-            let mut from = 0;
-            while at.is_none() {
-                let Some(n) = bytes::find_newline(&data[from..]) else {
-                    break;
-                };
-                let next = from + n + 1;
-                match data.get(next) {
-                    Some(b':') => at = Some(next),
-                    Some(_) => from = next,
-                    None => break,
-                }
-            }
             match at {
                 Some(i) => {
                     if i > 0 {
@@ -498,8 +445,7 @@ impl Capture {
         };
         self.show(line);
         if let Some((stream, text)) = event {
-            let change = append_job_as(&mut p.sink(), stream, text.as_bytes(), true);
-            report_spool(change);
+            p.send(stream, text.into_bytes(), true);
         }
     }
 
@@ -515,12 +461,13 @@ impl Capture {
         let console = &mut self.console;
         console.clear();
         let splitter = &mut self.splitter;
-        with_masker(|m| splitter.process(what, m, &mut |text| console.extend_from_slice(text)));
-        if let Some(p) = PIPELINE.get().filter(|_| !self.console.is_empty()) {
-            let change = append_job(&mut p.sink(), self.stream, &self.console);
-            report_spool(change);
-        }
+        with_masker(|m| splitter.process(what, m, console));
         write_console(self.stream, &self.console);
+        if let Some(p) = PIPELINE.get().filter(|_| !self.console.is_empty()) {
+            // The buffer goes to the spool's thread; one it emptied comes back.
+            let text = std::mem::take(&mut self.console);
+            self.console = p.send(self.stream, text, false);
+        }
     }
 }
 

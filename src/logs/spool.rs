@@ -1,10 +1,10 @@
 //! The durable log spool: turns each piece of output into one NDJSON event
 //! and appends it to a local file, which is the uploader's source of truth.
 //!
-//! This is the job's hot path (every byte of the log is escaped here), so
-//! `append` only formats into a reused buffer, never touches the network,
-//! and writes to the file only when the caller has not flushed for a
-//! megabyte; `flush` writes the buffer in one go after each pipe read.
+//! Every byte of the log is escaped here, on the spool's own thread
+//! (`writer`), so `append` only formats into a reused buffer, never touches
+//! the network, and writes to the file only when the caller has not flushed
+//! for a megabyte; `flush` writes the buffer in one go after each batch.
 
 use super::bytes::push_json_str;
 use std::fs::File;
@@ -112,22 +112,22 @@ impl Spool {
     /// becomes U+FFFD.
     ///
     /// The events appended between two flushes share one timestamp, read at
-    /// the first of them: the caller flushes after each pipe read, so that is
-    /// when the read returned, which is when its lines arrived.
+    /// the first of them. The pipeline gives each read's time to `append_at`
+    /// instead; this is for the spool's own notes.
     pub fn append(&mut self, stream: Stream, step: Option<&str>, text: &[u8]) {
         let ts = self.timestamp();
         self.append_at(stream, step, text, &ts);
     }
 
     /// The time the events of this batch carry (see `append`).
-    pub fn timestamp(&mut self) -> [u8; 24] {
+    fn timestamp(&mut self) -> [u8; 24] {
         *self
             .ts
             .get_or_insert_with(|| format_millis(millis(SystemTime::now())))
     }
 
-    /// `append` with the event's time given: output kept aside (the log's
-    /// tail) keeps the time it arrived.
+    /// `append` with the event's time given: when the read that brought the
+    /// text returned (output kept aside in the log's tail keeps it too).
     pub fn append_at(&mut self, stream: Stream, step: Option<&str>, text: &[u8], ts: &[u8; 24]) {
         if self.buf.len() >= AUTO_FLUSH {
             // An error here is reported by the caller's next flush, which retries.
@@ -200,6 +200,11 @@ impl Spool {
         self.written == 0
     }
 
+    /// Bytes of events buffered, not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The seq the next event gets.
     pub fn seq(&self) -> u64 {
         self.seq
@@ -228,7 +233,7 @@ impl Spool {
 }
 
 /// Milliseconds since the Unix epoch, rounded down (also before the epoch).
-fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     // Seconds are capped far beyond what `format_millis` clamps to anyway.
     let ms = |d: std::time::Duration, up: u32| {
         d.as_secs().min(1 << 40) as i64 * 1000 + i64::from((d.subsec_nanos() + up) / 1_000_000)
@@ -245,7 +250,7 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     String::from_utf8_lossy(&format_millis(millis(t))).into_owned()
 }
 
-fn format_millis(ms: i64) -> [u8; 24] {
+pub(crate) fn format_millis(ms: i64) -> [u8; 24] {
     // 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z.
     const MIN: i64 = -62_167_219_200_000;
     const MAX: i64 = 253_402_300_799_999;

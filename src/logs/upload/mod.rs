@@ -144,9 +144,7 @@ impl Uploader {
             .and_then(|client| {
                 let w =
                     worker::Worker::new(client, cfg, spool_path.clone(), shared.clone(), on_cancel);
-                std::thread::Builder::new()
-                    .spawn(move || w.run())
-                    .map(drop)
+                crate::logs::spawn(Box::new(move || w.run()))
                     .map_err(|e| format!("cannot start the log upload thread: {e}"))
             });
         if let Err(why) = started {
