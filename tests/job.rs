@@ -899,24 +899,17 @@ fn a_flood_through_the_spool_stays_in_bounded_memory() {
     );
     job.repo.write_job(&body);
     job.sha = job.repo.commit("flood");
-    let _cleanup = Cleanup(&job);
+    let _release = Release(&job);
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
-    let wd = job.workdir();
-    let repo = job.repo.path().to_path_buf();
     let spool = job.file("spool.ndjson");
-    let mut run = RawRun::spawn(
-        &[
-            ("SOLSTICE_REPO_URL", &repo),
-            ("SOLSTICE_COMMIT_SHA", &job.sha),
-            ("SOLSTICE_WORKDIR", &wd),
-            ("SOLSTICE_SPOOL", &spool),
-            ("SOLSTICE_LOG_LIMIT", &"0"),
-        ],
-        move |d: &[u8]| {
-            c.fetch_add(d.len() as u64, Ordering::SeqCst);
-        },
-    );
+    let runner = job
+        .runner()
+        .env("SOLSTICE_SPOOL", &spool)
+        .env("SOLSTICE_LOG_LIMIT", "0");
+    let mut run = RawRun::spawn(runner, move |d: &[u8]| {
+        c.fetch_add(d.len() as u64, Ordering::SeqCst);
+    });
     wait_until(
         Duration::from_secs(120),
         "all 64 MiB on the runner's stdout",
