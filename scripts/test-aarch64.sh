@@ -87,7 +87,7 @@ else
             why="the job's process group $pgid is still alive"
         elif grep -q "sleep was not stopped" "$tmp/cancel.out"; then
             why="the job went on after its sleep was killed"
-        elif ! grep -q "cancelled by signal 15" "$tmp/cancel.err"; then
+        elif ! grep -q "job cancelled (SIGTERM" "$tmp/cancel.err"; then
             why="the runner did not log the cancellation"
         fi
     fi
