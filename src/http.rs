@@ -96,14 +96,6 @@ pub enum Failure {
     Final(Error),
 }
 
-impl Failure {
-    pub fn into_error(self) -> Error {
-        match self {
-            Failure::Transient(e) | Failure::Final(e) => e,
-        }
-    }
-}
-
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {

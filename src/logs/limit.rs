@@ -99,11 +99,6 @@ impl Limit {
         }
     }
 
-    /// Whether output was left out of the head.
-    pub fn cut(&self) -> bool {
-        self.tail.is_some()
-    }
-
     /// Appends the marker and the tail to `spool`, and removes the segments.
     pub fn finish(&mut self, spool: &mut Spool) {
         let Some(tail) = self.tail.take() else {
