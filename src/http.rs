@@ -844,6 +844,19 @@ mod tests {
         }
     }
 
+    /// A test server on 127.0.0.1 that reads one request's head, sends
+    /// `answer` as it is, and closes.
+    fn answer_once(answer: Vec<u8>) -> (u16, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            read_head(&mut s);
+            let _ = s.write_all(&answer);
+        });
+        (port, server)
+    }
+
     /// Answers that arrive a line at a time on one kept-alive connection,
     /// so that lines end exactly where reads end.
     #[test]
@@ -907,13 +920,7 @@ mod tests {
             ),
         ];
         for (answer, want) in cases {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let server = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().unwrap();
-                read_head(&mut s);
-                let _ = s.write_all(&answer);
-            });
+            let (port, server) = answer_once(answer);
             let got = get(&mut client(port));
             assert_eq!(got.map(|r| r.body.len()).ok(), want);
             server.join().unwrap();
@@ -947,14 +954,8 @@ mod tests {
             Vec::new(),
         ];
         for answer in cases {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
             let shown = String::from_utf8_lossy(&answer[..answer.len().min(60)]).into_owned();
-            let server = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().unwrap();
-                read_head(&mut s);
-                let _ = s.write_all(&answer);
-            });
+            let (port, server) = answer_once(answer);
             let got = get(&mut client(port));
             assert!(
                 matches!(got, Err(Failure::Transient(_))),
@@ -996,13 +997,7 @@ mod tests {
             (long_ext, None),
         ];
         for (answer, want) in cases {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let server = std::thread::spawn(move || {
-                let (mut s, _) = listener.accept().unwrap();
-                read_head(&mut s);
-                let _ = s.write_all(&answer);
-            });
+            let (port, server) = answer_once(answer);
             let file = File::create(&path).unwrap();
             let req = Request {
                 method: "GET",
