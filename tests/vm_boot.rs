@@ -203,6 +203,15 @@ impl Boot {
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
+    /// A failed check's message: `what`, where the console is, and its end.
+    fn why(&self, what: &str) -> String {
+        format!(
+            "{what}\nconsole: {}; its end:\n{}",
+            self.console_path.display(),
+            self.tail()
+        )
+    }
+
     fn times(&self) -> String {
         let s = |d: Option<Duration>| match d {
             Some(d) => format!("{:.1} s", d.as_secs_f64()),
@@ -461,13 +470,7 @@ fn vm_boot() {
         &orch,
     );
     record_times(&s, &b);
-    let why = |what: &str| {
-        format!(
-            "{what}\nconsole: {}; its end:\n{}",
-            b.console_path.display(),
-            b.tail()
-        )
-    };
+    let why = |what: &str| b.why(what);
 
     // The snippet fetched the binary and its SHA256SUMS from dist/.
     let lines = dist.request_lines();
@@ -600,13 +603,7 @@ fn vm_boot() {
         &orch,
     );
     record_times(&s, &b);
-    let why = |what: &str| {
-        format!(
-            "{what}\nconsole: {}; its end:\n{}",
-            b.console_path.display(),
-            b.tail()
-        )
-    };
+    let why = |what: &str| b.why(what);
     assert!(
         dist.request_lines()
             .iter()
